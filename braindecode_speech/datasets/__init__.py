@@ -1,0 +1,39 @@
+"""Study adapters and their registry.
+
+``get(name, root, **kwargs)`` builds the :class:`~braindecode_speech.study.Study` registered
+under ``name``. Adapters are imported lazily so that importing the package stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from ..study import Study
+
+__all__ = ["REGISTRY", "get", "names"]
+
+#: registry name -> "module:Class" (module relative to this package)
+REGISTRY: dict[str, str] = {
+    "simulated": "simulated:SimulatedStudy",
+    "bids": "bids:BIDSStudy",
+    "gwilliams2022": "gwilliams2022:Gwilliams2022",
+    "schoffelen2019": "schoffelen2019:Schoffelen2019",
+    "broderick2019": "broderick2019:Broderick2019",
+    "brennan2019": "brennan2019:Brennan2019",
+}
+
+
+def names() -> list[str]:
+    """Registered study names."""
+    return sorted(REGISTRY)
+
+
+def get(name: str, root: str | Path, **kwargs: Any) -> Study:
+    """Build the study ``name`` on the local copy at ``root``."""
+    if name not in REGISTRY:
+        raise KeyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")
+    module_name, class_name = REGISTRY[name].split(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)(root, **kwargs)
