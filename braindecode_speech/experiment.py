@@ -1,0 +1,334 @@
+"""One experiment, end to end: study → preprocessing → features → windows → training →
+retrieval evaluation → report, all written to the experiment's own folder.
+
+The folder holds ``config.yaml`` (the resolved config), ``history.jsonl``, ``checkpoint.pt`` /
+``best.pt``, ``report.json``, ``per_subject.csv``, figures and ``skipped.csv`` (everything left
+out, and why). Running again in the same folder resumes training from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.format import open_memmap
+from pydantic import Field
+
+from .cache import default_cache_dir
+from .config import Config, ConfigError
+from .data import FeatureScaler, NormConfig, Window, WindowDataset, fit_robust_scaler
+from .datasets import get as get_study
+from .evaluation import EvaluationConfig, RetrievalEvaluator
+from .features import FeaturesConfig
+from .losses import LossConfig
+from .models import EncoderConfig, RidgeDecoder
+from .preprocessing import PreprocessConfig, PreprocessedRecording, preprocess
+from .report import format_table, write_report
+from .segments import WindowConfig, make_windows
+from .speech import block_features
+from .splits import SplitConfig, assign_splits, audit_splits, make_blocks, sentences, sound_spans
+from .study import StudyError
+from .training import OptimConfig, Trainer
+
+__all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig", "PreparedData", "prepare_data",
+           "run_experiment", "evaluate_run"]
+
+logger = logging.getLogger(__name__)
+
+
+class StudyConfig(Config):
+    """Which study, where, which subjects."""
+
+    name: str = "simulated"
+    root: str | None = None
+    """local copy of the study (not part of the signature: the data, not their place, matter)"""
+    subjects: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    """keyword arguments of the study adapter"""
+    on_error: Literal["raise", "skip"] = "raise"
+    """a recording that cannot be read: stop with the error, or skip it (listed in the report)"""
+
+    _exclude_from_signature = ("root",)
+
+
+class RidgeConfig(Config):
+    """The linear ridge baseline evaluated beside the brain encoder."""
+
+    enabled: bool = True
+    max_windows: int = 4000
+    """training windows used to fit it (a random subset)"""
+
+
+class ExperimentConfig(Config):
+    """Everything that defines an experiment. Defaults are the paper's."""
+
+    study: StudyConfig = Field(default_factory=StudyConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    norm: NormConfig = Field(default_factory=NormConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: EncoderConfig = Field(default_factory=EncoderConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    ridge: RidgeConfig = Field(default_factory=RidgeConfig)
+    cache_dir: str | None = None
+    """cache of preprocessed data and features (default: $BRAINDECODE_SPEECH_CACHE or
+    ~/.cache/braindecode_speech)"""
+
+    _exclude_from_signature = ("cache_dir",)
+
+
+@dataclass
+class PreparedData:
+    """Everything the model and the evaluator need, built once per experiment."""
+
+    recordings: list[PreprocessedRecording]
+    windows: pd.DataFrame
+    """one row per window: split, recording, subject, anchor, segment/word for test windows"""
+    datasets: dict[str, WindowDataset]
+    subjects: list[str]
+    """training subjects; their position is the model's subject index"""
+    n_features: int
+    audit: dict[str, Any]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def prepare_data(config: ExperimentConfig) -> PreparedData:
+    """Read, preprocess, split, window and normalise the study of ``config``."""
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    if config.study.root is None:
+        raise ConfigError(f"study.root is not set: where is the local copy of {config.study.name!r}?")
+    study = get_study(config.study.name, config.study.root, subjects=config.study.subjects,
+                      **config.study.options)
+    skipped: list[dict[str, str]] = list(getattr(study, "skipped_records", []))
+    recordings: list[PreprocessedRecording] = []
+    for rec in study.recordings():
+        try:
+            recordings.append(preprocess(rec, config.preprocess, cache_dir))
+        except (StudyError, ValueError, FileNotFoundError) as exc:
+            if config.study.on_error == "raise":
+                raise
+            logger.warning("Skipping %s: %s", rec.uid, exc)
+            skipped.append({"item": rec.uid, "reason": str(exc)})
+    if not recordings:
+        raise StudyError(f"{config.study.root}: no usable recording for {config.study.name!r}")
+    sfreq = config.preprocess.sfreq
+    features = config.features.build()
+    if abs(features.sfreq - sfreq) > 1e-6:
+        raise ConfigError(f"features run at {features.sfreq} Hz but the brain at {sfreq} Hz: "
+                          "set features and preprocess to the same rate")
+
+    sounds = {r.uid: sound_spans(r.events) for r in recordings}
+    blocks = {r.uid: make_blocks(sentences(r.events, r.duration), config.splits)
+              for r in recordings}
+    blocks = assign_splits(blocks, config.splits)
+    audit = audit_splits(blocks, sounds)
+
+    n_times = config.windows.n_times(sfreq)
+    tables, block_arrays, kept = [], [], []
+    for rec in recordings:
+        table = make_windows(blocks[rec.uid], rec.events, config.windows, sfreq, rec.n_times)
+        if table.empty:
+            logger.warning("%s: no window fits in its blocks (recording of %.1f s)",
+                           rec.uid, rec.duration)
+            skipped.append({"item": rec.uid, "reason": "no complete window inside a block "
+                            f"(duration {rec.duration:.1f} s, {len(blocks[rec.uid])} blocks)"})
+            continue
+        offset = len(block_arrays)
+        for b in sorted(table["block"].unique()):
+            blk = blocks[rec.uid].loc[b]
+            block_arrays.append(block_features(blk["start"], blk["stop"], sounds[rec.uid],
+                                               features, cache_dir))
+        remap = {b: offset + i for i, b in enumerate(sorted(table["block"].unique()))}
+        table["block"] = table["block"].map(remap)
+        table["recording"] = len(kept)
+        table["subject"] = rec.subject
+        table["recording_uid"] = rec.uid
+        kept.append(rec)
+        tables.append(table)
+    if not tables:
+        raise StudyError(f"{config.study.root}: no recording has a complete window")
+    recordings = kept
+    windows = pd.concat(tables, ignore_index=True)
+    for split in ("train", "valid", "test"):
+        if not (windows["split"] == split).any():
+            raise StudyError(
+                f"{config.study.name}: no {split} window after splitting "
+                f"({len(windows)} windows in all); the study is too small for a "
+                f"{config.splits.test_ratio:.0%}/{config.splits.valid_ratio:.0%} split")
+
+    subjects = sorted(windows.loc[windows["split"] == "train", "subject"].unique())
+    subject_index = {s: i for i, s in enumerate(subjects)}
+    windows["subject_index"] = windows["subject"].map(subject_index).fillna(-1).astype(int)
+
+    rng = np.random.default_rng(config.optim.seed)
+    baseline = int(round(-config.windows.tmin * sfreq)) if config.norm.baseline else 0
+    scalers = []
+    for i, rec in enumerate(recordings):
+        if not config.norm.robust_scale:
+            scalers.append(None)
+            continue
+        own = windows[windows["recording"] == i]
+        train = own[own["split"] == "train"]
+        if train.empty:
+            logger.info("%s has no training window: its scaler is fitted on all its windows",
+                        rec.uid)
+            train = own
+        scalers.append(fit_robust_scaler(rec.data, train["brain_start"].to_numpy(), n_times,
+                                         baseline, config.norm.n_scaling_windows, rng))
+    feature_scaler = None
+    if config.norm.standardize_features:
+        train = windows[windows["split"] == "train"]
+        pick = rng.choice(len(train), size=min(len(train), 2000), replace=False)
+        samples = [block_arrays[b][:, s:s + n_times]
+                   for b, s in train.iloc[np.sort(pick)][["block", "speech_start"]].to_numpy()]
+        feature_scaler = FeatureScaler.fit(samples)
+
+    n_channels = max(r.data.shape[0] for r in recordings)
+    datasets = {}
+    for split in ("train", "valid", "test"):
+        part = windows[windows["split"] == split]
+        items = [Window(int(r.recording), int(r.brain_start), int(r.block),
+                        int(r.speech_start), int(r.subject_index)) for r in part.itertuples()]
+        datasets[split] = WindowDataset(
+            [r.data for r in recordings], [r.positions for r in recordings], block_arrays,
+            items, scalers, feature_scaler, n_channels, n_times, baseline, config.norm.clamp)
+    logger.info("Windows: %s", windows["split"].value_counts().to_dict())
+    return PreparedData(recordings=recordings, windows=windows, datasets=datasets,
+                        subjects=list(subjects), n_features=features.dimension, audit=audit,
+                        skipped=skipped)
+
+
+def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
+    return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features)
+
+
+def _predict(model: torch.nn.Module, dataset: WindowDataset, path: Path, batch_size: int,
+             device: torch.device) -> np.ndarray:
+    """Brain-encoder outputs of every window of ``dataset``, ``[N, F, T]`` memory-mapped."""
+    model.eval()
+    out = None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    with torch.no_grad():
+        for batch in loader:
+            z = model(batch["brain"].to(device), batch["subject"].to(device),
+                      batch["positions"].to(device), batch["mask"].to(device)).float().cpu()
+            if out is None:
+                out = open_memmap(path, mode="w+", dtype=np.float32,
+                                  shape=(len(dataset), *z.shape[1:]))
+            idx = batch["index"].numpy()
+            out[idx[0]:idx[-1] + 1] = z.numpy()
+    out.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def _candidates(data: PreparedData, test: pd.DataFrame, path: Path) -> tuple[np.ndarray,
+                                                                               np.ndarray, list]:
+    """Distinct test segments: speech windows ``[M, F, T]`` (memory map), the target index of
+    every test window, and the segments' first occurrence (row of ``test``)."""
+    segments = list(dict.fromkeys(test["segment"]))
+    position = {s: i for i, s in enumerate(segments)}
+    first = test.reset_index(drop=True).groupby("segment", sort=False).head(1)
+    dataset = data.datasets["test"]
+    n_times = dataset.n_times
+    out = open_memmap(path, mode="w+", dtype=np.float32,
+                      shape=(len(segments), data.n_features, n_times))
+    for row, seg in zip(first.index, first["segment"]):
+        out[position[seg]] = dataset.speech_window(int(row))
+    out.flush()
+    targets = test["segment"].map(position).to_numpy()
+    return np.load(path, mmap_mode="r"), targets, first
+
+
+def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.nn.Module,
+                    folder: Path) -> dict[str, Any]:
+    """Retrieval evaluation of the brain encoder (and the ridge baseline); writes the report."""
+    folder = Path(folder)
+    device = next(model.parameters()).device
+    test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
+    candidates, targets, first = _candidates(data, test, folder / "candidates.npy")
+    words = [str(w).lower() for w in first["word"]]
+    evaluator = RetrievalEvaluator(config.evaluation)
+    meta = test[["subject", "recording_uid", "anchor", "word", "sequence_id", "word_index",
+                 "segment"]]
+    results = {}
+    predictions = _predict(model, data.datasets["test"], folder / "predictions.npy",
+                           config.optim.batch_size, device)
+    results["model"] = evaluator.evaluate(predictions, candidates, targets, words, meta)
+    if config.ridge.enabled:
+        results["ridge"] = evaluator.evaluate(_ridge_predictions(config, data),
+                                              candidates, targets, words, meta)
+    sentences_text = _segment_sentences(data, first)
+    extra = {"split_audit": data.audit, "skipped": data.skipped,
+             "n_windows": data.windows["split"].value_counts().to_dict(),
+             "subjects": data.subjects, "config_signature": config.signature()}
+    write_report(folder, results, extra, candidate_sentences=sentences_text,
+                 candidate_word_index=first["word_index"].astype(int).tolist())
+    pd.DataFrame(data.skipped, columns=["item", "reason"]).to_csv(folder / "skipped.csv",
+                                                                  index=False)
+    table = format_table(results)
+    (folder / "table.txt").write_text(table + "\n")
+    return {"results": results, "table": table}
+
+
+def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
+    """The sentence text of each candidate segment."""
+    texts = {}
+    for rec in data.recordings:
+        words = rec.events[rec.events["kind"] == "word"]
+        for sid, part in words.groupby("sequence_id", sort=False):
+            texts.setdefault(sid, " ".join(part.sort_values("word_index")["word"].astype(str)))
+    return [texts.get(s, "") for s in first["sequence_id"]]
+
+
+def _ridge_predictions(config: ExperimentConfig, data: PreparedData) -> np.ndarray:
+    """Fit the ridge baseline on training windows, predict the test windows ``[N, F, T]``."""
+    rng = np.random.default_rng(config.optim.seed)
+    train = data.datasets["train"]
+    pick = np.sort(rng.choice(len(train), size=min(len(train), config.ridge.max_windows),
+                              replace=False))
+    x = np.stack([train[int(i)]["brain"].numpy() for i in pick])
+    y = np.stack([train[int(i)]["speech"].numpy() for i in pick])
+    ridge = RidgeDecoder().fit(x, y)
+    test = data.datasets["test"]
+    return np.stack([ridge.predict(test[i]["brain"].numpy()[None])[0] for i in range(len(test))])
+
+
+def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:
+    """Run (or resume) the experiment of ``config`` in ``folder``; return its report dict."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(folder / "config.yaml")
+    torch.manual_seed(config.optim.seed)
+    start = time.time()
+    data = prepare_data(config)
+    model = build_model(config, data)
+    trainer = Trainer(model, config.loss.build(), config.optim, folder, config.signature())
+    trainer.fit(data.datasets["train"], data.datasets["valid"])
+    out = evaluate_models(config, data, trainer.model, folder)
+    logger.info("Experiment done in %.0f s", time.time() - start)
+    return out
+
+
+def evaluate_run(folder: str | Path) -> dict[str, Any]:
+    """Re-evaluate the best checkpoint of the run in ``folder`` (rewrites its report)."""
+    folder = Path(folder)
+    config = ExperimentConfig.from_yaml(folder / "config.yaml")
+    best = folder / "best.pt"
+    if not best.exists():
+        raise FileNotFoundError(f"{best}: no trained model in this run folder")
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    if state.get("signature") != config.signature():
+        raise ConfigError(f"{best} was trained with another config than {folder / 'config.yaml'}")
+    data = prepare_data(config)
+    model = build_model(config, data)
+    model.load_state_dict(state["model"])
+    return evaluate_models(config, data, model, folder)

@@ -1,0 +1,90 @@
+"""Windows (segments) of brain and speech, anchored in blocks of one split.
+
+A window around an anchor time ``a`` covers the speech in ``[a + tmin, a + tmax]`` and the brain
+in the same span shifted by ``brain_lag`` (the brain responds after the sound). Train and valid
+anchors are placed every ``stride`` seconds; test anchors at every word onset. A window is kept
+only when both its speech and brain spans lie inside one block of its split.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .config import Config
+
+__all__ = ["WindowConfig", "make_windows"]
+
+logger = logging.getLogger(__name__)
+
+
+class WindowConfig(Config):
+    """Window geometry. Defaults are the paper's."""
+
+    tmin: float = -0.5
+    """window start relative to the anchor, s"""
+    tmax: float = 2.5
+    """window end relative to the anchor, s"""
+    stride: float = 0.5
+    """spacing of train/valid anchors, s"""
+    brain_lag: float = 0.15
+    """the brain window is this much later than the speech window, s"""
+    test_anchor: str = "word"
+    """test anchors: ``word`` onsets (paper) or ``stride`` (like train)"""
+
+    def n_times(self, sfreq: float) -> int:
+        """Number of samples of a window at ``sfreq``."""
+        return int(round((self.tmax - self.tmin) * sfreq))
+
+
+def make_windows(
+    blocks: pd.DataFrame, events: pd.DataFrame, config: WindowConfig, sfreq: float,
+    n_times: int,
+) -> pd.DataFrame:
+    """All windows of one recording.
+
+    Parameters
+    ----------
+    blocks : blocks with ``split`` (:func:`braindecode_speech.splits.assign_splits`).
+    events : the recording's events (word rows are used for test anchors).
+    config : window geometry.
+    sfreq : brain and feature rate, Hz.
+    n_times : number of brain samples of the recording.
+
+    Returns one row per window: ``split``, ``block`` (row index in ``blocks``), ``anchor`` (s),
+    ``brain_start`` (sample of the brain window start), ``speech_start`` (frame of the speech
+    window start relative to the block start), and for word anchors ``word``, ``sequence_id``,
+    ``word_index``, ``segment`` (``"<sequence_id>#<word_index>"``: the segment identity shared by
+    every subject).
+    """
+    length = config.n_times(sfreq)
+    lag = int(round(config.brain_lag * sfreq))
+    words = events[events["kind"] == "word"]
+    rows = []
+    for b, block in blocks.iterrows():
+        start_frame = int(round(block["start"] * sfreq))
+        stop_frame = int(round(block["stop"] * sfreq))
+        if block["split"] == "test" and config.test_anchor == "word":
+            inside = words[(words["onset"] >= block["start"]) & (words["onset"] < block["stop"])]
+            anchors = [(float(w["onset"]), w) for _, w in inside.iterrows()]
+        else:
+            first = block["start"] - config.tmin
+            anchors = [(float(a), None) for a in np.arange(first, block["stop"], config.stride)]
+        for anchor, word in anchors:
+            speech0 = int(round((anchor + config.tmin) * sfreq))
+            if speech0 < start_frame or speech0 + length + lag > stop_frame:
+                continue
+            if speech0 + lag + length > n_times:
+                continue
+            row = {"split": block["split"], "block": b, "anchor": anchor,
+                   "brain_start": speech0 + lag, "speech_start": speech0 - start_frame}
+            if word is not None:
+                row.update(word=str(word["word"]), sequence_id=str(word["sequence_id"]),
+                           word_index=int(word["word_index"]),
+                           segment=f"{word['sequence_id']}#{int(word['word_index'])}")
+            rows.append(row)
+    columns = ["split", "block", "anchor", "brain_start", "speech_start", "word", "sequence_id",
+               "word_index", "segment"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,89 @@
+"""Speech features of each block, on the brain's clock, cached.
+
+For every block the audio the participant heard is rebuilt at 16 kHz on the recording's clock
+(the sound files pasted at their onsets, silence elsewhere, cut at the block's edges so no audio
+context crosses a split boundary), the features are computed on it, and the ``[F, n_frames]``
+array is cached. The cache key is the audio content (files, regions, placement) and the
+features' signature, so subjects who heard the same block share one entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.format import open_memmap
+
+from .cache import ArrayCache
+from .config import stable_hash
+from .features import SpeechFeatures, load_wav
+
+__all__ = ["AUDIO_SFREQ", "block_audio", "block_features"]
+
+logger = logging.getLogger(__name__)
+
+#: rate of the audio given to the feature extractors, Hz
+AUDIO_SFREQ = 16000
+
+
+@lru_cache(maxsize=8)
+def _wav(path: str) -> np.ndarray:
+    return load_wav(path, sfreq=AUDIO_SFREQ)
+
+
+def _placements(start: float, stop: float, sounds: pd.DataFrame) -> list[dict[str, Any]]:
+    """Regions of sound files audible in ``[start, stop]`` (s on the recording clock)."""
+    out = []
+    for _, s in sounds.iterrows():
+        lo, hi = max(start, s["start"]), min(stop, s["stop"])
+        if hi > lo:
+            out.append({"file": str(Path(s["filepath"]).resolve()),
+                        "file_start": round(float(s["offset"] + lo - s["start"]), 6),
+                        "at": round(float(lo - start), 6), "length": round(float(hi - lo), 6)})
+    return out
+
+
+def block_audio(start: float, stop: float, sounds: pd.DataFrame) -> np.ndarray:
+    """The audio heard in ``[start, stop]`` s: ``[n]`` float32 at :data:`AUDIO_SFREQ`.
+
+    ``sounds`` are the recording's sound spans (:func:`braindecode_speech.splits.sound_spans`).
+    """
+    n = int(round((stop - start) * AUDIO_SFREQ))
+    audio = np.zeros(n, dtype=np.float32)
+    for p in _placements(start, stop, sounds):
+        wav = _wav(p["file"])
+        src = int(round(p["file_start"] * AUDIO_SFREQ))
+        dst = int(round(p["at"] * AUDIO_SFREQ))
+        count = min(int(round(p["length"] * AUDIO_SFREQ)), n - dst, len(wav) - src)
+        if count > 0:
+            audio[dst:dst + count] = wav[src:src + count]
+    return audio
+
+
+def block_features(
+    start: float, stop: float, sounds: pd.DataFrame, features: SpeechFeatures,
+    cache_dir: str | Path,
+) -> np.ndarray:
+    """Features of the block ``[start, stop]`` s: ``[F, round((stop - start) * sfreq)]`` float32
+    memory-mapped from the cache (frame ``i`` is at ``start + i / features.sfreq`` s)."""
+    n_frames = int(round((stop - start) * features.sfreq))
+    key = stable_hash({"features": features.signature(), "sfreq": AUDIO_SFREQ,
+                       "n_frames": n_frames, "audio": _placements(start, stop, sounds)}, 20)
+
+    def build(folder: Path) -> dict[str, Any]:
+        feats = features(block_audio(start, stop, sounds), AUDIO_SFREQ)
+        if feats.shape[1] != n_frames:
+            raise RuntimeError(
+                f"{type(features).__name__} returned {feats.shape[1]} frames for a "
+                f"{stop - start:.3f} s block, expected {n_frames}: feature/brain clock mismatch")
+        out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32, shape=feats.shape)
+        out[:] = feats
+        out.flush()
+        return {"start": start, "stop": stop, "features": features.signature()}
+
+    data, _ = ArrayCache(cache_dir, "features").get_or_create(key, build)
+    return data
