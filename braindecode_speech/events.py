@@ -63,7 +63,7 @@ class EventsError(ValueError):
 def make_events(rows: Iterable[dict]) -> pd.DataFrame:
     """Build an events table from dict rows, adding missing schema columns (not validated)."""
     df = pd.DataFrame(list(rows))
-    for column, (dtype, _) in EVENT_COLUMNS.items():
+    for column in EVENT_COLUMNS:
         if column not in df.columns:
             df[column] = pd.Series([None] * len(df), dtype="object")
     return df
@@ -127,11 +127,11 @@ def validate_events(
     except (TypeError, ValueError) as exc:
         raise EventsError(f"{source}: column 'word_index' is not integer ({exc})") from None
     for column, (_, required_for) in EVENT_COLUMNS.items():
+        if column in ("onset", "duration", "kind"):
+            continue
         for kind in required_for:
-            if kind in ("onset", "duration", "kind"):
-                continue
             mask = (df["kind"] == kind) & df[column].isna()
-            if column not in ("onset", "duration", "kind") and mask.any():
+            if mask.any():
                 raise EventsError(
                     f"{source}: {int(mask.sum())} {kind!r} events have no {column!r} "
                     f"(first at onset {df.loc[mask, 'onset'].iloc[0]:.3f} s)"

@@ -37,7 +37,7 @@ from .study import StudyError
 from .training import OptimConfig, Trainer
 
 __all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig", "PreparedData", "prepare_data",
-           "run_experiment", "evaluate_run"]
+           "run_experiment", "evaluate_run", "split_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +126,8 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
         raise ConfigError(f"features run at {features.sfreq} Hz but the brain at {sfreq} Hz: "
                           "set features and preprocess to the same rate")
 
-    sounds = {r.uid: sound_spans(r.events) for r in recordings}
-    blocks = {r.uid: make_blocks(sentences(r.events, r.duration), config.splits)
-              for r in recordings}
-    blocks = assign_splits(blocks, config.splits)
-    audit = audit_splits(blocks, sounds)
+    blocks, sounds, audit = _split(
+        [(r.uid, r.events, r.duration) for r in recordings], config.splits)
 
     n_times = config.windows.n_times(sfreq)
     tables, block_arrays, kept = [], [], []
@@ -205,6 +202,30 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     return PreparedData(recordings=recordings, windows=windows, datasets=datasets,
                         subjects=list(subjects), n_features=features.dimension, audit=audit,
                         skipped=skipped)
+
+
+def _split(recordings: list[tuple[str, pd.DataFrame, float]], config: SplitConfig) -> \
+        tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, Any]]:
+    """Blocks with their split, sound spans and the leak audit of ``(uid, events, duration)``."""
+    sounds = {uid: sound_spans(events) for uid, events, _ in recordings}
+    blocks = {uid: make_blocks(sentences(events, duration), config)
+              for uid, events, duration in recordings}
+    blocks = assign_splits(blocks, config)
+    return blocks, sounds, audit_splits(blocks, sounds)
+
+
+def split_study(config: ExperimentConfig) -> dict[str, Any]:
+    """The split leak audit of the study of ``config`` (reads events and headers only)."""
+    if config.study.root is None:
+        raise ConfigError("study.root is not set")
+    study = get_study(config.study.name, config.study.root, subjects=config.study.subjects,
+                      **config.study.options)
+    items = []
+    for rec in study.recordings():
+        raw = rec.raw()
+        duration = raw.n_times / raw.info["sfreq"]
+        items.append((rec.uid, rec.events(duration=duration), duration))
+    return _split(items, config.splits)[2]
 
 
 def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:

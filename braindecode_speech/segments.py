@@ -87,4 +87,6 @@ def make_windows(
             rows.append(row)
     columns = ["split", "block", "anchor", "brain_start", "speech_start", "word", "sequence_id",
                "word_index", "segment"]
-    return pd.DataFrame(rows, columns=columns)
+    out = pd.DataFrame(rows, columns=columns)
+    out["word_index"] = out["word_index"].astype("Int64")
+    return out

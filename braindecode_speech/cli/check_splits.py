@@ -1,0 +1,40 @@
+"""``braindecode-speech check-splits``: prove the train/test split of a study leak-free."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "split a study into blocks and prove no sentence or audio is shared between splits"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--data", required=True, help="folder of the local copy of the study")
+    parser.add_argument("--config", help="YAML file with an ExperimentConfig (splits are read)")
+    parser.add_argument("--json", help="also write the audit to this JSON file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted config overrides, e.g. splits.min_block_duration=4")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..experiment import ExperimentConfig, split_study
+
+    config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
+    config = config.with_overrides({"study.name": args.study, "study.root": args.data})
+    config = config.with_overrides(list(args.overrides))
+    audit = split_study(config)
+    for split in ("train", "valid", "test"):
+        print(f"{split:>5}: {audit['n_blocks'][split]:6d} blocks "
+              f"{audit['n_sentences'][split]:6d} sentences {audit['hours'][split]:8.3f} h")
+    for pair in ("train_test", "train_valid", "valid_test"):
+        item = audit[pair]
+        print(f"{pair:>11}: {item['n_shared_sentences']} shared sentences, "
+              f"{item['n_shared_sequence_ids']} shared sequence ids, "
+              f"{item['shared_audio_seconds']:.3f} s of shared audio")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(audit, f, indent=1)
+    print("OK: no leak between splits" if audit["ok"] else "LEAK between splits")
+    return 0 if audit["ok"] else 1

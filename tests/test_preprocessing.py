@@ -1,0 +1,111 @@
+"""Preprocessing cache on a small EEG recording written to FIF."""
+
+import logging
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from braindecode_speech.cache import ArrayCache
+from braindecode_speech.preprocessing import PreprocessConfig, preprocess, sensor_positions_2d
+from braindecode_speech.study import Recording, StudyError
+
+
+def _recording(tmp_path, data=None, sfreq=500.0, seconds=20.0):
+    montage = mne.channels.make_standard_montage("biosemi64")
+    info = mne.create_info(montage.ch_names, sfreq, "eeg")
+    rng = np.random.default_rng(0)
+    n = int(seconds * sfreq)
+    if data is None:
+        t = np.arange(n) / sfreq
+        data = 1e-5 * (np.sin(2 * np.pi * 7 * t) + 0.1 * rng.standard_normal((64, n)))
+    raw = mne.io.RawArray(data, info, verbose=False)
+    raw.set_montage(montage)
+    raw.info["bads"] = ["Cz"]
+    path = tmp_path / "sub-01_eeg.fif"
+    raw.save(path, overwrite=True, verbose=False)
+    events = pd.DataFrame({"onset": [1.0], "duration": [0.0], "kind": ["block"]})
+    return Recording("test", "01", None, "listen", None, path,
+                     load_raw=lambda: mne.io.read_raw_fif(path, verbose=False),
+                     load_events=lambda: events), raw
+
+
+def test_preprocess_resamples_and_caches(tmp_path, caplog):
+    rec, raw = _recording(tmp_path)
+    cfg = PreprocessConfig()
+    out = preprocess(rec, cfg, tmp_path / "cache")
+    assert out.data.shape == (64, 20 * 120)
+    assert out.data.dtype == np.float32
+    assert isinstance(out.data, np.memmap)
+    expected = mne.filter.resample(raw.get_data(), up=6, down=25, method="polyphase",
+                                   verbose=False)
+    assert np.allclose(out.data, expected, atol=1e-9)
+    assert out.bads == ["Cz"]
+    assert out.positions.shape == (64, 2)
+    assert out.positions.min() == 0.0 and out.positions.max() == 1.0
+    # the second call reads the cache
+    calls = []
+    rec.load_raw = lambda: calls.append(1)
+    again = preprocess(rec, cfg, tmp_path / "cache")
+    assert not calls and np.array_equal(again.data, out.data)
+    # another config is another entry; channel_chunk is not part of the key
+    assert PreprocessConfig(channel_chunk=5).signature() == cfg.signature()
+    assert PreprocessConfig(highpass=0.5).signature() != cfg.signature()
+    entries = [p for p in (tmp_path / "cache" / "preprocessed").iterdir()]
+    assert len(entries) == 1 and not entries[0].name.startswith(".")
+
+
+def test_corrupted_cache_entry_is_rebuilt(tmp_path, caplog):
+    rec, _ = _recording(tmp_path)
+    out = preprocess(rec, PreprocessConfig(), tmp_path / "cache")
+    entry = next((tmp_path / "cache" / "preprocessed").iterdir())
+    reference = np.array(out.data)
+    del out
+    with open(entry / "data.npy", "r+b") as f:
+        f.truncate(1000)
+    with caplog.at_level(logging.WARNING):
+        again = preprocess(rec, PreprocessConfig(), tmp_path / "cache")
+    assert "rebuilding" in caplog.text and str(entry) in caplog.text
+    assert np.array_equal(again.data, reference)
+
+
+def test_nan_in_signal_names_the_file(tmp_path):
+    data = np.zeros((64, 5000))
+    data[3, 100] = np.nan
+    rec, _ = _recording(tmp_path, data=data)
+    name = mne.channels.make_standard_montage("biosemi64").ch_names[3]
+    with pytest.raises(StudyError, match=rf"sub-01_eeg.fif: NaN or infinite values.*{name}"):
+        preprocess(rec, PreprocessConfig(), tmp_path / "cache")
+    assert not any((tmp_path / "cache" / "preprocessed").iterdir())
+
+
+def test_flat_channels_are_listed(tmp_path, caplog):
+    rec, raw = _recording(tmp_path)
+    data = raw.get_data()
+    data[5] = 0.0
+    rec, _ = _recording(tmp_path, data=data)
+    with caplog.at_level(logging.WARNING):
+        preprocess(rec, PreprocessConfig(), tmp_path / "cache")
+    name = mne.channels.make_standard_montage("biosemi64").ch_names[5]
+    assert f"1 flat channels ['{name}']" in caplog.text
+
+
+def test_sensor_positions_need_a_montage():
+    info = mne.create_info(["a", "b", "c"], 100.0, "eeg")
+    with pytest.raises(StudyError, match="montage"):
+        sensor_positions_2d(info)
+
+
+def test_cache_refuses_mismatched_metadata(tmp_path):
+    cache = ArrayCache(tmp_path, "x")
+
+    def build(folder):
+        np.save(folder / "data.npy", np.ones((2, 3), dtype=np.float32))
+        return {"a": 1}
+
+    data, meta = cache.get_or_create("k", build)
+    assert meta["a"] == 1 and data.shape == (2, 3)
+    np.save(cache.path("k") / "data.npy", np.ones((4, 3), dtype=np.float32))
+    data, _ = cache.get_or_create("k", build)
+    assert data.shape == (2, 3)

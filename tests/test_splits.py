@@ -1,0 +1,112 @@
+"""Blocks, splits, leak audit and windows on hand-built events with real wav files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+
+from braindecode_speech.events import make_events, validate_events
+from braindecode_speech.segments import WindowConfig, make_windows
+from braindecode_speech.splits import (
+    SplitConfig,
+    assign_splits,
+    audit_splits,
+    make_blocks,
+    sentences,
+    sound_spans,
+)
+
+
+def _story(tmp_path, name, sentence_ids, sound_onset=2.0, sentence_s=4.0, words=4, wav=None):
+    """Events of one recording: one wav, sentences of ``words`` words every ``sentence_s``."""
+    duration = len(sentence_ids) * sentence_s + 1.0
+    wav = tmp_path / f"{wav or name}.wav"
+    soundfile.write(wav, np.zeros(int(duration * 16000), dtype=np.float32), 16000)
+    rows = [{"onset": sound_onset, "duration": 0.0, "kind": "sound", "filepath": str(wav),
+             "offset": 0.0}]
+    for i, sid in enumerate(sentence_ids):
+        for k in range(words):
+            rows.append({"onset": sound_onset + 0.2 + i * sentence_s + k * 0.8,
+                         "duration": 0.5, "kind": "word", "word": f"{sid}w{k}",
+                         "sequence_id": sid, "word_index": k})
+    events = validate_events(make_events(rows), source=name)
+    return events, sound_onset + duration + 5.0
+
+
+def test_sentences_cover_the_speech_contiguously(tmp_path):
+    events, duration = _story(tmp_path, "a", ["s1", "s2", "s3"])
+    sents = sentences(events, duration)
+    assert list(sents["sequence_id"]) == ["s1", "s2", "s3"]
+    assert np.allclose(sents["start"], [2.2, 6.2, 10.2])
+    assert np.allclose(sents["stop"][:2], [6.2, 10.2])
+    assert sents["stop"].iloc[-1] == pytest.approx(2.0 + 13.0)  # end of the wav
+    assert sents["text"].iloc[0] == "s1w0 s1w1 s1w2 s1w3"
+
+
+def test_blocks_merge_to_min_duration(tmp_path):
+    events, duration = _story(tmp_path, "a", [f"s{i}" for i in range(7)])
+    blocks = make_blocks(sentences(events, duration), SplitConfig(min_block_duration=6.0))
+    assert list(blocks["uid"]) == ["s0,s1", "s2,s3", "s4,s5", "s6"]
+    assert (blocks["stop"] - blocks["start"]).iloc[:-1].min() >= 6.0
+
+
+def test_identical_stimuli_share_splits_and_repeats_do_not_leak(tmp_path):
+    ids = [f"s{i}" for i in range(40)]
+    ev_a, dur_a = _story(tmp_path, "a", ids)
+    ev_b, dur_b = _story(tmp_path, "b", ids, sound_onset=5.0, wav="a")
+    # a third recording repeats s3 in another context
+    ev_c, dur_c = _story(tmp_path, "c", ["x1", "s3", "x2", "x3"])
+    cfg = SplitConfig()
+    recs = {"a": (ev_a, dur_a), "b": (ev_b, dur_b), "c": (ev_c, dur_c)}
+    blocks = {k: make_blocks(sentences(e, d), cfg) for k, (e, d) in recs.items()}
+    blocks = assign_splits(blocks, cfg)
+    assert list(blocks["a"]["split"]) == list(blocks["b"]["split"])
+    assert set(blocks["a"]["split"]) == {"train", "valid", "test"}
+    split_of_s3 = {t.loc[t["sequence_ids"].map(lambda ids: "s3" in ids), "split"].item()
+                   for t in blocks.values()}
+    assert len(split_of_s3) == 1
+    sounds = {k: sound_spans(e) for k, (e, _) in recs.items()}
+    audit = audit_splits(blocks, sounds)
+    assert audit["ok"], audit
+    assert audit["train_test"]["n_shared_sentences"] == 0
+    # forcing one block of b into another split is detected as a leak of text and audio
+    original = blocks["b"].loc[0, "split"]
+    moved = {"train": "test", "test": "train", "valid": "train"}[original]
+    blocks["b"].loc[0, "split"] = moved
+    leaky = audit_splits(blocks, sounds)
+    assert not leaky["ok"]
+    key = "_".join(s for s in ("train", "valid", "test") if s in {original, moved})
+    assert leaky[key]["n_shared_sentences"] == 2
+    assert leaky[key]["shared_audio_seconds"] > 5.0
+
+
+def test_windows_stay_inside_blocks_with_brain_lag(tmp_path):
+    events, duration = _story(tmp_path, "a", [f"s{i}" for i in range(6)])
+    blocks = make_blocks(sentences(events, duration), SplitConfig())
+    blocks["split"] = ["train", "test", "valid"]
+    cfg = WindowConfig()
+    sfreq = 120.0
+    windows = make_windows(blocks, events, cfg, sfreq, n_times=int(duration * sfreq))
+    assert set(windows["split"]) == {"train", "test", "valid"}
+    length, lag = 360, 18
+    for _, w in windows.iterrows():
+        b = blocks.loc[w["block"]]
+        speech0 = w["speech_start"] + int(round(b["start"] * sfreq))
+        assert w["brain_start"] - speech0 == lag
+        assert speech0 >= round(b["start"] * sfreq) - 1e-9
+        assert speech0 + length + lag <= round(b["stop"] * sfreq)
+        assert speech0 == round((w["anchor"] - 0.5) * sfreq)
+    train = windows[windows["split"] == "train"]
+    assert np.allclose(np.diff(train["anchor"]), 0.5)
+    test = windows[windows["split"] == "test"]
+    words = events[events["kind"] == "word"]
+    assert set(test["anchor"]) <= set(words["onset"])
+    assert (test["segment"] == test["sequence_id"] + "#" + test["word_index"].astype(str)).all()
+
+
+def test_missing_sound_file_is_named(tmp_path):
+    events, duration = _story(tmp_path, "a", ["s1"])
+    events.loc[events["kind"] == "sound", "filepath"] = str(tmp_path / "gone.wav")
+    with pytest.raises(FileNotFoundError, match="gone.wav"):
+        sound_spans(events)
+    assert isinstance(events, pd.DataFrame)
