@@ -1,0 +1,123 @@
+"""Training objectives: the CLIP-style contrastive loss of the paper and an MSE baseline.
+
+Contrastive score (paper): with brain predictions ``Z [B, F, T]`` and speech features
+``Y [N, F, T]``, ``S_ij = <Z_i, Y_j> / ||Y_j||`` where the inner product and the L2 norm run
+over channels and time. The loss is the cross-entropy of each row of ``S`` (a softmax over the
+speech candidates of the batch) with the matching segment (the diagonal) as target. The same
+score ranks candidates at evaluation (:meth:`ClipLoss.scores`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from .config import Config
+
+__all__ = ["ClipLoss", "LossConfig", "MSELoss", "clip_scores"]
+
+
+def _check_pair(brain: Tensor, speech: Tensor) -> None:
+    if brain.dim() != 3 or speech.dim() != 3 or brain.shape[1:] != speech.shape[1:]:
+        raise ValueError(
+            f"brain [B, F, T] and speech [N, F, T] must agree in F and T, got "
+            f"{tuple(brain.shape)} and {tuple(speech.shape)}"
+        )
+
+
+def clip_scores(brain: Tensor, speech: Tensor) -> Tensor:
+    """``brain [B, F, T]``, ``speech [N, F, T]`` → ``[B, N]`` scores ``<Z_i, Y_j> / ||Y_j||``.
+
+    Computed as one ``[B, F·T] @ [F·T, N]`` product divided by the candidate norms, so no
+    normalised copy of ``speech`` is made.
+    """
+    _check_pair(brain, speech)
+    flat_speech = speech.flatten(1)
+    inner = brain.flatten(1) @ flat_speech.T
+    return inner / flat_speech.norm(dim=1)
+
+
+class ClipLoss(nn.Module):
+    """In-batch contrastive cross-entropy: ``forward(brain [B, F, T], speech [B, F, T])`` → scalar.
+
+    Parameters
+    ----------
+    temperature : divide the scores by this value (None: no temperature, as in the paper).
+    learn_temperature : make the (log) temperature a trainable parameter starting at
+        ``temperature``.
+    """
+
+    def __init__(self, temperature: float | None = None, learn_temperature: bool = False):
+        super().__init__()
+        if temperature is not None and temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if learn_temperature and temperature is None:
+            raise ValueError("learn_temperature needs an initial temperature")
+        self.log_temperature: Tensor | None
+        if temperature is None:
+            self.log_temperature = None
+        elif learn_temperature:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        else:
+            self.register_buffer("log_temperature", torch.tensor(math.log(temperature)))
+
+    def scores(self, brain: Tensor, speech: Tensor) -> Tensor:
+        """``[B, N]`` scores of every brain prediction against every speech candidate (without
+        temperature; ranking does not depend on it)."""
+        return clip_scores(brain, speech)
+
+    def logits(self, brain: Tensor, speech: Tensor) -> Tensor:
+        """Scores divided by the temperature, ``[B, N]``."""
+        scores = clip_scores(brain, speech)
+        if self.log_temperature is None:
+            return scores
+        return scores / self.log_temperature.exp()
+
+    def forward(self, brain: Tensor, speech: Tensor) -> Tensor:
+        if brain.shape != speech.shape:
+            raise ValueError(
+                f"brain and speech must be matching [B, F, T] batches, got {tuple(brain.shape)} "
+                f"and {tuple(speech.shape)}"
+            )
+        logits = self.logits(brain, speech)
+        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+
+class MSELoss(nn.Module):
+    """Regression baseline: mean squared error between ``brain`` and ``speech`` ``[B, F, T]``."""
+
+    def forward(self, brain: Tensor, speech: Tensor) -> Tensor:
+        if brain.shape != speech.shape:
+            raise ValueError(
+                f"brain and speech must have the same shape, got {tuple(brain.shape)} and "
+                f"{tuple(speech.shape)}"
+            )
+        return F.mse_loss(brain, speech)
+
+
+class LossConfig(Config):
+    """Training objective. Defaults are the paper's (CLIP loss, no temperature)."""
+
+    name: Literal["clip", "mse"] = "clip"
+    temperature: float | None = Field(None, gt=0)
+    """CLIP only: divide the scores by this temperature (None: none, as in the paper)"""
+    learn_temperature: bool = False
+    """CLIP only: learn the temperature, starting from ``temperature``"""
+
+    @model_validator(mode="after")
+    def _check_temperature(self) -> LossConfig:
+        if self.learn_temperature and self.temperature is None:
+            raise ValueError("learn_temperature=True needs an initial temperature")
+        if self.name == "mse" and (self.temperature is not None or self.learn_temperature):
+            raise ValueError("temperature settings apply to the clip loss only")
+        return self
+
+    def build(self) -> ClipLoss | MSELoss:
+        if self.name == "clip":
+            return ClipLoss(self.temperature, self.learn_temperature)
+        return MSELoss()
