@@ -131,7 +131,7 @@ class Trainer:
             for batch in self._loader(dataset, None, None):
                 if len(batch["index"]) < 2:
                     continue
-                total += float(self._forward(batch)) * len(batch["index"])
+                total += self._forward(batch).item() * len(batch["index"])
                 count += len(batch["index"])
         return total / max(count, 1)
 
@@ -156,7 +156,7 @@ class Trainer:
                 loss = self._forward(batch)
                 loss.backward()
                 self.optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             valid_loss = self.validate(valid)
             self.epoch += 1

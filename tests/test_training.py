@@ -1,0 +1,115 @@
+"""Trainer: learning, early stopping, checkpoints, exact resume after an interruption."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from braindecode_speech.data import FeatureScaler, RobustScaler, Window, WindowDataset
+from braindecode_speech.training import CheckpointError, OptimConfig, Trainer
+
+
+class TinyEncoder(nn.Module):
+    """A small conv net with the encoder's call signature (and batch norm + dropout, so that
+    resuming must restore running statistics and random state)."""
+
+    def __init__(self, n_channels=8, n_features=4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv1d(n_channels, 16, 3, padding=1), nn.BatchNorm1d(16),
+                                 nn.GELU(), nn.Dropout(0.2), nn.Conv1d(16, n_features, 1))
+
+    def forward(self, brain, subject, positions, mask):
+        return self.net(brain * mask[:, :, None])
+
+
+class Clip(nn.Module):
+    def forward(self, z, y):
+        y = y / y.flatten(1).norm(dim=1)[:, None, None]
+        scores = torch.einsum("bft,cft->bc", z, y)
+        return nn.functional.cross_entropy(scores, torch.arange(len(z)))
+
+
+def _dataset(n_windows=64, seed=0, n_times=24):
+    """Speech is a noisy linear mixture of the brain signal; ``seed`` picks the windows."""
+    rng = np.random.default_rng(0)
+    brain = rng.standard_normal((8, 4000)).astype(np.float32)
+    mixing = rng.standard_normal((4, 8)).astype(np.float32)
+    speech = (mixing @ brain + 0.5 * rng.standard_normal((4, 4000))).astype(np.float32)
+    starts = np.random.default_rng(seed).choice(4000 - n_times, size=n_windows, replace=False)
+    windows = [Window(0, int(s), 0, int(s), 0) for s in starts]
+    return WindowDataset([brain], [rng.random((8, 2), dtype=np.float32)], [speech], windows,
+                         [RobustScaler(np.zeros(8), np.ones(8))],
+                         FeatureScaler(np.zeros(4), np.ones(4)), 8, n_times, 0, 20.0)
+
+
+def _config(**kw):
+    base = dict(lr=3e-3, batch_size=16, max_epochs=3, batches_per_epoch=4, patience=10,
+                seed=1, progress=False)
+    return OptimConfig(**{**base, **kw})
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values()
+                      if p.dtype.is_floating_point])
+
+
+def test_training_lowers_the_validation_loss(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(TinyEncoder(), Clip(), _config(max_epochs=6), tmp_path, "sig")
+    before = trainer.validate(_dataset(seed=1))
+    history = trainer.fit(_dataset(), _dataset(seed=1))
+    assert len(history) == 6
+    assert min(h["valid_loss"] for h in history) < before - 0.2
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "history.jsonl").exists()
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    torch.manual_seed(0)
+    full = Trainer(TinyEncoder(), Clip(), _config(), tmp_path / "full", "sig")
+    full.fit(_dataset(), _dataset(seed=1))
+
+    class Interrupt(Exception):
+        pass
+
+    class FailingClip(Clip):
+        calls = 0
+
+        def forward(self, z, y):
+            FailingClip.calls += 1
+            if FailingClip.calls == 18:  # 8 calls an epoch (4 train + 4 valid): third epoch
+                raise Interrupt
+            return super().forward(z, y)
+
+    torch.manual_seed(0)
+    broken = Trainer(TinyEncoder(), FailingClip(), _config(), tmp_path / "resumed", "sig")
+    with pytest.raises(Interrupt):
+        broken.fit(_dataset(), _dataset(seed=1))
+    assert broken.epoch == 2
+    torch.manual_seed(123)  # a fresh process: other initial weights, other global RNG
+    resumed = Trainer(TinyEncoder(), Clip(), _config(), tmp_path / "resumed", "sig")
+    resumed.fit(_dataset(), _dataset(seed=1))
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    assert torch.equal(_params(resumed.model), _params(full.model))
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    Trainer(TinyEncoder(), Clip(), _config(max_epochs=1), tmp_path, "sig-a").fit(
+        _dataset(), _dataset(seed=1))
+    other = Trainer(TinyEncoder(), Clip(), _config(max_epochs=1), tmp_path, "sig-b")
+    with pytest.raises(CheckpointError, match="config signature sig-a"):
+        other.fit(_dataset(), _dataset(seed=1))
+
+
+def test_early_stopping(tmp_path):
+    trainer = Trainer(TinyEncoder(), Clip(), _config(lr=0.0, max_epochs=50, patience=2),
+                      tmp_path, "sig")
+    history = trainer.fit(_dataset(), _dataset(seed=1))
+    assert len(history) == 3  # one best epoch, then two without improvement
+
+
+def test_too_few_windows_is_a_clear_error(tmp_path):
+    trainer = Trainer(TinyEncoder(), Clip(), _config(), tmp_path, "sig")
+    with pytest.raises(ValueError, match="Not enough windows"):
+        trainer.fit(_dataset(n_windows=1), _dataset(seed=1))
