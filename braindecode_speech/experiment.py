@@ -229,7 +229,8 @@ def split_study(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
-    return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features)
+    return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features,
+                              n_channels=data.datasets["train"].n_channels)
 
 
 def _predict(model: torch.nn.Module, dataset: WindowDataset, path: Path, batch_size: int,
