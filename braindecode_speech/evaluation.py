@@ -1,0 +1,561 @@
+"""Top-k retrieval of the heard speech segment from a decoded brain window.
+
+Protocol (Défossez et al. 2023, "Evaluation"): each test window ``i`` (a 3 s brain window anchored
+at a word onset) is decoded into ``Z_i`` of shape ``[F, T]``. The candidates are the *distinct* test
+segments of the study pooled over subjects and recordings, each with speech features ``Y_m [F, T]``.
+The score is
+
+    S_im = <Z_i, Y_m / ||Y_m||>      (sum over F and T, Y normalised over the whole window),
+
+the same definition as the training CLIP loss (``braindecode_speech.losses``; re-implemented here,
+not imported). Probabilities are the softmax of ``S_i`` over the ``M`` candidates.
+
+- **Segment level**: the rank of the true candidate among all ``M`` (1 = best; a tie is counted in
+  favour of the true candidate); top-k hit = rank <= k.
+- **Word level**: probabilities summed per distinct word (the word at each candidate's anchor); the
+  rank of the true word among the ``W`` distinct words; top-k hit = rank <= k.
+
+Chance levels:
+
+- ``segment``: ``k / M`` (exact for random scores).
+- ``word``: empirical: the word-level accuracy of the same predictions shuffled across windows
+  (each window scored with another window's prediction), averaged over ``n_shuffles``
+  permutations. Its exact value under random scores is awkward because words own unequal numbers
+  of candidates.
+- ``word_frequency``: the frequency-only baseline: rank words by their number of candidates (ties
+  broken uniformly at random, in expectation) — the best a decoder ignoring the brain can do.
+
+Confidence intervals are percentile bootstrap 95 % intervals over test windows.
+
+Memory: candidates are never loaded whole. They are streamed in chunks of ``chunk_size``: a
+``np.memmap`` is read with explicit file reads into one reused buffer (so neither the page cache
+nor the mapping count in the resident set), an in-memory array or tensor is sliced, and a callable
+``source(start, stop) -> [stop - start, F, T]`` is called per chunk (for pools too large for disk;
+it must return the same values for a candidate whatever the chunk). Per-word log-sum-exps are
+accumulated chunk by chunk (exact: each chunk is reduced with its own per-word maximum, then merged
+with ``logaddexp``), so memory is ``O(N * W + chunk_size * F * T)``: the ``[N, M]`` score matrix
+is never stored. The score of each true candidate is computed first (one read per distinct
+target) so that ranks can be counted while streaming.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator
+
+from .config import Config
+
+__all__ = [
+    "CandidateSource",
+    "EvaluationConfig",
+    "RetrievalEvaluator",
+    "RetrievalResult",
+]
+
+log = logging.getLogger(__name__)
+
+#: Candidate features ``[M, F, T]``: an array/tensor (typically a ``np.memmap``), or a callable
+#: ``source(start, stop)`` returning candidates ``start .. stop - 1`` as ``[stop - start, F, T]``.
+CandidateSource = np.ndarray | torch.Tensor | Callable[[int, int], Any]
+
+LEVELS = ("segment", "word")
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+class EvaluationConfig(Config):
+    """Settings of :class:`RetrievalEvaluator`; defaults follow the paper (top-1/5/10)."""
+
+    topk: tuple[int, ...] = (1, 5, 10)
+    #: candidates per streamed chunk (memory ~ chunk_size * F * T * 4 bytes; no effect on results)
+    chunk_size: int = Field(256, ge=1)
+    #: bootstrap resamples of the test windows for the 95 % confidence intervals
+    n_bootstrap: int = Field(1000, ge=1)
+    #: permutations of the predictions for the empirical word-level chance
+    n_shuffles: int = Field(10, ge=1)
+    #: best candidates whose indices are kept per window (``best_1`` ... columns)
+    n_best: int = Field(5, ge=1)
+    seed: int = 0
+    #: dtype of the score matrix products; scores and norms are accumulated in float32 (float64
+    #: when dtype is float64)
+    dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+
+    _exclude_from_signature = ("chunk_size",)
+
+    @field_validator("topk")
+    @classmethod
+    def _sorted_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(k < 1 for k in value) or list(value) != sorted(set(value)):
+            raise ValueError("topk must be a non-empty increasing tuple of positive integers")
+        return value
+
+
+@dataclass
+class RetrievalResult:
+    """Outcome of :meth:`RetrievalEvaluator.evaluate`; accuracies are fractions in [0, 1].
+
+    ``per_window``: one row per test window: the ``windows`` columns, then ``target``,
+    ``target_word``, ``segment_rank``, ``word_rank`` (1 = best), ``segment_top{k}`` /
+    ``word_top{k}`` hits, ``segment_prob`` / ``word_prob`` (softmax probability of the true
+    segment / word), ``predicted_word`` and ``best_1`` ... ``best_{n_best}`` (indices of the best
+    candidates). ``metrics[level]["top{k}"]``, ``ci[level]["top{k}"] = (low, high)``,
+    ``chance["segment" | "word" | "word_frequency"]["top{k}"]``. ``per_subject``: one row per
+    subject with ``n_windows``, ``{level}_top{k}`` and their ``_ci_low`` / ``_ci_high``.
+    """
+
+    per_window: pd.DataFrame
+    per_subject: pd.DataFrame
+    metrics: dict[str, dict[str, float]]
+    ci: dict[str, dict[str, tuple[float, float]]]
+    chance: dict[str, dict[str, float]]
+    n_candidates: int
+    n_words: int
+    topk: tuple[int, ...]
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.per_window)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (everything but ``per_window``)."""
+        per_subject = {}
+        for row in self.per_subject.to_dict("records"):
+            per_subject[str(row["subject"])] = {
+                "n_windows": int(row["n_windows"]),
+                **{
+                    level: {f"top{k}": float(row[f"{level}_top{k}"]) for k in self.topk}
+                    for level in LEVELS
+                },
+            }
+        return {
+            "n_windows": self.n_windows,
+            "n_candidates": self.n_candidates,
+            "n_words": self.n_words,
+            "topk": list(self.topk),
+            "metrics": self.metrics,
+            "ci": {lvl: {m: list(v) for m, v in d.items()} for lvl, d in self.ci.items()},
+            "chance": self.chance,
+            "per_subject": per_subject,
+        }
+
+
+class RetrievalEvaluator:
+    """Segment- and word-level top-k retrieval accuracy with chance levels and bootstrap CIs.
+
+    Matrix products use torch with the caller's thread settings (``torch.set_num_threads``).
+    """
+
+    def __init__(self, config: EvaluationConfig | None = None) -> None:
+        self.config = config or EvaluationConfig()
+
+    def evaluate(
+        self,
+        predictions: np.ndarray | torch.Tensor,
+        candidates: CandidateSource,
+        targets: Sequence[int] | np.ndarray,
+        candidate_words: Sequence[str],
+        windows: pd.DataFrame,
+    ) -> RetrievalResult:
+        """Score every window against every candidate.
+
+        Parameters
+        ----------
+        predictions : ``[N, F, T]`` decoded features of the test windows (may be a memmap).
+        candidates : ``[M, F, T]`` speech features of the distinct test segments, or a callable
+            ``source(start, stop) -> [stop - start, F, T]`` (see :data:`CandidateSource`).
+        targets : ``[N]`` index in ``candidates`` of each window's true segment.
+        candidate_words : ``[M]`` the word at each candidate's anchor.
+        windows : N rows describing the windows, with at least a ``subject`` column.
+        """
+        cfg = self.config
+        z = _predictions_matrix(predictions)
+        n_windows, feature_shape = z.shape[0], tuple(predictions.shape[1:])
+        if n_windows == 0:
+            raise ValueError("predictions hold no test window")
+        words = np.asarray(candidate_words, dtype=object)
+        if words.ndim != 1 or not all(isinstance(w, str) for w in words):
+            raise ValueError("candidate_words must be a flat sequence of str, one per candidate")
+        n_candidates = len(words)
+        target = _check_targets(targets, n_windows, n_candidates)
+        _check_windows(windows, n_windows)
+        vocabulary, word_of_candidate = np.unique(words.astype(str), return_inverse=True)
+        true_word = word_of_candidate[target]
+
+        source = _open_candidates(candidates, n_candidates, feature_shape, cfg.chunk_size)
+        try:
+            stream = _stream_scores(
+                z.to(_TORCH_DTYPES[cfg.dtype]), source, target, word_of_candidate,
+                len(vocabulary), cfg.chunk_size, min(cfg.n_best, n_candidates),
+            )
+        finally:
+            source.close()
+
+        per_window = windows.reset_index(drop=True).copy()
+        word_rank = _word_ranks(stream.word_log_scores, true_word)
+        lse = torch.logsumexp(stream.word_log_scores, dim=1).numpy()
+        columns: dict[str, Any] = {
+            "target": target,
+            "target_word": vocabulary[true_word],
+            "segment_rank": stream.segment_rank,
+            "word_rank": word_rank,
+        }
+        for level, rank in (("segment", stream.segment_rank), ("word", word_rank)):
+            for k in cfg.topk:
+                columns[f"{level}_top{k}"] = rank <= k
+        true_word_score = stream.word_log_scores[torch.arange(n_windows), torch.from_numpy(true_word)]
+        columns["segment_prob"] = np.exp(stream.target_score - lse)
+        columns["word_prob"] = np.exp(true_word_score.numpy() - lse)
+        columns["predicted_word"] = vocabulary[stream.word_log_scores.argmax(dim=1).numpy()]
+        for j in range(stream.best_index.shape[1]):
+            columns[f"best_{j + 1}"] = stream.best_index[:, j]
+        clash = sorted(set(columns) & set(per_window.columns))
+        if clash:
+            raise ValueError(f"windows has columns reserved for the results: {clash}")
+        per_window = pd.concat([per_window, pd.DataFrame(columns)], axis=1)
+
+        hit_columns = [f"{level}_top{k}" for level in LEVELS for k in cfg.topk]
+        hits = per_window[hit_columns].to_numpy(dtype=float)
+        low, high = _bootstrap_ci(hits, cfg.n_bootstrap, cfg.seed)
+        metrics = _nest(hit_columns, hits.mean(axis=0))
+        ci = _nest(hit_columns, list(zip(low.tolist(), high.tolist())))
+        chance = {
+            "segment": {f"top{k}": min(1.0, k / n_candidates) for k in cfg.topk},
+            "word": self._shuffled_word_chance(stream.word_log_scores, true_word),
+            "word_frequency": _frequency_baseline(word_of_candidate, true_word, cfg.topk),
+        }
+        return RetrievalResult(
+            per_window=per_window,
+            per_subject=self._per_subject(per_window, hit_columns),
+            metrics=metrics,
+            ci=ci,
+            chance=chance,
+            n_candidates=n_candidates,
+            n_words=len(vocabulary),
+            topk=cfg.topk,
+        )
+
+    def _shuffled_word_chance(
+        self, word_log_scores: torch.Tensor, true_word: np.ndarray
+    ) -> dict[str, float]:
+        """Mean word-level accuracy when each window is scored with another window's prediction."""
+        rng = np.random.default_rng(self.config.seed)
+        acc = np.zeros(len(self.config.topk))
+        for _ in range(self.config.n_shuffles):
+            order = torch.from_numpy(rng.permutation(len(true_word)))
+            rank = _word_ranks(word_log_scores[order], true_word)
+            acc += [np.mean(rank <= k) for k in self.config.topk]
+        acc /= self.config.n_shuffles
+        return {f"top{k}": float(a) for k, a in zip(self.config.topk, acc)}
+
+    def _per_subject(self, per_window: pd.DataFrame, hit_columns: list[str]) -> pd.DataFrame:
+        rows = []
+        for subject, group in per_window.groupby("subject", sort=True):
+            hits = group[hit_columns].to_numpy(dtype=float)
+            low, high = _bootstrap_ci(hits, self.config.n_bootstrap, self.config.seed)
+            row: dict[str, Any] = {"subject": subject, "n_windows": len(group)}
+            row.update(zip(hit_columns, hits.mean(axis=0)))
+            row.update(zip([f"{c}_ci_low" for c in hit_columns], low))
+            row.update(zip([f"{c}_ci_high" for c in hit_columns], high))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+@dataclass
+class _StreamedScores:
+    segment_rank: np.ndarray  # [N] int, 1 = best
+    target_score: np.ndarray  # [N] S_i,target
+    best_index: np.ndarray  # [N, n_best] candidate indices, best first
+    word_log_scores: torch.Tensor  # [N, W] float64, log sum_{m in word} exp(S_im)
+
+
+def _stream_scores(
+    z: torch.Tensor,
+    source: _CandidateReader,
+    target: np.ndarray,
+    word_of_candidate: np.ndarray,
+    n_words: int,
+    chunk_size: int,
+    n_best: int,
+) -> _StreamedScores:
+    """One pass over the candidates: ranks, best candidates and per-word log-sum-exps.
+
+    ``z`` is ``[N, D]`` in the compute dtype; scores are accumulated in float32 (float64 if ``z``
+    is float64).
+    """
+    n_windows, n_candidates = z.shape[0], source.n_candidates
+    score_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    target_t = torch.from_numpy(target)
+    target_score = _target_scores(z, source, target_t, score_dtype)
+
+    n_above = torch.zeros(n_windows, dtype=torch.int64)
+    best_score = torch.full((n_windows, 0), -torch.inf, dtype=score_dtype)
+    best_index = torch.zeros((n_windows, 0), dtype=torch.int64)
+    word_log_scores = torch.full((n_windows, n_words), -torch.inf, dtype=torch.float64)
+    word_t = torch.from_numpy(word_of_candidate)
+    for start in range(0, n_candidates, chunk_size):
+        stop = min(start + chunk_size, n_candidates)
+        scores = _normalised_scores(z, source.read(start, stop), start, score_dtype)  # [N, B]
+
+        above = scores > target_score[:, None]
+        own = (target_t >= start) & (target_t < stop)
+        above[own.nonzero()[:, 0], target_t[own] - start] = False
+        n_above += above.sum(dim=1)
+
+        merged_score = torch.cat([best_score, scores], dim=1)
+        merged_index = torch.cat(
+            [best_index, torch.arange(start, stop).expand(n_windows, -1)], dim=1
+        )
+        best_score, order = merged_score.topk(min(n_best, merged_score.shape[1]), dim=1)
+        best_index = merged_index.gather(1, order)
+
+        _accumulate_word_logsumexp(word_log_scores, scores.double(), word_t[start:stop])
+        log.debug("scored candidates %d-%d of %d", start, stop, n_candidates)
+    return _StreamedScores(
+        segment_rank=(n_above + 1).numpy(),
+        target_score=target_score.double().numpy(),
+        best_index=best_index.numpy(),
+        word_log_scores=word_log_scores,
+    )
+
+
+def _normalised_scores(
+    z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype
+) -> torch.Tensor:
+    """``S = z @ (Y / ||Y||).T``: ``z [N, D]``, ``chunk [B, D]`` → ``[N, B]`` in ``score_dtype``."""
+    norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
+    norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype)
+    bad = ~(torch.isfinite(norm) & (norm > 0))
+    if bad.any():
+        index = (bad.nonzero()[:, 0] + start).tolist()
+        raise ValueError(
+            f"candidates {index[:10]} have a zero or non-finite norm (NaN/inf values or all zeros)"
+        )
+    return (z @ chunk.to(z.dtype).T).to(score_dtype) / norm
+
+
+def _target_scores(
+    z: torch.Tensor, source: _CandidateReader, target: torch.Tensor, score_dtype: torch.dtype
+) -> torch.Tensor:
+    """``S_i,target_i`` for every window, reading each distinct target once. → ``[N]``"""
+    out = torch.empty(z.shape[0], dtype=score_dtype)
+    for m in torch.unique(target).tolist():
+        rows = (target == m).nonzero()[:, 0]
+        out[rows] = _normalised_scores(z[rows], source.read(m, m + 1), m, score_dtype)[:, 0]
+    return out
+
+
+def _accumulate_word_logsumexp(
+    acc: torch.Tensor, scores: torch.Tensor, word: torch.Tensor
+) -> None:
+    """Merge ``log sum exp`` of ``scores [N, B]`` per word into ``acc [N, W]`` (in place).
+
+    Each (window, word) is reduced around its own maximum, so nothing underflows.
+    """
+    present, local = torch.unique(word, return_inverse=True)
+    index = local.expand(scores.shape[0], -1)
+    peak = torch.full((scores.shape[0], len(present)), -torch.inf, dtype=scores.dtype)
+    peak.scatter_reduce_(1, index, scores, reduce="amax")
+    total = torch.zeros_like(peak).scatter_add_(1, index, torch.exp(scores - peak.gather(1, index)))
+    acc[:, present] = torch.logaddexp(acc[:, present], total.log() + peak)
+
+
+def _word_ranks(word_log_scores: torch.Tensor, true_word: np.ndarray) -> np.ndarray:
+    """Rank (1 = best) of ``true_word[i]`` in row ``i`` of ``word_log_scores [N, W]``."""
+    true = word_log_scores.gather(1, torch.from_numpy(true_word)[:, None])
+    return ((word_log_scores > true).sum(dim=1) + 1).numpy()
+
+
+def _frequency_baseline(
+    word_of_candidate: np.ndarray, true_word: np.ndarray, topk: tuple[int, ...]
+) -> dict[str, float]:
+    """Expected top-k accuracy of ranking words by candidate count, ties broken at random."""
+    count = np.bincount(word_of_candidate)
+    true_count = count[true_word]
+    sorted_count = np.sort(count)
+    n_more = len(count) - np.searchsorted(sorted_count, true_count, side="right")
+    n_equal = np.searchsorted(sorted_count, true_count, side="right") - np.searchsorted(
+        sorted_count, true_count, side="left"
+    )
+    return {
+        f"top{k}": float(np.mean(np.clip((k - n_more) / n_equal, 0.0, 1.0))) for k in topk
+    }
+
+
+def _bootstrap_ci(
+    hits: np.ndarray, n_bootstrap: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile 95 % bootstrap interval of the column means of ``hits [N, K]`` → 2 × ``[K]``."""
+    rng = np.random.default_rng(seed)
+    n = len(hits)
+    batch = max(1, 2**22 // (n * hits.shape[1]))
+    means = []
+    for first in range(0, n_bootstrap, batch):
+        draw = rng.integers(0, n, size=(min(batch, n_bootstrap - first), n))
+        means.append(hits[draw].mean(axis=1))
+    low, high = np.percentile(np.concatenate(means), [2.5, 97.5], axis=0)
+    return low, high
+
+
+def _nest(columns: list[str], values: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """``["segment_top1", ...]`` + values → ``{"segment": {"top1": ...}, ...}``."""
+    out: dict[str, dict[str, Any]] = {level: {} for level in LEVELS}
+    for column, value in zip(columns, values):
+        level, metric = column.split("_", 1)
+        out[level][metric] = value if isinstance(value, tuple) else float(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``[N, F, T]`` → float ``[N, F * T]`` tensor (copied), checked for NaN/inf."""
+    if predictions.ndim != 3:
+        raise ValueError(f"predictions must be [N, F, T], got shape {tuple(predictions.shape)}")
+    z = torch.as_tensor(np.array(predictions) if isinstance(predictions, np.ndarray) else predictions)
+    z = z.reshape(z.shape[0], -1)
+    if not z.is_floating_point():
+        raise ValueError(f"predictions must be floating point, got {z.dtype}")
+    bad = ~torch.isfinite(z).all(dim=1)
+    if bad.any():
+        raise ValueError(f"predictions of windows {bad.nonzero()[:10, 0].tolist()} contain NaN/inf")
+    return z
+
+
+def _check_targets(targets: Sequence[int] | np.ndarray, n_windows: int, n_candidates: int) -> np.ndarray:
+    target = np.asarray(targets)
+    if target.shape != (n_windows,):
+        raise ValueError(f"targets must have shape ({n_windows},), got {target.shape}")
+    if n_windows and not np.issubdtype(target.dtype, np.integer):
+        raise ValueError(f"targets must be integer candidate indices, got dtype {target.dtype}")
+    out_of_range = (target < 0) | (target >= n_candidates)
+    if out_of_range.any():
+        raise ValueError(
+            f"targets out of range [0, {n_candidates}) for windows "
+            f"{np.flatnonzero(out_of_range)[:10].tolist()}: {target[out_of_range][:10].tolist()}"
+        )
+    return target.astype(np.int64)
+
+
+def _check_windows(windows: pd.DataFrame, n_windows: int) -> None:
+    if not isinstance(windows, pd.DataFrame):
+        raise TypeError(f"windows must be a pandas DataFrame, got {type(windows).__name__}")
+    if len(windows) != n_windows:
+        raise ValueError(f"windows has {len(windows)} rows but predictions has {n_windows}")
+    if "subject" not in windows.columns:
+        raise ValueError(f"windows lacks a 'subject' column (columns: {list(windows.columns)})")
+
+
+class _CandidateReader(abc.ABC):
+    """Random access to candidate chunks as ``[B, D]`` tensors (valid until the next read)."""
+
+    def __init__(self, n_candidates: int) -> None:
+        self.n_candidates = n_candidates
+
+    @abc.abstractmethod
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Candidates ``start .. stop - 1`` as ``[stop - start, D]``."""
+
+    def close(self) -> None:  # noqa: B027 (only file-backed readers hold resources)
+        """Release files and buffers."""
+
+
+class _ArrayReader(_CandidateReader):
+    def __init__(self, array: np.ndarray | torch.Tensor) -> None:
+        super().__init__(len(array))
+        self._array = array
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        chunk = self._array[start:stop]
+        if isinstance(chunk, np.ndarray) and not chunk.flags.writeable:
+            chunk = np.array(chunk)  # torch refuses to share read-only memory
+        return torch.as_tensor(chunk).reshape(stop - start, -1)
+
+
+class _MemmapReader(_CandidateReader):
+    """Reads rows of a C-ordered memmap's file with ``os.preadv`` into one reused buffer."""
+
+    def __init__(self, array: np.memmap, chunk_size: int) -> None:
+        super().__init__(len(array))
+        self._path = array.filename
+        self._offset = array.offset
+        self._fd = os.open(self._path, os.O_RDONLY)
+        self._buffer = np.empty((min(chunk_size, len(array)), int(np.prod(array.shape[1:]))),
+                                dtype=array.dtype)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        rows = self._buffer[: stop - start]
+        view = memoryview(rows.reshape(-1).view(np.uint8))
+        position = self._offset + start * self._buffer.strides[0]
+        done = 0
+        while done < len(view):
+            n_read = os.preadv(self._fd, [view[done:]], position + done)
+            if n_read == 0:
+                raise ValueError(f"{self._path} ends before candidate {stop - 1}: file truncated?")
+            done += n_read
+        return torch.from_numpy(rows)
+
+    def close(self) -> None:
+        os.close(self._fd)
+        self._buffer = None
+
+
+class _CallableReader(_CandidateReader):
+    def __init__(self, source: Callable[[int, int], Any], n_candidates: int,
+                 feature_shape: tuple[int, ...]) -> None:
+        super().__init__(n_candidates)
+        self._source = source
+        self._feature_shape = feature_shape
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        chunk = torch.as_tensor(self._source(start, stop))
+        expected = (stop - start, *self._feature_shape)
+        if tuple(chunk.shape) != expected:
+            raise ValueError(
+                f"candidate source {self._source!r} returned shape {tuple(chunk.shape)} for "
+                f"candidates {start}-{stop - 1}, expected {expected}"
+            )
+        return chunk.reshape(stop - start, -1)
+
+
+def _open_candidates(
+    candidates: CandidateSource, n_candidates: int, feature_shape: tuple[int, ...],
+    chunk_size: int,
+) -> _CandidateReader:
+    """Pick the reader for ``candidates`` and check it matches ``[n_candidates, *feature_shape]``."""
+    if callable(candidates) and not isinstance(candidates, (np.ndarray, torch.Tensor)):
+        return _CallableReader(candidates, n_candidates, feature_shape)
+    if not isinstance(candidates, (np.ndarray, torch.Tensor)):
+        raise TypeError(
+            f"candidates must be an array, a tensor or a callable, got {type(candidates).__name__}"
+        )
+    expected = (n_candidates, *feature_shape)
+    if tuple(candidates.shape) != expected:
+        raise ValueError(
+            f"candidates have shape {tuple(candidates.shape)}, expected {expected} "
+            f"(len(candidate_words), then the predictions' [F, T])"
+        )
+    if (
+        isinstance(candidates, np.memmap)
+        and candidates.filename is not None
+        and candidates.flags.c_contiguous
+        and candidates.dtype.isnative
+        and not isinstance(candidates.base, np.ndarray)  # a whole mapping, not a view of one
+    ):
+        return _MemmapReader(candidates, chunk_size)
+    if isinstance(candidates, np.memmap):
+        log.warning(
+            "candidates is a view of a memmap: it is read through the mapping, whose pages count "
+            "in resident memory; pass the memmap itself to stream it with bounded memory"
+        )
+    return _ArrayReader(candidates)
