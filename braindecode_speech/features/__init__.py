@@ -1,0 +1,13 @@
+"""Speech features of the heard audio: wav2vec2 hidden states (the paper's) or log-mel.
+
+>>> features = FeaturesConfig(name="mel").build()
+>>> frames = features(load_wav("sentence.wav"), 16000)  # [120, n_frames] at 120 Hz
+"""
+
+from .audio import AudioError, load_wav, resample
+from .base import FeaturesConfig, SpeechFeatures
+from .mel import MelFeatures
+from .wav2vec2 import Wav2Vec2Features
+
+__all__ = ["AudioError", "FeaturesConfig", "MelFeatures", "SpeechFeatures", "Wav2Vec2Features",
+           "load_wav", "resample"]
