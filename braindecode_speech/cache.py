@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayCache", "CacheError", "default_cache_dir", "CACHE_VERSION"]
+__all__ = ["ArrayCache", "CacheError", "RowReader", "default_cache_dir", "CACHE_VERSION"]
 
 logger = logging.getLogger(__name__)
 
 #: bump when the layout or the content of cached arrays changes
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class CacheError(RuntimeError):
@@ -100,6 +100,51 @@ class ArrayCache:
                 or meta.get("_cache_version") != CACHE_VERSION:
             raise CacheError(f"Cache entry {entry} does not match its metadata")
         return data, meta
+
+
+class RowReader:
+    """Reads rows ``[start, stop)`` of a cached 2D array with ``os.pread``.
+
+    Slicing a memory map leaves the touched pages mapped, so a process sampling windows all over
+    a large study would see its resident memory grow to the size of the study. Explicit reads
+    of the contiguous rows keep it bounded (the OS page cache still serves repeated reads).
+    ``array`` must be a C-contiguous ``np.memmap`` opened by ``np.load(..., mmap_mode="r")``.
+    """
+
+    def __init__(self, array: np.memmap) -> None:
+        if not isinstance(array, np.memmap) or array.ndim != 2 or not array.flags.c_contiguous:
+            raise TypeError("RowReader needs a C-contiguous 2D np.memmap")
+        self.path = str(array.filename)
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.offset = int(array.offset)
+        self.row_bytes = int(array.strides[0])
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """A new ``[stop - start, n_columns]`` array."""
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise IndexError(f"rows [{start}, {stop}) outside {self.path} of {self.shape[0]} rows")
+        if self._fd is None or self._pid != os.getpid():  # one descriptor per process
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        size = (stop - start) * self.row_bytes
+        if os.preadv(self._fd, [memoryview(out).cast("B")],
+                     self.offset + start * self.row_bytes) != size:
+            raise CacheError(f"{self.path} is shorter than its header says: delete the cache "
+                             "entry folder to rebuild it")
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers
+        return {**self.__dict__, "_fd": None, "_pid": -1}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
 
 def _json_default(obj: Any) -> Any:

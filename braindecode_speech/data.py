@@ -13,12 +13,13 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
+from .cache import RowReader
 from .config import Config
 
-__all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window"]
+__all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
+           "fit_robust_scaler"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    brains : per recording, the ``[C_r, T_r]`` preprocessed data (memory maps).
+    brains : per recording, a reader of its ``[T_r, C_r]`` preprocessed samples.
     positions : per recording, ``[C_r, 2]`` sensor layout positions in [0, 1].
-    features : per block, the ``[F, n_frames]`` speech features (memory maps).
+    features : per block, a reader of its ``[n_frames, F]`` speech features.
     windows : the windows to serve.
     scalers : per recording, its :class:`RobustScaler` (or None when scaling is off).
     feature_scaler : the :class:`FeatureScaler` (or None).
@@ -106,8 +107,8 @@ class WindowDataset(torch.utils.data.Dataset):
     ``subject`` (long), ``speech [F, T]``, ``index`` (position in ``windows``).
     """
 
-    def __init__(self, brains: list[np.ndarray], positions: list[np.ndarray],
-                 features: list[np.ndarray], windows: list[Window],
+    def __init__(self, brains: list[RowReader], positions: list[np.ndarray],
+                 features: list[RowReader], windows: list[Window],
                  scalers: list[RobustScaler | None], feature_scaler: FeatureScaler | None,
                  n_channels: int, n_times: int, baseline_samples: int,
                  clamp: float | None) -> None:
@@ -128,8 +129,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def brain_window(self, i: int) -> np.ndarray:
         """The normalised ``[C_r, T]`` brain window ``i`` (unpadded)."""
         w = self.windows[i]
-        x = np.array(self.brains[w.recording][:, w.brain_start:w.brain_start + self.n_times],
-                     dtype=np.float32)
+        x = np.ascontiguousarray(
+            self.brains[w.recording].read(w.brain_start, w.brain_start + self.n_times).T)
         if self.baseline_samples:
             x -= x[:, :self.baseline_samples].mean(axis=1, keepdims=True)
         scaler = self.scalers[w.recording]
@@ -142,8 +143,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def speech_window(self, i: int) -> np.ndarray:
         """The normalised ``[F, T]`` speech window ``i``."""
         w = self.windows[i]
-        y = np.array(self.features[w.block][:, w.speech_start:w.speech_start + self.n_times],
-                     dtype=np.float32)
+        y = np.ascontiguousarray(
+            self.features[w.block].read(w.speech_start, w.speech_start + self.n_times).T)
         return self.feature_scaler(y) if self.feature_scaler is not None else y
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -166,18 +167,13 @@ class WindowDataset(torch.utils.data.Dataset):
         }
 
 
-def fit_robust_scaler(brain: np.ndarray, starts: np.ndarray, n_times: int,
+def fit_robust_scaler(brain: RowReader, starts: np.ndarray, n_times: int,
                       baseline_samples: int, n_windows: int,
                       rng: np.random.Generator) -> RobustScaler:
-    """Fit a :class:`RobustScaler` on up to ``n_windows`` baseline-corrected windows of
-    ``brain [C, T]`` starting at the samples ``starts``."""
+    """Fit a :class:`RobustScaler` on up to ``n_windows`` baseline-corrected windows of the
+    ``[T, C]`` samples of ``brain`` starting at the samples ``starts``."""
     chosen = np.sort(rng.choice(starts, size=min(n_windows, len(starts)), replace=False))
-    x = np.stack([np.asarray(brain[:, s:s + n_times], dtype=np.float32) for s in chosen])
+    x = np.stack([brain.read(s, s + n_times).T for s in chosen])
     if baseline_samples:
         x -= x[:, :, :baseline_samples].mean(axis=2, keepdims=True)
     return RobustScaler.fit(x)
-
-
-def windows_table(windows: list[Window]) -> pd.DataFrame:
-    """The windows as a table (one row per window)."""
-    return pd.DataFrame([w.__dict__ for w in windows])

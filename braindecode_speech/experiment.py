@@ -20,7 +20,7 @@ import torch
 from numpy.lib.format import open_memmap
 from pydantic import Field
 
-from .cache import default_cache_dir
+from .cache import RowReader, default_cache_dir
 from .config import Config, ConfigError
 from .data import FeatureScaler, NormConfig, Window, WindowDataset, fit_robust_scaler
 from .datasets import get as get_study
@@ -166,6 +166,8 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     subject_index = {s: i for i, s in enumerate(subjects)}
     windows["subject_index"] = windows["subject"].map(subject_index).fillna(-1).astype(int)
 
+    brains = [RowReader(r.samples) for r in recordings]
+    readers = [RowReader(a) for a in block_arrays]
     rng = np.random.default_rng(config.optim.seed)
     baseline = int(round(-config.windows.tmin * sfreq)) if config.norm.baseline else 0
     scalers = []
@@ -179,24 +181,24 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
             logger.info("%s has no training window: its scaler is fitted on all its windows",
                         rec.uid)
             train = own
-        scalers.append(fit_robust_scaler(rec.data, train["brain_start"].to_numpy(), n_times,
+        scalers.append(fit_robust_scaler(brains[i], train["brain_start"].to_numpy(), n_times,
                                          baseline, config.norm.n_scaling_windows, rng))
     feature_scaler = None
     if config.norm.standardize_features:
         train = windows[windows["split"] == "train"]
         pick = rng.choice(len(train), size=min(len(train), 2000), replace=False)
-        samples = [block_arrays[b][:, s:s + n_times]
+        samples = [readers[b].read(s, s + n_times).T
                    for b, s in train.iloc[np.sort(pick)][["block", "speech_start"]].to_numpy()]
         feature_scaler = FeatureScaler.fit(samples)
 
-    n_channels = max(r.data.shape[0] for r in recordings)
+    n_channels = max(r.samples.shape[1] for r in recordings)
     datasets = {}
     for split in ("train", "valid", "test"):
         part = windows[windows["split"] == split]
         items = [Window(int(r.recording), int(r.brain_start), int(r.block),
                         int(r.speech_start), int(r.subject_index)) for r in part.itertuples()]
         datasets[split] = WindowDataset(
-            [r.data for r in recordings], [r.positions for r in recordings], block_arrays,
+            brains, [r.positions for r in recordings], readers,
             items, scalers, feature_scaler, n_channels, n_times, baseline, config.norm.clamp)
     logger.info("Windows: %s", windows["split"].value_counts().to_dict())
     return PreparedData(recordings=recordings, windows=windows, datasets=datasets,

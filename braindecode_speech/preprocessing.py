@@ -48,13 +48,15 @@ class PreprocessConfig(Config):
 class PreprocessedRecording:
     """A recording's data channels at ``sfreq``, memory-mapped from the cache.
 
-    ``data`` is ``[C, T]`` float32 in SI units (T for MEG, V for EEG); ``positions`` is ``[C, 2]``
-    sensor positions on the 2D layout, normalised to [0, 1]; ``events`` is the validated events
-    table (times in s on the recording's clock, sample ``i`` of ``data`` is at ``i / sfreq`` s).
+    ``samples`` is the cached ``[T, C]`` float32 array in SI units (T for MEG, V for EEG), stored
+    time-major so that a window is one contiguous read; ``data`` is its ``[C, T]`` view.
+    ``positions`` is ``[C, 2]`` sensor positions on the 2D layout, normalised to [0, 1];
+    ``events`` is the validated events table (times in s on the recording's clock; sample ``i``
+    is at ``i / sfreq`` s).
     """
 
     recording: Recording
-    data: np.ndarray
+    samples: np.memmap
     sfreq: float
     ch_names: list[str]
     positions: np.ndarray
@@ -70,8 +72,13 @@ class PreprocessedRecording:
         return self.recording.subject
 
     @property
+    def data(self) -> np.ndarray:
+        """``[C, T]`` view of :attr:`samples`."""
+        return self.samples.T
+
+    @property
     def n_times(self) -> int:
-        return self.data.shape[1]
+        return self.samples.shape[0]
 
     @property
     def duration(self) -> float:
@@ -133,7 +140,7 @@ def preprocess(
     events = recording.events(duration=meta["duration"])
     return PreprocessedRecording(
         recording=recording,
-        data=data,
+        samples=data,
         sfreq=meta["sfreq"],
         ch_names=meta["ch_names"],
         positions=np.asarray(meta["positions"], dtype=np.float32),
@@ -163,7 +170,7 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
     logger.info("Preprocessing %s: %d channels, %.0f -> %.0f Hz, %.1f s",
                 recording.uid, len(picks), sfreq_in, config.sfreq, n_in / sfreq_in)
     out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32,
-                      shape=(len(picks), n_out))
+                      shape=(n_out, len(picks)))
     flat: list[str] = []
     for start in range(0, len(picks), config.channel_chunk):
         chunk = picks[start:start + config.channel_chunk]
@@ -179,9 +186,9 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
             x = mne.filter.resample(x, up=ratio.numerator, down=ratio.denominator,
                                     method="polyphase", verbose=False)
         n = min(n_out, x.shape[1])
-        out[start:start + len(chunk), :n] = x[:, :n]
+        out[:n, start:start + len(chunk)] = x[:, :n].T
         if n < n_out:  # resampler rounding: repeat the last sample
-            out[start:start + len(chunk), n:] = x[:, n - 1:n]
+            out[n:, start:start + len(chunk)] = x[:, n - 1]
     out.flush()
     del out
     if flat:

@@ -68,8 +68,9 @@ def block_features(
     start: float, stop: float, sounds: pd.DataFrame, features: SpeechFeatures,
     cache_dir: str | Path,
 ) -> np.ndarray:
-    """Features of the block ``[start, stop]`` s: ``[F, round((stop - start) * sfreq)]`` float32
-    memory-mapped from the cache (frame ``i`` is at ``start + i / features.sfreq`` s)."""
+    """Features of the block ``[start, stop]`` s: ``[round((stop - start) * sfreq), F]``
+    float32 (time-major, one contiguous read per window) memory-mapped from the cache; frame
+    ``i`` is at ``start + i / features.sfreq`` s."""
     n_frames = int(round((stop - start) * features.sfreq))
     key = stable_hash({"features": features.signature(), "sfreq": AUDIO_SFREQ,
                        "n_frames": n_frames, "audio": _placements(start, stop, sounds)}, 20)
@@ -80,8 +81,9 @@ def block_features(
             raise RuntimeError(
                 f"{type(features).__name__} returned {feats.shape[1]} frames for a "
                 f"{stop - start:.3f} s block, expected {n_frames}: feature/brain clock mismatch")
-        out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32, shape=feats.shape)
-        out[:] = feats
+        out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32,
+                          shape=feats.shape[::-1])
+        out[:] = feats.T
         out.flush()
         return {"start": start, "stop": stop, "features": features.signature()}
 

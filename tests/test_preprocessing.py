@@ -109,3 +109,24 @@ def test_cache_refuses_mismatched_metadata(tmp_path):
     np.save(cache.path("k") / "data.npy", np.ones((4, 3), dtype=np.float32))
     data, _ = cache.get_or_create("k", build)
     assert data.shape == (2, 3)
+
+
+def test_row_reader_reads_rows_like_slicing(tmp_path):
+    import pickle
+
+    from braindecode_speech.cache import CacheError, RowReader
+
+    array = np.arange(60, dtype=np.float32).reshape(20, 3)
+    np.save(tmp_path / "a.npy", array)
+    reader = RowReader(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    assert np.array_equal(reader.read(4, 9), array[4:9])
+    assert reader.read(4, 9).flags.writeable
+    assert np.array_equal(pickle.loads(pickle.dumps(reader)).read(0, 20), array)
+    with pytest.raises(IndexError, match="a.npy"):
+        reader.read(15, 21)
+    with pytest.raises(TypeError):
+        RowReader(array)
+    with open(tmp_path / "a.npy", "r+b") as f:
+        f.truncate(200)
+    with pytest.raises(CacheError, match="shorter than its header"):
+        pickle.loads(pickle.dumps(reader)).read(10, 20)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from braindecode_speech.cache import RowReader
 from braindecode_speech.data import FeatureScaler, RobustScaler, Window, WindowDataset
 from braindecode_speech.training import CheckpointError, OptimConfig, Trainer
 
@@ -29,14 +30,35 @@ class Clip(nn.Module):
         return nn.functional.cross_entropy(scores, torch.arange(len(z)))
 
 
-def _dataset(n_windows=64, seed=0, n_times=24):
-    """Speech is a noisy linear mixture of the brain signal; ``seed`` picks the windows."""
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    """Time-major brain ``[T, 8]`` and speech ``[T, 4]`` cache files; speech is a noisy linear
+    mixture of the brain signal."""
+    folder = tmp_path_factory.mktemp("arrays")
     rng = np.random.default_rng(0)
-    brain = rng.standard_normal((8, 4000)).astype(np.float32)
-    mixing = rng.standard_normal((4, 8)).astype(np.float32)
-    speech = (mixing @ brain + 0.5 * rng.standard_normal((4, 4000))).astype(np.float32)
-    starts = np.random.default_rng(seed).choice(4000 - n_times, size=n_windows, replace=False)
+    brain = rng.standard_normal((4000, 8)).astype(np.float32)
+    mixing = rng.standard_normal((8, 4)).astype(np.float32)
+    speech = (brain @ mixing + 0.5 * rng.standard_normal((4000, 4))).astype(np.float32)
+    np.save(folder / "brain.npy", brain)
+    np.save(folder / "speech.npy", speech)
+    return [RowReader(np.load(folder / f"{name}.npy", mmap_mode="r"))
+            for name in ("brain", "speech")]
+
+
+@pytest.fixture
+def dataset(arrays):
+    """``dataset(n_windows, seed)``: windows drawn with ``seed`` from the same recording."""
+    def make(n_windows=64, seed=0, n_times=24):
+        starts = np.random.default_rng(seed).choice(4000 - n_times, size=n_windows,
+                                                    replace=False)
+        return _dataset(arrays, starts, n_times)
+    return make
+
+
+def _dataset(arrays, starts, n_times):
+    brain, speech = arrays
     windows = [Window(0, int(s), 0, int(s), 0) for s in starts]
+    rng = np.random.default_rng(0)
     return WindowDataset([brain], [rng.random((8, 2), dtype=np.float32)], [speech], windows,
                          [RobustScaler(np.zeros(8), np.ones(8))],
                          FeatureScaler(np.zeros(4), np.ones(4)), 8, n_times, 0, 20.0)
@@ -53,11 +75,11 @@ def _params(model):
                       if p.dtype.is_floating_point])
 
 
-def test_training_lowers_the_validation_loss(tmp_path):
+def test_training_lowers_the_validation_loss(tmp_path, dataset):
     torch.manual_seed(0)
     trainer = Trainer(TinyEncoder(), Clip(), _config(max_epochs=6), tmp_path, "sig")
-    before = trainer.validate(_dataset(seed=1))
-    history = trainer.fit(_dataset(), _dataset(seed=1))
+    before = trainer.validate(dataset(seed=1))
+    history = trainer.fit(dataset(), dataset(seed=1))
     assert len(history) == 6
     assert min(h["valid_loss"] for h in history) < before - 0.2
     assert (tmp_path / "best.pt").exists() and (tmp_path / "history.jsonl").exists()
@@ -65,10 +87,10 @@ def test_training_lowers_the_validation_loss(tmp_path):
     assert len(lines) == 6
 
 
-def test_interrupted_run_resumes_exactly(tmp_path):
+def test_interrupted_run_resumes_exactly(tmp_path, dataset):
     torch.manual_seed(0)
     full = Trainer(TinyEncoder(), Clip(), _config(), tmp_path / "full", "sig")
-    full.fit(_dataset(), _dataset(seed=1))
+    full.fit(dataset(), dataset(seed=1))
 
     class Interrupt(Exception):
         pass
@@ -85,31 +107,39 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     torch.manual_seed(0)
     broken = Trainer(TinyEncoder(), FailingClip(), _config(), tmp_path / "resumed", "sig")
     with pytest.raises(Interrupt):
-        broken.fit(_dataset(), _dataset(seed=1))
+        broken.fit(dataset(), dataset(seed=1))
     assert broken.epoch == 2
     torch.manual_seed(123)  # a fresh process: other initial weights, other global RNG
     resumed = Trainer(TinyEncoder(), Clip(), _config(), tmp_path / "resumed", "sig")
-    resumed.fit(_dataset(), _dataset(seed=1))
+    resumed.fit(dataset(), dataset(seed=1))
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     assert torch.equal(_params(resumed.model), _params(full.model))
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path):
+def test_checkpoint_of_another_config_is_refused(tmp_path, dataset):
     Trainer(TinyEncoder(), Clip(), _config(max_epochs=1), tmp_path, "sig-a").fit(
-        _dataset(), _dataset(seed=1))
+        dataset(), dataset(seed=1))
     other = Trainer(TinyEncoder(), Clip(), _config(max_epochs=1), tmp_path, "sig-b")
     with pytest.raises(CheckpointError, match="config signature sig-a"):
-        other.fit(_dataset(), _dataset(seed=1))
+        other.fit(dataset(), dataset(seed=1))
 
 
-def test_early_stopping(tmp_path):
-    trainer = Trainer(TinyEncoder(), Clip(), _config(lr=0.0, max_epochs=50, patience=2),
+class FrozenEncoder(TinyEncoder):
+    """No batch norm, no dropout: with lr=0 its validation loss never changes."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Conv1d(8, 4, 1)
+
+
+def test_early_stopping(tmp_path, dataset):
+    trainer = Trainer(FrozenEncoder(), Clip(), _config(lr=0.0, max_epochs=50, patience=2),
                       tmp_path, "sig")
-    history = trainer.fit(_dataset(), _dataset(seed=1))
+    history = trainer.fit(dataset(), dataset(seed=1))
     assert len(history) == 3  # one best epoch, then two without improvement
 
 
-def test_too_few_windows_is_a_clear_error(tmp_path):
+def test_too_few_windows_is_a_clear_error(tmp_path, dataset):
     trainer = Trainer(TinyEncoder(), Clip(), _config(), tmp_path, "sig")
     with pytest.raises(ValueError, match="Not enough windows"):
-        trainer.fit(_dataset(n_windows=1), _dataset(seed=1))
+        trainer.fit(dataset(n_windows=1), dataset(seed=1))
