@@ -4,6 +4,14 @@ resume after interruption.
 Determinism: the order of the training windows and the random state of each epoch (spatial
 dropout, dropout) derive from ``(seed, epoch)`` alone, so an interrupted run resumed from its
 last checkpoint reproduces the uninterrupted run exactly (on the same device).
+
+Several processes (``torchrun``, or several SLURM/submitit tasks; see
+:mod:`braindecode_speech.distributed`): the trainer joins the process group the environment
+describes and trains with :class:`~torch.nn.parallel.DistributedDataParallel`. Every global batch
+of ``batch_size`` windows is the one a single process would draw; each process takes a contiguous
+``1 / world_size`` share of it, and the contrastive negatives are gathered from the whole global
+batch (``OptimConfig.negatives``). Only rank 0 writes files. Batch-norm statistics are computed
+per process (as in the paper's 2-GPU runs) and broadcast from rank 0 after every epoch.
 """
 
 from __future__ import annotations
@@ -18,9 +26,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from . import distributed
 from .config import Config
+from .distributed import Negatives
 
 __all__ = ["OptimConfig", "Trainer", "CheckpointError", "resolve_device"]
 
@@ -48,6 +59,10 @@ class OptimConfig(Config):
     """bfloat16 autocast on CUDA (ignored on CPU)"""
     num_workers: int = 0
     progress: bool = True
+    negatives: Negatives = "global"
+    """with several processes, contrast each window with the segments of the whole global
+    batch (``global``, as one process would) or of its process's share only (``per_process``,
+    the paper's per-GPU negatives). No effect in single-process runs."""
 
     _exclude_from_signature = ("device", "num_workers", "progress")
 
@@ -71,7 +86,10 @@ class Trainer:
     ----------
     model : maps ``(brain [B, C, T], subject [B], positions [B, C, 2], mask [B, C])`` to
         ``[B, F, T]``.
-    loss : maps ``(prediction [B, F, T], speech [B, F, T])`` to a scalar.
+    loss : maps ``(prediction [B, F, T], speech [B, F, T])`` to a scalar. With several
+        processes, a contrastive loss with a ``logits(prediction, candidates)`` method
+        (:class:`~braindecode_speech.losses.ClipLoss`) is given the candidates of the whole
+        global batch (see ``OptimConfig.negatives``).
     config : optimisation settings.
     folder : where ``checkpoint.pt``, ``best.pt`` and ``history.jsonl`` are written.
     signature : signature of the experiment config; a checkpoint with another one is refused.
@@ -79,9 +97,20 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss: nn.Module, config: OptimConfig,
                  folder: str | Path, signature: str) -> None:
-        self.device = resolve_device(config.device)
+        self.process = distributed.init_process_group()
+        if self.process.distributed:
+            self.device = distributed.rank_device(config.device, self.process.local_rank)
+        else:
+            self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.loss = loss.to(self.device)
+        self.parallel_model: nn.Module = self.model
+        if self.process.distributed:
+            self.parallel_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if config.negatives == "global" and not hasattr(loss, "logits"):
+                logger.info("%s has no logits(): it is averaged over the processes' shares "
+                            "(no negatives to gather)", type(loss).__name__)
         self.config = config
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -102,38 +131,54 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(self, batch: dict[str, torch.Tensor], global_batch: int) -> torch.Tensor:
+        """This process's share of the loss of a global batch of ``global_batch`` windows (the
+        loss of the batch in single-process runs)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        model = self.parallel_model if self.model.training else self.model
         with self._autocast():
-            out = self.model(batch["brain"], batch["subject"], batch["positions"], batch["mask"])
-        return self.loss(out.float(), batch["speech"])
+            out = model(batch["brain"], batch["subject"], batch["positions"], batch["mask"])
+        return distributed.batch_share_loss(self.loss, out.float(), batch["speech"],
+                                            global_batch, self.config.negatives)
 
-    def _loader(self, dataset: torch.utils.data.Dataset, shuffle_epoch: int | None,
-                n_batches: int | None) -> torch.utils.data.DataLoader:
+    def _global_batches(self, n_windows: int, shuffle_epoch: int | None,
+                        n_batches: int | None) -> list[list[int]]:
+        """Batches of window indices, the same in every process: shuffled by ``(seed, epoch)``
+        for training (incomplete last batch dropped), in order otherwise."""
         if shuffle_epoch is None:
-            indices = list(range(len(dataset)))
+            indices = list(range(n_windows))
         else:
             gen = torch.Generator().manual_seed(self.config.seed * 100_003 + shuffle_epoch)
-            indices = torch.randperm(len(dataset), generator=gen).tolist()
+            indices = torch.randperm(n_windows, generator=gen).tolist()
+        size = self.config.batch_size
         if n_batches is not None:
-            indices = indices[:n_batches * self.config.batch_size]
-        return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, indices), batch_size=self.config.batch_size,
-            shuffle=False,
-            drop_last=shuffle_epoch is not None and len(indices) >= self.config.batch_size,
-            num_workers=self.config.num_workers)
+            indices = indices[:n_batches * size]
+        batches = [indices[i:i + size] for i in range(0, len(indices), size)]
+        if shuffle_epoch is not None and len(indices) >= size and len(batches[-1]) < size:
+            batches.pop()
+        # every process needs at least one window of each batch
+        return [b for b in batches if len(b) >= self.process.world_size]
+
+    def _loader(self, dataset: torch.utils.data.Dataset,
+                batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        """Loads this process's contiguous share of each global batch."""
+        rank, world_size = self.process.rank, self.process.world_size
+        shares = [b[rank * len(b) // world_size:(rank + 1) * len(b) // world_size]
+                  for b in batches]
+        return torch.utils.data.DataLoader(dataset, batch_sampler=shares,
+                                           num_workers=self.config.num_workers)
 
     def validate(self, dataset: torch.utils.data.Dataset) -> float:
         """Mean loss over the batches of ``dataset`` (eval mode, no gradient)."""
         self.model.eval()
-        total, count = 0.0, 0
+        batches = [b for b in self._global_batches(len(dataset), None, None) if len(b) >= 2]
+        total = 0.0
         with torch.no_grad():
-            for batch in self._loader(dataset, None, None):
-                if len(batch["index"]) < 2:
-                    continue
-                total += self._forward(batch).item() * len(batch["index"])
-                count += len(batch["index"])
-        return total / max(count, 1)
+            for batch, indices in zip(self._loader(dataset, batches), batches):
+                share = self._forward(batch, len(indices)).item()
+                total += share * len(indices) / self.process.world_size
+        (total,) = distributed.all_reduce_sum([total], self.device)
+        return total / max(sum(len(b) for b in batches), 1)
 
     def fit(self, train: torch.utils.data.Dataset, valid: torch.utils.data.Dataset) -> \
             list[dict[str, float]]:
@@ -143,42 +188,73 @@ class Trainer:
                              f"{len(valid)} valid (need at least 2 each)")
         self._resume()
         cfg = self.config
+        main = self.process.rank == 0
         while self.epoch < cfg.max_epochs and self.bad_epochs < cfg.patience:
-            torch.manual_seed(cfg.seed * 100_003 + self.epoch)
+            # a different random stream per process (spatial dropout, dropout)
+            torch.manual_seed(cfg.seed * 100_003 + self.epoch + 1_000_003 * self.process.rank)
             self.model.train()
             start = time.time()
             losses = []
-            loader = self._loader(train, self.epoch, cfg.batches_per_epoch)
-            bar = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False,
-                       disable=not cfg.progress)
-            for batch in bar:
+            batches = self._global_batches(len(train), self.epoch, cfg.batches_per_epoch)
+            bar = tqdm(zip(self._loader(train, batches), batches), total=len(batches),
+                       desc=f"epoch {self.epoch + 1}", leave=False,
+                       disable=not (cfg.progress and main))
+            for batch, indices in bar:
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self._forward(batch)
+                loss = self._forward(batch, len(indices))
                 loss.backward()
+                self._average_loss_gradients()
                 self.optimizer.step()
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            self._broadcast_buffers()
+            (train_loss,) = distributed.all_reduce_sum([sum(losses)], self.device)
             valid_loss = self.validate(valid)
             self.epoch += 1
-            record = {"epoch": self.epoch, "train_loss": sum(losses) / max(len(losses), 1),
+            record = {"epoch": self.epoch,
+                      "train_loss": train_loss / self.process.world_size / max(len(losses), 1),
                       "valid_loss": valid_loss, "seconds": round(time.time() - start, 3)}
             self.history.append(record)
             improved = valid_loss < self.best_loss
             if improved:
                 self.best_loss, self.bad_epochs = valid_loss, 0
-                _save_atomic({"model": self.model.state_dict(), "epoch": self.epoch,
-                              "signature": self.signature}, self.folder / "best.pt")
             else:
                 self.bad_epochs += 1
-            self._checkpoint()
-            history = self.folder / "history.jsonl"
-            history.with_suffix(".tmp").write_text(
-                "".join(json.dumps(r) + "\n" for r in self.history))
-            os.replace(history.with_suffix(".tmp"), history)
+            if main:
+                self._write_epoch(improved)
             logger.info("epoch %d: train %.4f valid %.4f%s", self.epoch, record["train_loss"],
                         valid_loss, " (best)" if improved else "")
+        distributed.barrier()
         self.load_best()
         return self.history
+
+    def _average_loss_gradients(self) -> None:
+        """Average the gradients of the loss's own parameters (a learned temperature) over the
+        processes; those of the model are averaged by DistributedDataParallel."""
+        if not self.process.distributed:
+            return
+        for param in self.loss.parameters():
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad)
+                param.grad /= self.process.world_size
+
+    def _broadcast_buffers(self) -> None:
+        """Give every process the batch-norm statistics of rank 0 (those that are saved)."""
+        if not self.process.distributed:
+            return
+        for buffer in self.model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+
+    def _write_epoch(self, improved: bool) -> None:
+        """Checkpoint, best weights (if ``improved``) and history of the epoch just done."""
+        if improved:
+            _save_atomic({"model": self.model.state_dict(), "epoch": self.epoch,
+                          "signature": self.signature}, self.folder / "best.pt")
+        self._checkpoint()
+        history = self.folder / "history.jsonl"
+        history.with_suffix(".tmp").write_text(
+            "".join(json.dumps(r) + "\n" for r in self.history))
+        os.replace(history.with_suffix(".tmp"), history)
 
     def _checkpoint(self) -> None:
         _save_atomic({
