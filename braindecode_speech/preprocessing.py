@@ -38,10 +38,14 @@ class PreprocessConfig(Config):
     """high-pass cut-off, Hz (None: off, as in the paper)"""
     lowpass: float | None = None
     """low-pass cut-off, Hz, applied before resampling (None: only the resampler's anti-alias)"""
-    channel_chunk: int = 32
-    """channels processed at once (memory bound); does not change the result"""
+    chunk_mb: int = 512
+    """memory budget of one block of channels processed at once, MB (does not change the
+    result; bounds memory for long recordings)"""
+    n_jobs: int = 1
+    """parallel jobs of the resampler (joblib processes; pays off on long recordings only;
+    does not change the result)"""
 
-    _exclude_from_signature = ("channel_chunk",)
+    _exclude_from_signature = ("chunk_mb", "n_jobs")
 
 
 @dataclass
@@ -172,8 +176,9 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
     out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32,
                       shape=(n_out, len(picks)))
     flat: list[str] = []
-    for start in range(0, len(picks), config.channel_chunk):
-        chunk = picks[start:start + config.channel_chunk]
+    per_chunk = max(1, int(config.chunk_mb * 2**20 // (8 * n_in)))
+    for start in range(0, len(picks), per_chunk):
+        chunk = picks[start:start + per_chunk]
         x = raw.get_data(picks=chunk)
         if not np.isfinite(x).all():
             bad = [raw.ch_names[chunk[i]] for i in np.flatnonzero(~np.isfinite(x).all(axis=1))]
@@ -184,7 +189,7 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
                                        verbose=False)
         if ratio != 1:
             x = mne.filter.resample(x, up=ratio.numerator, down=ratio.denominator,
-                                    method="polyphase", verbose=False)
+                                    method="polyphase", n_jobs=config.n_jobs, verbose=False)
         n = min(n_out, x.shape[1])
         out[:n, start:start + len(chunk)] = x[:, :n].T
         if n < n_out:  # resampler rounding: repeat the last sample

@@ -44,13 +44,16 @@ def test_preprocess_resamples_and_caches(tmp_path, caplog):
     assert out.bads == ["Cz"]
     assert out.positions.shape == (64, 2)
     assert out.positions.min() == 0.0 and out.positions.max() == 1.0
+    # the memory budget does not change the result
+    small = preprocess(rec, PreprocessConfig(chunk_mb=1, n_jobs=1), tmp_path / "other_cache")
+    assert np.array_equal(small.data, out.data)
     # the second call reads the cache
     calls = []
     rec.load_raw = lambda: calls.append(1)
     again = preprocess(rec, cfg, tmp_path / "cache")
     assert not calls and np.array_equal(again.data, out.data)
-    # another config is another entry; channel_chunk is not part of the key
-    assert PreprocessConfig(channel_chunk=5).signature() == cfg.signature()
+    # another config is another entry; the memory budget is not part of the key
+    assert PreprocessConfig(chunk_mb=1, n_jobs=1).signature() == cfg.signature()
     assert PreprocessConfig(highpass=0.5).signature() != cfg.signature()
     entries = [p for p in (tmp_path / "cache" / "preprocessed").iterdir()]
     assert len(entries) == 1 and not entries[0].name.startswith(".")

@@ -1,0 +1,78 @@
+"""Run the benchmarks and print one line each.
+
+    python bench/run.py [--only NAME] [--json FILE] [--threads N]
+
+Each benchmark lives in ``bench/<module>.py`` as a function ``(threads) -> dict`` returning
+``{"name", "seconds" (median), "seconds_min", "peak_rss_mb", "gflops", "config"}``; peak memory
+is measured in a fresh subprocess so figures do not depend on what ran before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+#: benchmark name -> (module in bench/, function)
+BENCHMARKS = {
+    "train_step_b32": ("train_step", "bench_b32"),
+    "train_step_b256": ("train_step", "bench_b256"),
+    "retrieval_10k": ("retrieval", "bench"),
+    "wav2vec2_60s": ("wav2vec2", "bench"),
+    "preprocess_10min": ("preprocess", "bench"),
+    "gemm_peak": ("gemm_peak", "bench"),
+    "loader_large": ("loader", "bench"),
+}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_line(result: dict) -> str:
+    parts = [f"{result['name']:<18}", f"{result['seconds']:9.3f} s (min {result['seconds_min']:.3f})"]
+    if result.get("peak_rss_mb") is not None:
+        parts.append(f"peak RSS {result['peak_rss_mb']:8.0f} MB")
+    if result.get("gflops") is not None:
+        parts.append(f"{result['gflops']:8.1f} GFLOP/s")
+    extra = {k: v for k, v in result.items()
+             if k not in ("name", "seconds", "seconds_min", "peak_rss_mb", "gflops", "config")}
+    if extra:
+        parts.append(" ".join(f"{k}={v}" for k, v in extra.items()))
+    return "  ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
+    parser.add_argument("--json", help="write the result(s) to this JSON file")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
+    names = [args.only] if args.only else list(BENCHMARKS)
+    print(f"# {cpu_model()}, {args.threads} threads")
+    results = []
+    for name in names:
+        module, function = BENCHMARKS[name]
+        result = getattr(importlib.import_module(module), function)(args.threads)
+        result["name"] = name
+        print(format_line(result), flush=True)
+        results.append(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results[0] if args.only else results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
