@@ -55,7 +55,7 @@ def _measure(threads: int, folder: Path) -> dict:
     torch.set_num_threads(threads)
     recording = _recording(folder)
     times = []
-    for i in range(REPEATS):
+    for _ in range(REPEATS):
         with tempfile.TemporaryDirectory(dir=folder) as cache:
             start = time.perf_counter()
             out = preprocess(recording, PreprocessConfig(), cache)

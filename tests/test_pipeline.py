@@ -1,0 +1,104 @@
+"""The whole method end to end on the tiny simulated study, and its bad-input behaviour."""
+
+import json
+
+import numpy as np
+import pytest
+
+from braindecode_speech.cli import main
+from braindecode_speech.config import ConfigError
+from braindecode_speech.experiment import (
+    ExperimentConfig,
+    evaluate_run,
+    prepare_data,
+    run_experiment,
+    split_study,
+)
+from braindecode_speech.presets import tiny_config
+from braindecode_speech.study import StudyError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_meg_root, tmp_path_factory):
+    """A tiny experiment trained once for this module."""
+    folder = tmp_path_factory.mktemp("run")
+    config = tiny_config(tiny_meg_root, cache_dir=folder / "cache")
+    config = config.with_overrides({"optim.max_epochs": 4, "optim.batches_per_epoch": 12})
+    result = run_experiment(config, folder / "run")
+    return config, folder / "run", result
+
+
+@pytest.mark.slow
+def test_tiny_experiment_beats_chance(tiny_run):
+    config, folder, _ = tiny_run
+    report = json.loads((folder / "report.json").read_text())
+    assert report["n_candidates"] > 20
+    model = report["metrics"]["model"]["segment"]
+    chance = report["chance"]["top10"]
+    assert chance == pytest.approx(10 / report["n_candidates"])
+    assert model["top10"] > 1.5 * chance
+    assert 0 <= report["metrics"]["ridge"]["segment"]["top10"] <= 1
+    assert report["split_audit"]["ok"] is True
+    for name in ("config.yaml", "history.jsonl", "checkpoint.pt", "best.pt", "per_subject.csv",
+                 "skipped.csv", "table.txt"):
+        assert (folder / name).exists(), name
+    assert ExperimentConfig.from_yaml(folder / "config.yaml").signature() == config.signature()
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 4
+
+
+@pytest.mark.slow
+def test_rerun_resumes_and_evaluate_reproduces(tiny_run):
+    config, folder, result = tiny_run
+    before = json.loads((folder / "report.json").read_text())
+    again = run_experiment(config, folder)  # finished: nothing to train, same evaluation
+    assert again["table"] == result["table"]
+    evaluate_run(folder)
+    after = json.loads((folder / "report.json").read_text())
+    assert after["metrics"] == before["metrics"]
+
+
+def test_windows_and_splits_of_the_tiny_study(tiny_meg_root, tmp_path):
+    config = tiny_config(tiny_meg_root, cache_dir=tmp_path / "cache")
+    data = prepare_data(config)
+    windows = data.windows
+    assert set(windows["split"]) == {"train", "valid", "test"}
+    assert data.audit["ok"]
+    test = windows[windows["split"] == "test"]
+    assert test["segment"].notna().all() and windows.loc[windows["split"] == "train",
+                                                         "segment"].isna().all()
+    # identical sentences get the same split in every subject
+    per_sentence = test.groupby("sequence_id")["subject"].nunique()
+    assert per_sentence.max() >= 1
+    item = data.datasets["train"][0]
+    assert item["brain"].shape == (data.datasets["train"].n_channels, 360)
+    assert item["speech"].shape == (data.n_features, 360)
+    assert float(item["brain"].abs().max()) <= config.norm.clamp
+    # robust scaling: the scaled training windows have median ~0 and IQR ~1 per channel
+    x = np.stack([data.datasets["train"][i]["brain"].numpy() for i in range(0, 200, 4)])
+    n_real = int(item["mask"].sum())
+    q25, q75 = np.percentile(x[:, :n_real], [25, 75], axis=(0, 2))
+    assert np.median(q75 - q25) == pytest.approx(1.0, abs=0.3)
+
+
+def test_check_splits_command(tiny_meg_root, tmp_path, capsys):
+    code = main(["check-splits", "--study", "simulated", "--data", str(tiny_meg_root),
+                 "--json", str(tmp_path / "audit.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "OK: no leak between splits" in out
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["train_test"]["n_shared_sentences"] == 0
+
+
+def test_bad_inputs_are_clear_errors(tiny_meg_root, tmp_path):
+    base = tiny_config(tiny_meg_root, cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="optim.lr"):
+        ExperimentConfig.from_dict({"optim": {"lr": "fast"}}, source="exp.yaml")
+    with pytest.raises(ConfigError, match="Unknown config key 'optim.learning_rate'"):
+        base.with_overrides({"optim.learning_rate": 1.0})
+    with pytest.raises(StudyError, match="no test window after splitting"):
+        prepare_data(base.with_overrides({"splits.test_ratio": 0.0}))
+    with pytest.raises(ConfigError, match="features run at 100.0 Hz but the brain at 120.0 Hz"):
+        prepare_data(base.with_overrides({"features.sfreq": 100.0}))
+    with pytest.raises(ConfigError, match="study.root is not set"):
+        split_study(ExperimentConfig())
