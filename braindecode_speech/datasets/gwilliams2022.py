@@ -1,0 +1,231 @@
+"""MEG-MASC (Gwilliams et al. 2023): 27 subjects listening to 4 English stories, KIT MEG.
+
+Layout (BIDS, OSF projects ag3kj + h2tzn + u5327 merged into one folder)::
+
+    participants.tsv
+    stimuli/audio/{lw1,cable_spool_fort,easy_money,the_black_willow}_<k>.wav
+    sub-01/ses-0/meg/sub-01_ses-0_task-0_meg.con       # KIT, 1000 Hz
+    sub-01/ses-0/meg/sub-01_ses-0_task-0_events.tsv
+
+- The task index is the story, fixed across subjects: 0 = lw1, 1 = cable_spool_fort,
+  2 = easy_money, 3 = The_Black_Willow. Sessions ``0`` and ``1`` are identical; 5 subjects
+  have one session only.
+- ``events.tsv``: ``trial_type`` is a Python dict literal (``{'kind': 'word', 'word': ...}``),
+  parsed with :func:`ast.literal_eval`. Kinds: ``sound`` (one wav chunk), ``word`` and
+  ``phoneme``; ``start`` is the time in the wav chunk, so word onset = sound onset + start
+  (checked to within :data:`ONSET_TOLERANCE`).
+- Sound paths in the events (``stimuli/audio/The_Black_Willow_0.0.wav``) differ from the real
+  files (``the_black_willow_0.wav``): lower case, integer sound id.
+- Sentences: word ``sequence_id`` values are positions within the story; the common
+  ``sequence_id`` is ``<story>:<sequence>:<hash of the words>``, identical across subjects.
+  Word lists and pseudo-words keep their ``condition`` (``word_list``, ``pseudo_words``).
+- Channels: the 208 axial gradiometers (``MEG 001``..``MEG 208``, typed ``mag`` by MNE) are
+  kept; the 16 reference magnetometers and 32 misc channels are dropped.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import mne
+import pandas as pd
+
+from ..events import make_events
+from ..study import Recording, StudyError
+from ._adapter import StudyAdapter, sentence_uid
+from ._readers import wav_duration
+
+__all__ = ["Gwilliams2022", "STORIES", "read_events", "sound_file", "sound_files"]
+
+logger = logging.getLogger(__name__)
+
+#: story of each task index (the BIDS ``task`` entity)
+STORIES = ("lw1", "cable_spool_fort", "easy_money", "The_Black_Willow")
+#: largest accepted difference between a word's onset and its sound onset + ``start``, s
+ONSET_TOLERANCE = 0.005
+_SOUND_PATH = re.compile(r"^(?P<folder>.*/)?(?P<story>[^/]+)_(?P<index>\d+)(\.0+)?\.wav$")
+
+
+def sound_file(root: Path, sound: str) -> Path:
+    """The wav file named by an events ``sound`` entry, e.g.
+    ``stimuli/audio/The_Black_Willow_0.0.wav`` → ``<root>/stimuli/audio/the_black_willow_0.wav``."""
+    match = _SOUND_PATH.match(str(sound))
+    if match is None:
+        raise ValueError(f"unexpected sound path {sound!r}")
+    folder = match["folder"] or "stimuli/audio/"
+    return Path(root) / f"{folder}{match['story'].lower()}_{int(match['index'])}.wav"
+
+
+def _parse_trial_types(table: pd.DataFrame, path: Path) -> list[dict]:
+    infos = []
+    for row, text in enumerate(table["trial_type"], start=2):  # line 1 is the header
+        try:
+            info = ast.literal_eval(str(text))
+        except (ValueError, SyntaxError):
+            info = None
+        if not isinstance(info, dict) or "kind" not in info:
+            raise StudyError(f"{path}: line {row}: trial_type is not a dict literal with a "
+                             f"'kind' key: {str(text)[:80]!r}")
+        infos.append(info)
+    return infos
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={"trial_type": str})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise StudyError(f"{path}: cannot read events table ({exc})") from None
+    missing = {"onset", "duration", "trial_type"} - set(table.columns)
+    if missing:
+        raise StudyError(f"{path}: events table lacks columns {sorted(missing)}")
+    return table
+
+
+def sound_files(path: Path, root: Path) -> list[Path]:
+    """The wav files played in a recording (from the ``sound`` rows of its events.tsv)."""
+    table = _read_table(path)
+    is_sound = table["trial_type"].str.contains("'kind': 'sound'", regex=False, na=False)
+    infos = _parse_trial_types(table[is_sound], path)
+    return sorted({sound_file(root, info["sound"]) for info in infos})
+
+
+def read_events(path: Path, root: Path) -> pd.DataFrame:
+    """Read one ``events.tsv`` into the common events schema.
+
+    Raises
+    ------
+    StudyError : naming ``path`` (and the line) for unparsable rows, unknown kinds, words
+        whose sound has no event, words whose onset disagrees with sound onset + ``start``,
+        and missing wav files.
+    """
+    table = _read_table(path)
+    infos = _parse_trial_types(table, path)
+    sounds: dict[str, tuple[float, Path]] = {}
+    rows = []
+    for line, (onset, duration, info) in enumerate(
+            zip(table["onset"], table["duration"], infos), start=2):
+        kind = info["kind"]
+        if kind not in ("sound", "word", "phoneme"):
+            raise StudyError(f"{path}: line {line}: unknown event kind {kind!r}")
+        try:
+            wav = sound_file(root, info["sound"])
+        except (KeyError, ValueError) as exc:
+            raise StudyError(f"{path}: line {line}: bad 'sound' entry ({exc})") from None
+        duration = float(duration) if pd.notna(duration) else 0.0
+        row = {"onset": float(onset), "duration": duration, "kind": kind,
+               "story": info.get("story"), "sound_id": wav.stem}
+        if kind == "sound":
+            if not wav.is_file():
+                raise StudyError(f"{path}: line {line}: sound file {wav} is missing")
+            sounds[wav.stem] = (float(onset), wav)
+            row.update(filepath=str(wav), offset=0.0,
+                       duration=duration or wav_duration(wav))
+        else:
+            start = float(info["start"])
+            row["offset"] = start
+            if kind == "word":
+                row.update(word=str(info["word"]), word_index=int(info["word_index"]),
+                           condition=info.get("condition"), _sequence=info.get("sequence_id"))
+            else:
+                row["phoneme"] = str(info["phoneme"])
+        rows.append((line, row))
+    for line, row in rows:
+        if row["kind"] == "sound":
+            continue
+        if row["sound_id"] not in sounds:
+            raise StudyError(f"{path}: line {line}: {row['kind']} refers to sound "
+                             f"{row['sound_id']!r}, which has no sound event")
+        expected = sounds[row["sound_id"]][0] + row["offset"]
+        if abs(row["onset"] - expected) > ONSET_TOLERANCE:
+            raise StudyError(f"{path}: line {line}: {row['kind']} onset {row['onset']:.3f} s "
+                             f"differs from sound onset + start = {expected:.3f} s")
+    events = make_events([row for _, row in rows])
+    return _add_sentence_ids(events)
+
+
+def _add_sentence_ids(events: pd.DataFrame) -> pd.DataFrame:
+    """Common ``sequence_id`` of the words: ``<story>:<sequence>:<hash of the words>`` for each
+    run of consecutive words (in time order) sharing the story's sequence number."""
+    events = events.sort_values("onset", kind="stable").reset_index(drop=True)
+    words = events.index[events["kind"] == "word"]
+    if len(words):
+        keys = events.loc[words, ["story", "_sequence"]].astype(str).agg(":".join, axis=1)
+        runs = (keys != keys.shift()).cumsum()
+        for _, members in keys.groupby(runs):
+            story, sequence = members.iloc[0].split(":")
+            sequence = str(int(float(sequence))) if sequence != "None" else "nan"
+            uid = sentence_uid(f"{story}:{sequence}", events.loc[members.index, "word"])
+            events.loc[members.index, "sequence_id"] = uid
+    return events.drop(columns="_sequence", errors="ignore")
+
+
+class Gwilliams2022(StudyAdapter):
+    """MEG-MASC adapter: one recording per subject, session and story (task)."""
+
+    name = "gwilliams2022"
+    modality = "meg"
+    language = "english"
+    n_channels = 208
+    sfreq = 1000.0
+
+    def read_native(self, path: Path) -> mne.io.BaseRaw:
+        return mne.io.read_raw_kit(path, stim=None, preload=False, verbose="error")
+
+    def _load_raw(self, path: Path) -> mne.io.BaseRaw:
+        raw = self.open_raw(path)
+        picks = mne.pick_types(raw.info, meg=True, ref_meg=False)
+        return self.keep_channels(raw, picks, "MEG (without references)", path)
+
+    def _participants(self) -> list[str]:
+        path = self.root / "participants.tsv"
+        if not path.is_file():
+            raise StudyError(f"{path}: participants.tsv is missing (is {self.root} the BIDS "
+                             "root of MEG-MASC?)")
+        table = pd.read_csv(path, sep="\t", dtype=str)
+        if "participant_id" not in table.columns:
+            raise StudyError(f"{path}: no 'participant_id' column")
+        subjects = [p.removeprefix("sub-") for p in table["participant_id"]]
+        for folder in sorted(self.root.glob("sub-*")):
+            if folder.name.removeprefix("sub-") not in subjects:
+                self.problem(folder, "subject folder not listed in participants.tsv")
+        return subjects
+
+    def _discover(self) -> Iterator[Recording]:
+        for subject in self._participants():
+            if not self.wants(subject):
+                continue
+            sessions = sorted(p.name.removeprefix("ses-")
+                              for p in (self.root / f"sub-{subject}").glob("ses-*"))
+            if not sessions:
+                self.problem(self.root / f"sub-{subject}", "no ses-* folder")
+            for session in sessions:
+                for task in range(len(STORIES)):
+                    recording = self._recording(subject, session, str(task))
+                    if recording is not None:
+                        yield recording
+
+    def _recording(self, subject: str, session: str, task: str) -> Recording | None:
+        folder = self.root / f"sub-{subject}" / f"ses-{session}" / "meg"
+        stem = f"sub-{subject}_ses-{session}_task-{task}"
+        raw_path, events_path = folder / f"{stem}_meg.con", folder / f"{stem}_events.tsv"
+        for needed in (raw_path, events_path):
+            if not needed.is_file():
+                self.problem(needed, "file is missing")
+                return None
+        try:
+            missing = [wav for wav in sound_files(events_path, self.root) if not wav.is_file()]
+        except StudyError as exc:
+            self.problem(events_path, str(exc).removeprefix(f"{events_path}: "))
+            return None
+        if missing:
+            self.problem(missing[0], f"sound file is missing (played in {events_path.name})")
+            return None
+        return self.make_recording(
+            subject, session, task, None, raw_path,
+            load_raw=lambda: self._load_raw(raw_path),
+            load_events=lambda: read_events(events_path, self.root))
+
