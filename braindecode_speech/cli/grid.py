@@ -1,0 +1,110 @@
+"""``braindecode-speech grid run|status|table FILE``: grids of experiments (see
+:mod:`braindecode_speech.grid`)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a grid of experiments (SLURM, local or debug), show its status, tabulate its results"
+
+_EPILOG = """\
+examples:
+  braindecode-speech grid run grids/main_table.py --executor slurm --data /datasets --dry-run
+  braindecode-speech grid run grids/simulated.py --executor local --data simulated=/tmp/sim
+  braindecode-speech grid status grids/main_table.py
+  braindecode-speech grid table grids/main_table.py
+
+Runs live in ROOT/<grid name>/<config signature>/. `run` skips finished runs and runs in
+progress and resumes the others from their last checkpoint; SLURM jobs requeue themselves when
+preempted or timed out. SLURM options override the grid file's `slurm` section.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    run = actions.add_parser("run", help="submit the runs that are not done or in progress")
+    run.add_argument("--executor", choices=["slurm", "local", "debug"], default="local",
+                     help="slurm: job array; local: subprocesses on this machine; debug: in "
+                          "this process, one after the other (default: local)")
+    run.add_argument("--data", action="append", default=[], metavar="[STUDY=]PATH",
+                     help="local copy of a study (STUDY=PATH, repeatable), or a folder with "
+                          "one sub-folder per study (PATH/<study name>)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the runs and what would be submitted, submit nothing")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="local executor: runs at the same time (default: 1)")
+    slurm = run.add_argument_group("SLURM resources (override the grid file)")
+    for flag, kind, text in [
+        ("--partition", str, "partition"), ("--account", str, "account"),
+        ("--qos", str, "quality of service"), ("--constraint", str, "node features"),
+        ("--nodes", int, "nodes per run"),
+        ("--tasks-per-node", int, "processes per node, one per GPU (DDP when > 1)"),
+        ("--gpus-per-task", int, "GPUs per process"), ("--cpus-per-task", int, "CPUs per process"),
+        ("--mem-gb", float, "memory per node, GB"), ("--timeout-min", int, "wall time, minutes"),
+        ("--array-parallelism", int, "runs at the same time"),
+        ("--max-requeues", int, "requeues after a time-out"),
+    ]:
+        slurm.add_argument(flag, type=kind, help=text)
+
+    show = actions.add_parser("status", help="state of every run, last log lines of failures")
+    show.add_argument("--lines", type=int, default=10,
+                      help="log lines shown per failed run (default: 10)")
+    actions.add_parser("table", help="metrics, mean ± s.e.m. over seeds: CSV, Markdown, PNG")
+    for sub in actions.choices.values():
+        sub.add_argument("file", metavar="FILE", help="grid file (defines GRID = Grid(...))")
+        sub.add_argument("--root", default="runs", help="folder of the grids' runs "
+                                                        "(default: runs)")
+
+
+def _data(items: list[str]) -> dict[str, str] | str | None:
+    if not items:
+        return None
+    pairs = [item.split("=", 1) for item in items if "=" in item]
+    folders = [item for item in items if "=" not in item]
+    if folders and (pairs or len(folders) > 1):
+        raise SystemExit("--data: give either one folder of studies, or STUDY=PATH pairs")
+    return folders[0] if folders else dict(pairs)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .. import grid as grids
+
+    grid = grids.load_grid(args.file)
+    if args.action == "run":
+        overrides = {key: getattr(args, key) for key in grids.SlurmConfig.model_fields
+                     if getattr(args, key, None) is not None}
+        grid.slurm = grid.slurm.with_overrides(overrides)
+        table = grids.launch(grid, args.root, args.executor, _data(args.data), args.dry_run,
+                             args.jobs)
+        columns = [*grids.label_columns(grid), "signature", "state", "submitted"]
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table[[c for c in columns if c in table]].to_string(index=False))
+        verb = "would submit" if args.dry_run else "submitted"
+        print(f"{grid.name}: {verb} {int(table['submitted'].sum())} of {len(table)} runs "
+              f"({int((table['state'] == 'done').sum())} done)")
+        if args.dry_run and args.executor == "slurm":
+            print("sbatch parameters:", grids.slurm_parameters(grid.slurm, grid.name))
+        if not args.dry_run and args.executor != "slurm":
+            table = grids.status(grid, args.root, log_lines=0)
+            print(table["state"].value_counts().to_string())
+            return int((table["state"] == "failed").any())
+        return 0
+    if args.action == "status":
+        table = grids.status(grid, args.root, log_lines=args.lines)
+        columns = [*grids.label_columns(grid), grids.SEED_KEY, "signature", "state", "epochs",
+                   "job_id", "detail"]
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table[[c for c in columns if c in table]].to_string(index=False))
+        print(", ".join(f"{n} {state}" for state, n in table["state"].value_counts().items()))
+        for _, row in table[table["state"] == "failed"].iterrows():
+            print(f"\n--- failed: {row['signature']} ({row['detail']}) ---\n{row['log']}")
+        return 0
+    paths = grids.write_summary(grid, args.root)
+    print(paths["markdown"].read_text())
+    print("written:", ", ".join(str(p) for p in paths.values()))
+    return 0

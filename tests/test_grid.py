@@ -1,0 +1,185 @@
+"""Grids: declaring points, run folders and signatures, SLURM submission (sbatch script and
+submitit parameters, requeue), status; end to end on the tiny simulated study with the debug
+executor (runs, skip of finished runs, resume of an interrupted run, status and table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import textwrap
+
+import pytest
+import submitit
+
+from braindecode_speech import grid as grids
+from braindecode_speech.cli import main
+from braindecode_speech.config import ConfigError
+from braindecode_speech.experiment import ExperimentConfig
+from braindecode_speech.grid import Grid, GridJob, Point, SlurmConfig, product, values, variants
+
+SLURM_GRID = """\
+from braindecode_speech.experiment import ExperimentConfig
+from braindecode_speech.grid import Grid, SlurmConfig, product, values
+
+GRID = Grid(
+    base=ExperimentConfig(),
+    points=product(values("features.name", ["mel"]), values("optim.seed", [2036, 2037, 2038])),
+    slurm=SlurmConfig(partition="dev", cpus_per_task=8, mem_gb=64, array_parallelism=2,
+                      setup=["module load cuda"]),
+)
+"""
+
+
+def test_product_zip_and_variants():
+    points = product(values("features.name", ["mel", "wav2vec2"]), {"optim.seed": [1, 2]})
+    assert [p.overrides for p in points] == [
+        {"features.name": "mel", "optim.seed": 1}, {"features.name": "mel", "optim.seed": 2},
+        {"features.name": "wav2vec2", "optim.seed": 1},
+        {"features.name": "wav2vec2", "optim.seed": 2}]
+    assert points[0].labels == points[0].overrides
+    ablations = variants("ablation", {"full": {}, "no clamp": {"norm.clamp": None}})
+    assert ablations[1] == Point({"norm.clamp": None}, {"ablation": "no clamp"})
+    paired = grids.zipped({"optim.seed": [1, 2]}, values("optim.lr", [0.1, 0.2]))
+    assert [p.overrides for p in paired] == [{"optim.seed": 1, "optim.lr": 0.1},
+                                             {"optim.seed": 2, "optim.lr": 0.2}]
+    with pytest.raises(ConfigError, match="differ in length"):
+        grids.zipped({"optim.seed": [1, 2]}, {"optim.lr": [0.1]})
+    with pytest.raises(ConfigError, match="same keys"):
+        product({"optim.seed": [1]}, variants("v", {"a": {"optim.seed": 2}}))
+
+
+def test_runs_are_named_by_config_signature(tmp_path):
+    grid = Grid(ExperimentConfig(), product({"optim.seed": [2036, 2037]}), name="g")
+    runs = grids.resolve_runs(grid, tmp_path, {"simulated": "/data/sim"})
+    expected = ExperimentConfig().with_overrides({"optim.seed": 2037})
+    assert runs[1].signature == expected.signature()
+    assert runs[1].folder == tmp_path / "g" / expected.signature()
+    assert runs[1].config.study.root == "/data/sim"
+    # where the data live is not part of a run's identity
+    assert [r.signature for r in grids.resolve_runs(grid, tmp_path, "/elsewhere")] == \
+        [r.signature for r in runs]
+    assert grids.resolve_runs(grid, tmp_path, "/elsewhere")[0].config.study.root == \
+        "/elsewhere/simulated"
+    with pytest.raises(ConfigError, match="no data folder given for study 'simulated'"):
+        grids.resolve_runs(grid, tmp_path, {"gwilliams2022": "/data/g"})
+    twice = Grid(ExperimentConfig(), product({"optim.seed": [1, 1]}), name="g")
+    with pytest.raises(ConfigError, match="resolve to the same config"):
+        grids.resolve_runs(twice, tmp_path)
+
+
+def test_grid_file_must_define_a_grid(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("GRID = 3\n")
+    with pytest.raises(ConfigError, match="must define GRID"):
+        grids.load_grid(path)
+    path.write_text(SLURM_GRID)
+    assert grids.load_grid(path).name == "bad"
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``srun``, ``sbatch`` (records its calls, answers job 4242) and ``sacct`` (answers the
+    states in ``<bin>/states``) on the PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "srun": "exit 0",
+        "sbatch": f'cp "$1" {bin_dir}/submitted_$(ls {bin_dir} | wc -l).sh\n'
+                  'echo "Submitted batch job 4242"',
+        "sacct": f'echo "JobID|State|NodeList"; cat {bin_dir}/states 2>/dev/null; exit 0',
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    submitit.SlurmJob.watcher.clear()
+    return bin_dir
+
+
+def test_slurm_submission(tmp_path, fake_slurm, capsys):
+    grid_file = tmp_path / "paper.py"
+    grid_file.write_text(SLURM_GRID)
+    root = tmp_path / "runs"
+    argv = ["grid", "run", str(grid_file), "--executor", "slurm", "--root", str(root),
+            "--data", str(tmp_path / "data"), "--tasks-per-node", "2", "--gpus-per-task", "1",
+            "--timeout-min", "600", "--constraint", "volta32gb", "--account", "speech"]
+    assert main(argv) == 0
+    scripts = sorted(fake_slurm.glob("submitted_*.sh"))
+    assert len(scripts) == 1  # one job array for the 3 runs
+    sbatch = [line for line in scripts[0].read_text().splitlines() if line.startswith("#SBATCH")]
+    for option in ["--array=0-2%2", "--partition=dev", "--constraint=volta32gb",
+                   "--account=speech", "--ntasks-per-node=2", "--gpus-per-task=1",
+                   "--cpus-per-task=8", "--mem=65536MB", "--time=600", "--nodes=1",
+                   "--signal=USR2@120", "--requeue", "--job-name=paper"]:
+        assert f"#SBATCH {option}" in sbatch
+    text = scripts[0].read_text()
+    assert "module load cuda" in text and "srun --unbuffered" in text
+
+    runs = grids.resolve_runs(grids.load_grid(grid_file), root, str(tmp_path / "data"))
+    for i, run in enumerate(runs):
+        assert json.loads((run.folder / "job.json").read_text())["job_id"] == f"4242_{i}"
+        # what the job will run: this run, requeued up to 5 times after a time-out
+        submission = submitit.helpers.DelayedSubmission.load(
+            root / "paper" / "_submitit" / f"4242_{i}_submitted.pkl")
+        assert isinstance(submission.function, GridJob)
+        assert submission.function.config == run.config
+        assert submission.function.folder == run.folder
+        assert submission._timeout_countdown == SlurmConfig().max_requeues
+        requeued = submission.function.checkpoint()
+        assert requeued.function.config == run.config
+        assert requeued.function.folder == run.folder
+
+    # SLURM's view decides: pending, running, and a job that ended without a report
+    (fake_slurm / "states").write_text("4242_0|PENDING|\n4242_1|RUNNING|n1\n4242_2|FAILED|n2\n")
+    table = grids.status(grids.load_grid(grid_file), root)
+    assert list(table["state"]) == ["pending", "running", "failed"]
+    assert "FAILED" in table["detail"][2]
+
+    # launching again submits only the failed run
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert len(list(fake_slurm.glob("submitted_*.sh"))) == 2
+    assert "submitted 1 of 3 runs" in capsys.readouterr().out
+
+
+def test_dry_run_submits_nothing(tmp_path, capsys):
+    grid_file = tmp_path / "paper.py"
+    grid_file.write_text(SLURM_GRID)
+    assert main(["grid", "run", str(grid_file), "--executor", "slurm", "--dry-run",
+                 "--root", str(tmp_path / "runs"), "--partition", "learnlab"]) == 0
+    out = capsys.readouterr().out
+    assert "would submit 3 of 3 runs" in out
+    assert "'partition': 'learnlab'" in out and "'requeue': True" in out
+    assert not (tmp_path / "runs" / "paper").exists()
+
+
+def test_slurm_parameters_skip_unset_resources():
+    params = grids.slurm_parameters(SlurmConfig(gpus_per_task=0), "cpu-grid")
+    assert "gpus_per_task" not in params and "partition" not in params and "mem" not in params
+    assert params["ntasks_per_node"] == 1 and params["job_name"] == "cpu-grid"
+
+
+def test_status_of_runs_from_their_files(tmp_path):
+    grid = Grid(ExperimentConfig(), product({"optim.seed": [1, 2, 3, 4]}), name="g")
+    runs = grids.resolve_runs(grid, tmp_path)
+    host = __import__("socket").gethostname()
+    for run in runs[1:]:
+        run.folder.mkdir(parents=True)
+        (run.folder / "job.json").write_text(json.dumps(
+            {"job_id": "DEBUG_1", "executor": "debug", "logs": str(tmp_path), "host": host}))
+    (runs[1].folder / "report.json").write_text("{}")
+    (runs[2].folder / "status.json").write_text(json.dumps(
+        {"state": "running", "host": host, "pid": os.getpid()}))
+    (runs[3].folder / "status.json").write_text(json.dumps(
+        {"state": "failed", "host": host, "pid": os.getpid(),
+         "error": "Traceback (most recent call last):\n" + textwrap.indent("x\n" * 20, " ")
+         + "ValueError: no window"}))
+    table = grids.status(grid, tmp_path, log_lines=3)
+    assert list(table["state"]) == ["new", "done", "running", "failed"]
+    assert table["log"][3].splitlines() == [" x", " x", "ValueError: no window"]
+    # a run whose process is gone is failed, not running
+    (runs[2].folder / "status.json").write_text(json.dumps(
+        {"state": "running", "host": host, "pid": 2 ** 22 + 12345}))
+    assert grids.status(grid, tmp_path)["state"][2] == "failed"
