@@ -28,10 +28,10 @@ Chance levels:
 Confidence intervals are percentile bootstrap 95 % intervals over test windows.
 
 Memory: candidates are never loaded whole. They are streamed in chunks of ``chunk_size``: a
-``np.memmap`` is read with explicit file reads into one reused buffer (so neither the page cache
-nor the mapping count in the resident set), an in-memory array or tensor is sliced, and a callable
-``source(start, stop) -> [stop - start, F, T]`` is called per chunk (for pools too large for disk;
-it must return the same values for a candidate whatever the chunk). Per-word log-sum-exps are
+``np.memmap`` has each chunk of its file mapped on its own and unmapped after use (so at most one
+chunk's pages count in the resident set, and nothing is copied), an in-memory array or tensor is
+sliced, and a callable ``source(start, stop) -> [stop - start, F, T]`` is called per chunk (for
+pools too large for disk; it must return the same values for a candidate whatever the chunk). Per-word log-sum-exps are
 accumulated chunk by chunk (exact: each chunk is reduced with its own per-word maximum, then merged
 with ``logaddexp``), so memory is ``O(N * W + chunk_size * F * T)``: the ``[N, M]`` score matrix
 is never stored. The score of each true candidate is computed first (one read per distinct
@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import abc
 import logging
+import mmap
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,6 +70,9 @@ log = logging.getLogger(__name__)
 CandidateSource = np.ndarray | torch.Tensor | Callable[[int, int], Any]
 
 LEVELS = ("segment", "word")
+
+#: pre-fault mapped chunks in one system call where the platform allows it (Linux)
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -190,7 +195,7 @@ class RetrievalEvaluator:
         vocabulary, word_of_candidate = np.unique(words.astype(str), return_inverse=True)
         true_word = word_of_candidate[target]
 
-        source = _open_candidates(candidates, n_candidates, feature_shape, cfg.chunk_size)
+        source = _open_candidates(candidates, n_candidates, feature_shape)
         try:
             stream = _stream_scores(
                 z.to(_TORCH_DTYPES[cfg.dtype]), source, target, word_of_candidate,
@@ -483,31 +488,42 @@ class _ArrayReader(_CandidateReader):
 
 
 class _MemmapReader(_CandidateReader):
-    """Reads rows of a C-ordered memmap's file with ``os.preadv`` into one reused buffer."""
+    """Maps each chunk of a C-ordered memmap's file on its own, read-only and pre-faulted, and
+    hands it out without a copy. The mapping lives as long as the returned tensor: once the caller
+    drops it, its pages leave the resident set, so at most one chunk counts in memory whatever M.
+    The next chunk is announced to the kernel (``POSIX_FADV_WILLNEED``) so that reading it from
+    disk overlaps with the computation on this one.
+    """
 
-    def __init__(self, array: np.memmap, chunk_size: int) -> None:
+    def __init__(self, array: np.memmap) -> None:
         super().__init__(len(array))
         self._path = array.filename
+        self._dtype = array.dtype
         self._offset = array.offset
+        self._row_size = int(np.prod(array.shape[1:]))
+        self._row_bytes = self._row_size * array.itemsize
         self._fd = os.open(self._path, os.O_RDONLY)
-        self._buffer = np.empty((min(chunk_size, len(array)), int(np.prod(array.shape[1:]))),
-                                dtype=array.dtype)
+        size = os.fstat(self._fd).st_size
+        if size < self._offset + self.n_candidates * self._row_bytes:
+            os.close(self._fd)
+            raise ValueError(f"{self._path} holds {size} bytes, fewer than its memmap's shape "
+                             f"{array.shape} needs: truncated file?")
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        rows = self._buffer[: stop - start]
-        view = memoryview(rows.reshape(-1).view(np.uint8))
-        position = self._offset + start * self._buffer.strides[0]
-        done = 0
-        while done < len(view):
-            n_read = os.preadv(self._fd, [view[done:]], position + done)
-            if n_read == 0:
-                raise ValueError(f"{self._path} ends before candidate {stop - 1}: file truncated?")
-            done += n_read
-        return torch.from_numpy(rows)
+        first = self._offset + start * self._row_bytes
+        aligned = first - first % mmap.ALLOCATIONGRANULARITY
+        n_bytes = (stop - start) * self._row_bytes
+        mapping = mmap.mmap(self._fd, first - aligned + n_bytes, offset=aligned,
+                            flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, first + n_bytes, n_bytes, os.POSIX_FADV_WILLNEED)
+        rows = np.frombuffer(mapping, self._dtype, (stop - start) * self._row_size, first - aligned)
+        with warnings.catch_warnings():  # read-only on purpose: scores never write to candidates
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            return torch.from_numpy(rows.reshape(stop - start, self._row_size))
 
     def close(self) -> None:
         os.close(self._fd)
-        self._buffer = None
 
 
 class _CallableReader(_CandidateReader):
@@ -529,8 +545,7 @@ class _CallableReader(_CandidateReader):
 
 
 def _open_candidates(
-    candidates: CandidateSource, n_candidates: int, feature_shape: tuple[int, ...],
-    chunk_size: int,
+    candidates: CandidateSource, n_candidates: int, feature_shape: tuple[int, ...]
 ) -> _CandidateReader:
     """Pick the reader for ``candidates`` and check it matches ``[n_candidates, *feature_shape]``."""
     if callable(candidates) and not isinstance(candidates, (np.ndarray, torch.Tensor)):
@@ -552,7 +567,7 @@ def _open_candidates(
         and candidates.dtype.isnative
         and not isinstance(candidates.base, np.ndarray)  # a whole mapping, not a view of one
     ):
-        return _MemmapReader(candidates, chunk_size)
+        return _MemmapReader(candidates)
     if isinstance(candidates, np.memmap):
         log.warning(
             "candidates is a view of a memmap: it is read through the mapping, whose pages count "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -270,3 +272,68 @@ def test_shape_mismatch_and_non_finite_values_raise(tmp_path):
         evaluate(case, good, wrong_source)
     with pytest.raises(TypeError, match="candidates must be an array"):
         evaluate(case, good, [[0.0]])
+
+
+def _mapped_file_kb() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("RssFile")).split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_memmap_pages_are_released_after_each_chunk(tmp_path):
+    n_candidates, shape = 1000, (100, 100)  # 40 MB of candidates
+    case = make_case(n_windows=8, n_candidates=n_candidates, n_words=50, shape=shape)
+    np.save(tmp_path / "candidates.npy", case["candidates"])
+    on_disk = np.load(tmp_path / "candidates.npy", mmap_mode="r")
+    predictions = np.ones((8, *shape), dtype=np.float32)
+    evaluate(case, predictions, chunk_size=10)  # loads the libraries' code pages (file-backed)
+    before = _mapped_file_kb()
+    result = evaluate(case, predictions, on_disk, chunk_size=10)
+    assert result.n_candidates == n_candidates
+    assert _mapped_file_kb() - before < 8_000  # the 40 MB file is not left mapped
+
+
+def test_memmap_with_header_offset_and_truncated_file(tmp_path):
+    case = make_case(seed=11)
+    path = tmp_path / "raw.f32"
+    with open(path, "wb") as f:
+        f.write(b"x" * 100)  # a header of another format
+        f.write(case["candidates"].tobytes())
+    on_disk = np.memmap(path, np.float32, "r", offset=100, shape=case["candidates"].shape)
+    predictions = case["candidates"][case["targets"]] + 0.5
+    dense = dense_reference(predictions, case["candidates"], case["targets"], case["words"])
+    result = evaluate(case, predictions, on_disk, chunk_size=7)
+    np.testing.assert_array_equal(result.per_window["word_rank"], dense["word_rank"])
+    np.testing.assert_array_equal(result.per_window["segment_rank"], dense["segment_rank"])
+
+    with open(path, "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ValueError, match="raw.f32 holds 1000 bytes.*truncated"):
+        evaluate(case, predictions, on_disk)
+
+
+def test_retrieval_benchmark_runs_on_tiny_shapes(tmp_path):
+    """bench/retrieval.py: the cache file holds the generator's values; both sources agree."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_retrieval", Path(__file__).parents[1] / "bench" / "retrieval.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shape = (300, 4, 6)
+    path = bench.ensure_cache(tmp_path, shape, chunk_size=64)
+    generated = bench.RolledBankCandidates(4, 6)(0, 300).numpy()
+    np.testing.assert_array_equal(np.load(path), generated)
+    assert len({row.tobytes() for row in generated}) == 300  # distinct candidates
+
+    args = bench._parser().parse_args([
+        "--n-candidates", "300", "--n-windows", "20", "--n-features", "4", "--n-times", "6",
+        "--chunk-size", "64", "--repeats", "1", "--cache-dir", str(tmp_path),
+        "--threads", str(torch.get_num_threads()),
+    ])
+    from_file = bench._measure(args)
+    args.source = "generated"
+    generated_run = bench._measure(args)
+    assert from_file["name"] == "retrieval_0.3k" and from_file["seconds"] > 0
+    assert from_file["gflops"] > 0 and from_file["peak_rss_mb"] > 0
+    for key in ("segment_top1", "segment_top10"):
+        assert from_file["config"][key] == generated_run["config"][key]
+    assert 0 < from_file["config"]["segment_top10"] <= 1
