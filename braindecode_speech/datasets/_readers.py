@@ -69,7 +69,7 @@ def read_raw(path: Path, native: RawReader) -> mne.io.BaseRaw:
     target = fif_path_of(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        raw = mne.io.read_raw_fif(target, preload=False, verbose="error")
+        raw = mne.io.read_raw_fif(target, preload=False, verbose="warning")
     for warning in caught:
         text = str(warning.message)
         if "naming conventions" in text:

@@ -180,21 +180,24 @@ def eeg_info(montage: str, sfreq: float, exclude: Sequence[str] = ()) -> mne.Inf
     return mne.pick_info(info, [i for i, n in enumerate(info["ch_names"]) if n not in exclude])
 
 
-def _simulate(info: mne.Info, events: list[dict], n_times: int, seed: int) -> np.ndarray:
+def _simulate(info: mne.Info, events: list[dict], n_times: int, subject: int,
+              recording: int) -> np.ndarray:
     """Brain signals ``[n_channels, n_times]`` (SI units) of the channels of ``info`` for the
-    common-schema event rows."""
-    from ..simulation import simulate_brain_signals
+    common-schema event rows; ``subject`` seeds the simulated brain, ``recording`` the noise."""
+    from ..simulation.brain import simulate_brain_signals
 
-    return np.asarray(simulate_brain_signals(info, make_events(events), n_times, seed=seed))
+    return np.asarray(simulate_brain_signals(info, make_events(events), n_times, seed=subject,
+                                             recording=recording))
 
 
 def _meg_recording(info: mne.Info, extra: Sequence[tuple[str, str]], events: list[dict],
-                   n_times: int, seed: int,
+                   n_times: int, subject: int, recording: int,
                    signals: dict[str, np.ndarray] | None = None) -> mne.io.RawArray:
     """Simulated MEG on the sensors of ``info``, plus the ``extra`` ``(name, type)`` channels:
     small noise on references, the given ``signals`` (e.g. triggers), zeros elsewhere."""
-    rng = np.random.default_rng(seed)
-    raw = mne.io.RawArray(_simulate(info, events, n_times, seed), info, verbose="error")
+    rng = np.random.default_rng([subject, recording])
+    raw = mne.io.RawArray(_simulate(info, events, n_times, subject, recording), info,
+                          verbose="error")
     data = np.zeros((len(extra), n_times))
     for i, (name, ch_type) in enumerate(extra):
         if signals and name in signals:
@@ -257,8 +260,8 @@ def _dataset_description(root: Path, name: str) -> None:
 def write_gwilliams2022(out: Path, seed: int = 0, n_subjects: int = 2,
                         n_sentences: int = 1) -> Path:
     """MEG-MASC layout: ``n_subjects`` subjects (``sub-02`` with one session, the others with
-    two), 4 stories (tasks) of ``n_sentences`` sentences + a word list per wav chunk; lw1 has
-    two chunks, The_Black_Willow also pseudo-words. Returns the BIDS root."""
+    two), 4 stories (tasks) of ``n_sentences`` sentences per wav chunk; lw1 has two chunks,
+    the first with a word list, The_Black_Willow has pseudo-words. Returns the BIDS root."""
     from .gwilliams2022 import STORIES
 
     root = Path(out)
@@ -271,8 +274,9 @@ def write_gwilliams2022(out: Path, seed: int = 0, n_subjects: int = 2,
         story_texts = []
         for k in range(2 if task == 0 else 1):
             sentences = [texts.pop() for _ in range(n_sentences)]
-            items = [(s, "sentence") for s in sentences] + \
-                [(_word_list(rng, sentences), "word_list")]
+            items = [(s, "sentence") for s in sentences]
+            if task == k == 0:
+                items.append((_word_list(rng, sentences), "word_list"))
             if task == 3:
                 items.append((" ".join(rng.choice(PSEUDO_WORDS, 3, replace=False)),
                               "pseudo_words"))
@@ -310,9 +314,9 @@ def write_gwilliams2022(out: Path, seed: int = 0, n_subjects: int = 2,
             scans = []
             for task, story in enumerate(STORIES):
                 stem = f"sub-{subject}_ses-{session}_task-{task}"
-                seed_rec = seed * 1000 + 100 * i + 10 * int(session) + task
                 n_times = _write_masc_recording(folder / "meg", stem, story, task,
-                                                chunks[task], info, seed_rec)
+                                                chunks[task], info, seed * 1000 + i,
+                                                4 * int(session) + task)
                 scans.append({"filename": f"meg/{stem}_meg.con",
                               "acq_time": f"2019-0{1 + i % 9}-1{session}T10:0{task}:00"})
                 _write_json(folder / "meg" / f"{stem}_meg.json", {
@@ -343,11 +347,11 @@ def _masc_channels(info: mne.Info) -> pd.DataFrame:
 
 def _write_masc_recording(folder: Path, stem: str, story: str, task: int,
                           chunks: list[tuple[Path, float, list[SpokenSequence]]],
-                          info: mne.Info, seed: int) -> int:
+                          info: mne.Info, subject: int, recording: int) -> int:
     """Write one MEG-MASC recording (raw + events.tsv); return its number of samples."""
     sfreq = info["sfreq"]
     tsv, events = [], []
-    onset, sequence = 1.0, 0
+    onset, sequence = 0.5, 0
     for k, (wav, duration, sequences) in enumerate(chunks):
         base = {"story": story, "story_uid": task}
         tsv.append((onset, 0.0, {**base, "sound_id": float(k), "kind": "sound", "start": 0.0,
@@ -374,7 +378,7 @@ def _write_masc_recording(folder: Path, stem: str, story: str, task: int,
             sequence += 1
         onset = round(onset + duration + 0.5, 3)
     n_times = int((onset + 0.5) * sfreq)
-    raw = _meg_recording(info, KIT_EXTRA, events, n_times, seed)
+    raw = _meg_recording(info, KIT_EXTRA, events, n_times, subject, recording)
     _save_fif(raw, folder / f"{stem}_meg.con")
     descriptions = [repr(d) for _, _, d in tsv]
     ids = {d: i + 1 for i, d in enumerate(dict.fromkeys(descriptions))}
@@ -509,7 +513,7 @@ def _write_mous_subject(root: Path, subject: str, blocks: list[tuple[str, list[i
     stim = np.zeros(n_times)
     for sample, value in triggers:
         stim[sample:sample + int(0.02 * sfreq)] = value
-    raw = _meg_recording(info, CTF_EXTRA, events, n_times, seed, signals={"UPPT001": stim})
+    raw = _meg_recording(info, CTF_EXTRA, events, n_times, seed, 0, signals={"UPPT001": stim})
     meg = root / f"sub-{subject}" / "meg"
     ds = meg / f"sub-{subject}_task-auditory_meg.ds"
     _save_fif(raw, ds / f"{ds.stem}.meg4")
@@ -614,7 +618,7 @@ def write_broderick2019(out: Path, seed: int = 0, n_subjects: int = 2, n_runs: i
         runs.append((k, events, n_env + 3))  # EEG runs are a few samples longer
     for s in range(1, n_subjects + 1):
         for k, events, n_times in runs:
-            eeg = _simulate(info, events, n_times, seed * 1000 + 100 * s + k)
+            eeg = _simulate(info, events, n_times, seed * 1000 + s, k)
             mastoids = 5e-6 * rng.standard_normal((2, n_times))
             _savemat(data_dir / "EEG" / f"Subject{s}" / f"Subject{s}_Run{k}.mat", {
                 "eegData": (eeg * 1e6).T, "mastoids": (mastoids * 1e6).T,
@@ -703,7 +707,7 @@ def write_brennan2019(out: Path, seed: int = 0, n_subjects: int = 2, n_segments:
         events += [{"onset": starts[w.Segment] + w.onset, "duration": w.offset - w.onset,
                     "kind": "word", "word": w.Word, "word_index": w.Position - 1,
                     "sequence_id": f"alice:{w.Sentence}"} for w in words.itertuples()]
-        eeg = _simulate(info, events, n_times, seed * 1000 + i)
+        eeg = _simulate(info, events, n_times, seed * 1000 + i, 0)
         _write_brennan_raw(root / f"{subject}.mat", eeg, labels, sfreq,
                            with_audio_channel=i % 2 == 0, rng=rng)
         onset_samples = np.array([int(round((starts[w.Segment] + w.onset) * sfreq)) + 1
