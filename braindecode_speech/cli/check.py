@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ..datasets.check import check_study
+    from ..datasets.check import check
 
     options = {}
     for item in args.option:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"--option {item!r} is not of the form KEY=VALUE")
         options[key.strip()] = yaml.safe_load(value)
-    report = check_study(args.study, args.data, subjects=args.subjects,
-                         scan_signal=not args.no_signal, progress=True, **options)
+    report = check(args.study, args.data, subjects=args.subjects,
+                   scan_signal=not args.no_signal, progress=True, **options)
     print(report.format())
     return 0 if report.ok else 1

@@ -1,8 +1,8 @@
 """Validate a local copy of a study: what is there, and every problem at once.
 
-:func:`check_study` builds the study adapter with ``strict=False`` (missing files become
-skips instead of errors), then opens every recording and reads its events and signal. It
-collects, without stopping at the first one:
+:func:`check` builds the study adapter with ``strict=False`` (missing files become skips
+instead of errors) and :func:`check_study` opens every recording and reads its events and
+signal. It collects, without stopping at the first one:
 
 - files the adapter had to skip (missing raw files, logs, wavs...) and unknown subject ids;
 - unreadable or damaged raw files (e.g. truncated), and failures while reading the signal;
@@ -35,7 +35,7 @@ from ..events import EventsError
 from ..study import Recording, Study, StudyError
 from . import REGISTRY, names
 
-__all__ = ["Problem", "CheckReport", "check_study", "check_recording"]
+__all__ = ["Problem", "CheckReport", "check", "check_study", "check_recording"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def check_recording(rec: Recording, expected_channels: int | None,
     try:
         raw = rec.raw()
     except (StudyError, OSError, ValueError) as exc:
-        return [Problem(str(rec.path), _strip(str(exc), rec.path))], {}
+        return [_problem(str(exc), rec.path)], {}
     n_channels = len(mne.pick_types(raw.info, meg=True, eeg=True, ref_meg=False))
     duration = raw.n_times / raw.info["sfreq"]
     summary: dict[str, Any] = {"hours": duration / 3600, "n_channels": n_channels,
@@ -138,7 +138,7 @@ def check_recording(rec: Recording, expected_channels: int | None,
     try:
         events = rec.events(duration=duration)
     except (StudyError, EventsError, OSError, ValueError) as exc:
-        problems.append(Problem(str(rec.path), "events: " + _strip(str(exc), rec.path)))
+        problems.append(_problem(str(exc), rec.path, prefix="events: "))
         events = None
     if events is not None:
         sounds, words = events[events["kind"] == "sound"], events[events["kind"] == "word"]
@@ -177,14 +177,19 @@ def _scan_signal(raw: mne.io.BaseRaw, path: Path) -> list[Problem]:
     return []
 
 
-def _strip(message: str, path: Path) -> str:
-    return message.removeprefix(f"{path}: ")
+def _problem(message: str, path: Path, prefix: str = "") -> Problem:
+    """A problem from an error message ``"<file>: <what>"`` (or about ``path`` when the
+    message names no file)."""
+    head, sep, tail = message.partition(": ")
+    if sep and "/" in head:
+        return Problem(head, prefix + tail)
+    return Problem(str(path), prefix + message)
 
 
-def check_study(name: str, root: str | Path, subjects: list[str] | None = None,
-                scan_signal: bool = True, progress: bool = False,
-                **options: Any) -> CheckReport:
-    """Validate the local copy of study ``name`` at ``root``; never raises for data problems.
+def check(name: str, root: str | Path, subjects: list[str] | None = None,
+          scan_signal: bool = True, progress: bool = False, **options: Any) -> CheckReport:
+    """Validate the local copy of the registered study ``name`` at ``root``; never raises for
+    data problems.
 
     Parameters
     ----------
@@ -194,21 +199,27 @@ def check_study(name: str, root: str | Path, subjects: list[str] | None = None,
     options : further adapter arguments (e.g. ``selection="all"``).
     """
     root = Path(root)
-    report = CheckReport(study=name, root=root)
     try:
         study = _build(name, root, subjects, options)
+    except (StudyError, OSError, ValueError) as exc:
+        return CheckReport(study=name, root=root, problems=[_problem(str(exc), root)])
+    return check_study(study, scan_signal=scan_signal, progress=progress)
+
+
+def check_study(study: Study, scan_signal: bool = True, progress: bool = False) -> CheckReport:
+    """Validate every recording of ``study`` (see the module docstring)."""
+    report = CheckReport(study=study.name, root=study.root)
+    try:
         recordings = study.recordings()
     except (StudyError, OSError, ValueError) as exc:
-        report.problems.append(Problem(str(root), _strip(str(exc), root)))
-        study = None
+        report.problems.append(_problem(str(exc), study.root))
         recordings = []
-    if study is not None:
-        report.problems += [Problem(str(p), r) for p, r in getattr(study, "skipped", [])]
-        report.excluded = list(getattr(study, "excluded", []))
+    report.problems += [Problem(str(p), r) for p, r in getattr(study, "skipped", [])]
+    report.excluded = list(getattr(study, "excluded", []))
     expected_channels = getattr(study, "n_channels", None) or None
     expected_sfreq = getattr(study, "sfreq", None) or None
     per_subject: dict[str, set[int]] = defaultdict(set)
-    for rec in tqdm(recordings, desc=f"check {name}", disable=not progress):
+    for rec in tqdm(recordings, desc=f"check {study.name}", disable=not progress):
         problems, summary = check_recording(rec, expected_channels, expected_sfreq,
                                             scan_signal)
         report.problems += problems
@@ -228,6 +239,6 @@ def check_study(name: str, root: str | Path, subjects: list[str] | None = None,
     if len(counts) > 1:
         detail = "; ".join(f"{n} channels: {', '.join(sorted(s))}" for n, s in sorted(
             counts.items()))
-        report.problems.append(Problem(str(root), f"data-channel counts differ between "
-                                                  f"subjects ({detail})"))
+        report.problems.append(Problem(str(study.root), f"data-channel counts differ between "
+                                                        f"subjects ({detail})"))
     return report

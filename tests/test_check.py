@@ -1,0 +1,139 @@
+"""``braindecode-speech check`` and ``example-layout``: a clean example layout passes, a damaged
+copy reports every problem at once and exits non-zero."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+from fixtures import copy_layout, example_layout, truncate
+
+from braindecode_speech.cli import main
+from braindecode_speech.datasets.check import check, check_study
+from braindecode_speech.events import make_events
+from braindecode_speech.study import Recording, Study
+
+STUDIES = ("brennan2019", "broderick2019", "gwilliams2022", "schoffelen2019")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_example_layouts_pass(study, tmp_path_factory):
+    root = example_layout(study, tmp_path_factory)
+    report = check(study, root)
+    assert report.ok, report.format()
+    assert len(report.subjects) == 2
+    assert report.n_recordings == {"brennan2019": 2, "broderick2019": 4, "gwilliams2022": 12,
+                                   "schoffelen2019": 2}[study]
+    assert report.n_words > 0 and len(report.sentences) > 1 and report.hours > 0
+    assert report.channels == {s: {n} for s, n in zip(report.subjects, [{
+        "brennan2019": 60, "broderick2019": 128, "gwilliams2022": 208,
+        "schoffelen2019": 273}[study]] * 2)}
+
+
+def test_cli_example_layout_then_check(tmp_path, capsys):
+    assert main(["example-layout", "--study", "brennan2019", "--out", str(tmp_path)]) == 0
+    assert main(["check", "--study", "brennan2019", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "subjects    2 (S01, S03)" in out and "recordings  2" in out
+    assert "no problems found" in out
+
+
+def test_damaged_copy_reports_every_problem_at_once(tmp_path_factory, tmp_path, capsys):
+    root = copy_layout(example_layout("broderick2019", tmp_path_factory), tmp_path / "b")
+    eeg = root / "Natural Speech" / "EEG"
+    truncate(eeg / "Subject1" / "Subject1_Run1.mat")
+    mat = scipy.io.loadmat(eeg / "Subject1" / "Subject1_Run2.mat")
+    mat["eegData"][100:110, 3] = np.nan
+    scipy.io.savemat(eeg / "Subject1" / "Subject1_Run2.mat",
+                     {k: v for k, v in mat.items() if not k.startswith("__")})
+    mat = scipy.io.loadmat(eeg / "Subject2" / "Subject2_Run1.mat")
+    mat["eegData"] = mat["eegData"][:, :127]
+    scipy.io.savemat(eeg / "Subject2" / "Subject2_Run1.mat",
+                     {k: v for k, v in mat.items() if not k.startswith("__")})
+    (eeg / "Subject2" / "Subject2_Run2.mat").unlink()
+    (root / "private" / "audio2.wav").unlink()
+
+    assert main(["check", "--study", "broderick2019", "--data", str(root)]) == 1
+    out = capsys.readouterr().out
+    expected = [
+        "Subject2_Run2.mat: file is missing",
+        "Subject1_Run1.mat: cannot read MATLAB file",
+        "Subject1_Run2.mat: NaN in the signal (10 values",
+        "channel A4 at 0.781 s",
+        "Subject2_Run1.mat: eegData has shape",
+        "Subject1_Run2.mat: no sound events",
+        "5 problem(s):",
+    ]
+    for text in expected:
+        assert text in out, (text, out)
+
+
+def test_events_problems_are_reported(tmp_path_factory, tmp_path):
+    root = copy_layout(example_layout("gwilliams2022", tmp_path_factory), tmp_path / "g")
+    meg = root / "sub-01" / "ses-0" / "meg"
+    path = meg / "sub-01_ses-0_task-1_events.tsv"
+    tsv = pd.read_csv(path, sep="\t")
+    pd.concat([tsv, tsv.iloc[[2]]]).to_csv(path, sep="\t", index=False)  # a duplicate
+    path = meg / "sub-01_ses-0_task-2_events.tsv"
+    tsv = pd.read_csv(path, sep="\t")
+    tsv["onset"] += 100.0  # every event after the end of the recording
+    tsv.to_csv(path, sep="\t", index=False)
+    (root / "stimuli" / "audio" / "the_black_willow_0.wav").unlink()
+    report = check("gwilliams2022", root, scan_signal=False)
+    messages = [str(p) for p in report.problems]
+    assert len(messages) == 5, report.format()
+    assert sum("the_black_willow_0.wav: sound file is missing" in m for m in messages) == 3
+    assert any("task-1_meg.con: events: " in m and "duplicated events" in m for m in messages)
+    assert any("task-2_meg.con: events: " in m and "after the end of the recording" in m
+               for m in messages)
+    assert report.n_recordings == 9
+
+
+def test_unknown_subject_and_missing_folder(tmp_path_factory, tmp_path):
+    root = example_layout("brennan2019", tmp_path_factory)
+    report = check("brennan2019", root, subjects=["S01", "S99"])
+    assert [str(p) for p in report.problems] == [f"{root}: unknown subject ids ['S99'] for "
+                                                 "'brennan2019'"]
+    report = check("brennan2019", tmp_path / "nowhere")
+    assert not report.ok and "does not exist" in str(report.problems[0])
+
+
+class _TwoSystems(Study):
+    """A study whose subjects were recorded with different channel counts."""
+
+    name = "two-systems"
+
+    def iter_recordings(self):
+        for subject, n_channels in (("a", 4), ("b", 5)):
+            info = mne.create_info(n_channels, 100.0, "eeg")
+            raw = mne.io.RawArray(np.ones((n_channels, 500)) * 1e-6, info, verbose="error")
+            events = make_events([{"onset": 1.0, "duration": 1.0, "kind": "sound",
+                                   "filepath": str(self.root / "x.wav"), "offset": 0.0},
+                                  {"onset": 1.0, "duration": 0.5, "kind": "word",
+                                   "word": "hi", "sequence_id": "s", "word_index": 0}])
+            yield Recording(self.name, subject, None, None, None, self.root / subject,
+                            load_raw=lambda r=raw: r, load_events=lambda e=events: e)
+
+
+def test_channel_counts_differing_between_subjects(tmp_path):
+    report = check_study(_TwoSystems(tmp_path))
+    messages = [str(p) for p in report.problems]
+    assert f"{tmp_path}: data-channel counts differ between subjects (4 channels: a; " \
+           "5 channels: b)" in messages
+    assert f"{tmp_path / 'x.wav'}: sound file is missing (played in two-systems/sub-a)" in \
+        messages
+
+
+def test_missing_extracted_folder_is_reported(tmp_path_factory, tmp_path):
+    root = copy_layout(example_layout("brennan2019", tmp_path_factory), tmp_path / "b")
+    shutil.rmtree(root / "audio")
+    report = check("brennan2019", root)
+    assert [str(p) for p in report.problems] == [
+        f"{root / 'audio'}: missing (extract audio.zip); is {root} the Brennan & Hale "
+        "download folder?"]
+    assert Path(report.root) == root
