@@ -36,7 +36,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from .experiment import ExperimentConfig, run_experiment
 __all__ = ["Point", "Grid", "GridRun", "GridJob", "SlurmConfig", "Executor", "values",
            "variants", "product", "zipped", "load_grid", "make_executor", "slurm_parameters",
            "resolve_runs", "launch", "status", "label_columns", "results", "summarize", "markdown",
-           "write_summary", "SEED_KEY"]
+           "markdown_table", "write_summary", "SEED_KEY"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,9 @@ class Grid:
     table_metrics: tuple[str, ...] = DEFAULT_TABLE_METRICS
     plot_metric: str = "segment.top10"
     """level.topk drawn in the bar plot (model, ridge and chance)"""
+    compare: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    """maps the grid's summary (:func:`summarize`) to a table comparing it with published
+    numbers (e.g. :func:`braindecode_speech.analysis.paper_comparison`), written beside it"""
 
 
 @dataclass(frozen=True)
@@ -199,21 +202,23 @@ def load_grid(path: str | Path) -> Grid:
 def resolve_runs(grid: Grid, root: str | Path, data: Mapping[str, str] | str | None = None) \
         -> list[GridRun]:
     """The runs of ``grid`` under ``root``. ``data`` gives the local copy of each study whose
-    ``study.root`` the grid leaves unset: ``{study name: path}``, or one folder holding a
-    sub-folder per study (``<data>/<study name>``)."""
+    ``study.root`` the grid leaves unset: ``{study name: path}``, or one folder: the study's
+    own folder if the grid has a single study, else a folder holding one sub-folder per study
+    (``<data>/<study name>``)."""
     if grid.name is None:
         raise ConfigError("the grid has no name (load it with load_grid or set Grid.name)")
+    configs = [grid.base.with_overrides(point.overrides) for point in grid.points]
+    single_study = len({config.study.name for config in configs}) == 1
     runs, seen = [], {}
-    for point in grid.points:
-        config = grid.base.with_overrides(point.overrides)
+    for point, config in zip(grid.points, configs):
         if config.study.root is None and data is not None:
             if isinstance(data, Mapping):
                 if config.study.name not in data:
                     raise ConfigError(f"no data folder given for study {config.study.name!r} "
                                       f"(given: {sorted(data)})")
-                study_root = data[config.study.name]
+                study_root = Path(data[config.study.name])
             else:
-                study_root = str(Path(data) / config.study.name)
+                study_root = Path(data) if single_study else Path(data) / config.study.name
             config = config.with_overrides({"study.root": str(study_root)})
         signature = config.signature()
         if signature in seen:
@@ -498,23 +503,36 @@ def _percent(mean: float, sem: float) -> str:
     return f"{100 * mean:.1f}" if pd.isna(sem) else f"{100 * mean:.1f} ± {100 * sem:.1f}"
 
 
+def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}") -> str:
+    """``table`` as a Markdown table (floats with ``float_format``, NaN as empty cells)."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if pd.isna(value) else float_format.format(value)
+        return "" if value is None or value is pd.NA else str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
+             "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def markdown(summary: pd.DataFrame, labels: Sequence[str], metrics: Sequence[str]) -> str:
     """Markdown table of :func:`summarize`: the ``labels`` then ``metrics`` as
     ``mean ± s.e.m.`` in percent, and the number of seeds."""
     labels = [c for c in labels if c in summary.columns] or ["run"]
-    metrics = [m for m in metrics if m in summary.columns]
-    header = [*labels, *(f"{m} (%)" for m in metrics), "seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in summary.iterrows():
-        cells = ["" if pd.isna(row[c]) else str(row[c]) for c in labels]
-        cells += [_percent(row[m], row[f"{m}.sem"]) for m in metrics]
-        lines.append("| " + " | ".join([*cells, str(row["n_seeds"])]) + " |")
-    return "\n".join(lines)
+    table = summary[labels].copy()
+    for metric in (m for m in metrics if m in summary.columns):
+        table[f"{metric} (%)"] = [_percent(mean, sem) for mean, sem in
+                                  zip(summary[metric], summary[f"{metric}.sem"])]
+    table["seeds"] = summary["n_seeds"]
+    return markdown_table(table)
 
 
 def write_summary(grid: Grid, root: str | Path) -> dict[str, Path]:
     """Write ``runs.csv`` (per run), ``table.csv`` (per group), ``table.md`` and ``table.png``
-    (bar plot of ``grid.plot_metric`` for the model and the ridge baseline, with chance) into
+    (bar plot of ``grid.plot_metric`` for the model and the ridge baseline, with chance), and
+    ``comparison.csv`` / ``comparison.md`` when the grid has a ``compare`` function, into
     ``<root>/<grid name>/``; return their paths."""
     from matplotlib.figure import Figure
 
@@ -529,6 +547,12 @@ def write_summary(grid: Grid, root: str | Path) -> dict[str, Path]:
     runs.to_csv(paths["runs"], index=False)
     summary.to_csv(paths["table"], index=False)
     paths["markdown"].write_text(markdown(summary, labels, grid.table_metrics) + "\n")
+    if grid.compare is not None:
+        comparison = grid.compare(summary)
+        paths["comparison"] = folder / "comparison.csv"
+        paths["comparison_markdown"] = folder / "comparison.md"
+        comparison.to_csv(paths["comparison"], index=False)
+        paths["comparison_markdown"].write_text(markdown_table(comparison) + "\n")
 
     names = [" / ".join("" if pd.isna(v) else str(v) for v in row)
              for row in summary[labels or ["run"]].itertuples(index=False)]

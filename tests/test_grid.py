@@ -59,8 +59,12 @@ def test_runs_are_named_by_config_signature(tmp_path):
     # where the data live is not part of a run's identity
     assert [r.signature for r in grids.resolve_runs(grid, tmp_path, "/elsewhere")] == \
         [r.signature for r in runs]
-    assert grids.resolve_runs(grid, tmp_path, "/elsewhere")[0].config.study.root == \
-        "/elsewhere/simulated"
+    # one folder: the study itself for a single-study grid, else a folder of studies
+    assert grids.resolve_runs(grid, tmp_path, "/elsewhere")[0].config.study.root == "/elsewhere"
+    studies = Grid(ExperimentConfig(), values("study.name", ["simulated", "brennan2019"]),
+                   name="s")
+    assert [r.config.study.root for r in grids.resolve_runs(studies, tmp_path, "/d")] == \
+        ["/d/simulated", "/d/brennan2019"]
     with pytest.raises(ConfigError, match="no data folder given for study 'simulated'"):
         grids.resolve_runs(grid, tmp_path, {"gwilliams2022": "/data/g"})
     twice = Grid(ExperimentConfig(), product({"optim.seed": [1, 1]}), name="g")

@@ -36,18 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="list the runs and what would be submitted, submit nothing")
     run.add_argument("--jobs", type=int, default=1,
                      help="local executor: runs at the same time (default: 1)")
-    slurm = run.add_argument_group("SLURM resources (override the grid file)")
-    for flag, kind, text in [
-        ("--partition", str, "partition"), ("--account", str, "account"),
-        ("--qos", str, "quality of service"), ("--constraint", str, "node features"),
-        ("--nodes", int, "nodes per run"),
-        ("--tasks-per-node", int, "processes per node, one per GPU (DDP when > 1)"),
-        ("--gpus-per-task", int, "GPUs per process"), ("--cpus-per-task", int, "CPUs per process"),
-        ("--mem-gb", float, "memory per node, GB"), ("--timeout-min", int, "wall time, minutes"),
-        ("--array-parallelism", int, "runs at the same time"),
-        ("--max-requeues", int, "requeues after a time-out"),
-    ]:
-        slurm.add_argument(flag, type=kind, help=text)
+    run.add_argument("--table", action="store_true",
+                     help="then, if every run is done, write the table (as `grid table`)")
+    add_slurm_arguments(run)
 
     show = actions.add_parser("status", help="state of every run, last log lines of failures")
     show.add_argument("--lines", type=int, default=10,
@@ -59,7 +50,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "(default: runs)")
 
 
-def _data(items: list[str]) -> dict[str, str] | str | None:
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options overriding the grid's :class:`~braindecode_speech.grid.SlurmConfig`."""
+    group = parser.add_argument_group("SLURM resources (override the grid file)")
+    for flag, kind, text in [
+        ("--partition", str, "partition"), ("--account", str, "account"),
+        ("--qos", str, "quality of service"), ("--constraint", str, "node features"),
+        ("--nodes", int, "nodes per run"),
+        ("--tasks-per-node", int, "processes per node, one per GPU (DDP when > 1)"),
+        ("--gpus-per-task", int, "GPUs per process"), ("--cpus-per-task", int, "CPUs per process"),
+        ("--mem-gb", float, "memory per node, GB"), ("--timeout-min", int, "wall time, minutes"),
+        ("--array-parallelism", int, "runs at the same time"),
+        ("--max-requeues", int, "requeues after a time-out"),
+    ]:
+        group.add_argument(flag, type=kind, help=text)
+
+
+def slurm_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The SLURM options given on the command line, as ``SlurmConfig`` overrides."""
+    from ..grid import SlurmConfig
+
+    return {key: getattr(args, key) for key in SlurmConfig.model_fields
+            if getattr(args, key, None) is not None}
+
+
+def parse_data(items: list[str]) -> dict[str, str] | str | None:
+    """``--data`` values: ``STUDY=PATH`` pairs, or one folder of studies."""
     if not items:
         return None
     pairs = [item.split("=", 1) for item in items if "=" in item]
@@ -76,10 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     grid = grids.load_grid(args.file)
     if args.action == "run":
-        overrides = {key: getattr(args, key) for key in grids.SlurmConfig.model_fields
-                     if getattr(args, key, None) is not None}
-        grid.slurm = grid.slurm.with_overrides(overrides)
-        table = grids.launch(grid, args.root, args.executor, _data(args.data), args.dry_run,
+        grid.slurm = grid.slurm.with_overrides(slurm_overrides(args))
+        table = grids.launch(grid, args.root, args.executor, parse_data(args.data), args.dry_run,
                              args.jobs)
         columns = [*grids.label_columns(grid), "signature", "state", "submitted"]
         with pd.option_context("display.max_rows", None, "display.width", 200):
@@ -87,13 +101,19 @@ def run(args: argparse.Namespace) -> int:
         verb = "would submit" if args.dry_run else "submitted"
         print(f"{grid.name}: {verb} {int(table['submitted'].sum())} of {len(table)} runs "
               f"({int((table['state'] == 'done').sum())} done)")
-        if args.dry_run and args.executor == "slurm":
-            print("sbatch parameters:", grids.slurm_parameters(grid.slurm, grid.name))
-        if not args.dry_run and args.executor != "slurm":
-            table = grids.status(grid, args.root, log_lines=0)
-            print(table["state"].value_counts().to_string())
-            return int((table["state"] == "failed").any())
-        return 0
+        if args.dry_run:
+            if args.executor == "slurm":
+                print("sbatch parameters:", grids.slurm_parameters(grid.slurm, grid.name))
+            return 0
+        states = grids.status(grid, args.root, log_lines=0)["state"]
+        print(", ".join(f"{n} {state}" for state, n in states.value_counts().items()))
+        if args.table:
+            if (states == "done").all():
+                _print_tables(grids.write_summary(grid, args.root))
+            else:
+                print(f"the table is written once every run is done: "
+                      f"braindecode-speech grid table {args.file} --root {args.root}")
+        return int(args.executor != "slurm" and (states == "failed").any())
     if args.action == "status":
         table = grids.status(grid, args.root, log_lines=args.lines)
         columns = [*grids.label_columns(grid), grids.SEED_KEY, "signature", "state", "epochs",
@@ -104,7 +124,13 @@ def run(args: argparse.Namespace) -> int:
         for _, row in table[table["state"] == "failed"].iterrows():
             print(f"\n--- failed: {row['signature']} ({row['detail']}) ---\n{row['log']}")
         return 0
-    paths = grids.write_summary(grid, args.root)
-    print(paths["markdown"].read_text())
-    print("written:", ", ".join(str(p) for p in paths.values()))
+    _print_tables(grids.write_summary(grid, args.root))
     return 0
+
+
+def _print_tables(paths: dict) -> None:
+    print(paths["markdown"].read_text())
+    if "comparison_markdown" in paths:
+        print("Beside the published numbers (top-10 segment accuracy, %):")
+        print(paths["comparison_markdown"].read_text())
+    print("written:", ", ".join(str(p) for p in paths.values()))
