@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import email.message
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -125,23 +126,24 @@ def _checksums_of(path: Path) -> dict[str, str]:
     return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
 
 
-def _verify(remote: RemoteFile, path: Path) -> None:
-    """Raise DownloadError (and delete ``path``) when its size or checksums are wrong."""
-    if remote.size is not None and path.stat().st_size != remote.size:
-        size = path.stat().st_size
-        path.unlink()
-        raise DownloadError(f"{remote.url}: {path.name} has {size} bytes, expected "
-                            f"{remote.size}; the partial file was deleted, run again")
+def _verify(remote: RemoteFile, part: Path, target: Path) -> None:
+    """Raise DownloadError (and delete ``part``) when the size or checksums of the downloaded
+    data for ``target`` are wrong."""
+    size = part.stat().st_size
+    if remote.size is not None and size != remote.size:
+        part.unlink()
+        raise DownloadError(f"{remote.url}: {target} has {size} bytes, expected {remote.size}; "
+                            "the downloaded data were deleted, run again")
     if remote.sha256 is None and remote.md5 is None:
         return
-    actual = _checksums_of(path)
+    actual = _checksums_of(part)
     for kind in ("sha256", "md5"):
         expected = getattr(remote, kind)
         if expected is not None and actual[kind] != expected.lower():
-            path.unlink()
-            raise DownloadError(f"{remote.url}: {kind} checksum mismatch for {path.name} "
-                                f"(expected {expected}, got {actual[kind]}); the partial "
-                                "file was deleted, run again")
+            part.unlink()
+            raise DownloadError(f"{remote.url}: {kind} checksum mismatch for {target} "
+                                f"(expected {expected}, got {actual[kind]}); the downloaded "
+                                "data were deleted, run again")
 
 
 def _filename(headers: email.message.Message) -> str | None:
@@ -170,11 +172,11 @@ def download_file(remote: RemoteFile, folder: Path, progress: bool = True,
         response = urllib.request.urlopen(request, timeout=TIMEOUT)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and part is not None:  # the part file is already complete
-            _verify(remote, part)
+            _verify(remote, part, target)
             os.replace(part, target)
             return target
         raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise DownloadError(f"{remote.url}: {exc}") from None
     with response:
         if target is None:
@@ -199,10 +201,13 @@ def download_file(remote: RemoteFile, folder: Path, progress: bool = True,
                 while block := response.read(CHUNK):
                     fid.write(block)
                     bar.update(len(block))
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 raise DownloadError(f"{remote.url}: interrupted after {fid.tell()} bytes "
-                                    f"({exc}); run again to resume") from None
-    _verify(remote, part)
+                                    f"({type(exc).__name__}); run again to resume") from None
+            if total is not None and fid.tell() < total:
+                raise DownloadError(f"{remote.url}: interrupted after {fid.tell()} bytes of "
+                                    f"{total}; run again to resume")
+    _verify(remote, part, target)
     os.replace(part, target)
     return target
 
