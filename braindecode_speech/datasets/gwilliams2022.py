@@ -62,14 +62,14 @@ def sound_file(root: Path, sound: str) -> Path:
 
 def _parse_trial_types(table: pd.DataFrame, path: Path) -> list[dict]:
     infos = []
-    for row, text in enumerate(table["trial_type"], start=2):  # line 1 is the header
+    for index, text in table["trial_type"].items():
         try:
             info = ast.literal_eval(str(text))
         except (ValueError, SyntaxError):
             info = None
         if not isinstance(info, dict) or "kind" not in info:
-            raise StudyError(f"{path}: line {row}: trial_type is not a dict literal with a "
-                             f"'kind' key: {str(text)[:80]!r}")
+            raise StudyError(f"{path}: line {index + 2}: trial_type is not a dict literal "
+                             f"with a 'kind' key: {str(text)[:80]!r}")
         infos.append(info)
     return infos
 
@@ -93,6 +93,31 @@ def sound_files(path: Path, root: Path) -> list[Path]:
     return sorted({sound_file(root, info["sound"]) for info in infos})
 
 
+def _event_row(info: dict, onset: float, duration: float, root: Path,
+               sounds: dict[str, float]) -> dict:
+    """One common-schema row from a parsed ``trial_type``; a sound's onset is recorded in
+    ``sounds`` (by sound id)."""
+    kind = info["kind"]
+    if kind not in ("sound", "word", "phoneme"):
+        raise StudyError(f"unknown event kind {kind!r}")
+    wav = sound_file(root, info["sound"])
+    duration = float(duration) if pd.notna(duration) else 0.0
+    row = {"onset": onset, "duration": duration, "kind": kind, "story": info.get("story"),
+           "sound_id": wav.stem}
+    if kind == "sound":
+        if not wav.is_file():
+            raise StudyError(f"sound file {wav} is missing")
+        sounds[wav.stem] = onset
+        row.update(filepath=str(wav), offset=0.0, duration=duration or wav_duration(wav))
+    elif kind == "word":
+        row.update(offset=float(info["start"]), word=str(info["word"]),
+                   word_index=int(info["word_index"]), condition=info.get("condition"),
+                   _sequence=info.get("sequence_id"))
+    else:
+        row.update(offset=float(info["start"]), phoneme=str(info["phoneme"]))
+    return row
+
+
 def read_events(path: Path, root: Path) -> pd.DataFrame:
     """Read one ``events.tsv`` into the common events schema.
 
@@ -104,42 +129,24 @@ def read_events(path: Path, root: Path) -> pd.DataFrame:
     """
     table = _read_table(path)
     infos = _parse_trial_types(table, path)
-    sounds: dict[str, tuple[float, Path]] = {}
+    sounds: dict[str, float] = {}
     rows = []
     for line, (onset, duration, info) in enumerate(
             zip(table["onset"], table["duration"], infos), start=2):
-        kind = info["kind"]
-        if kind not in ("sound", "word", "phoneme"):
-            raise StudyError(f"{path}: line {line}: unknown event kind {kind!r}")
         try:
-            wav = sound_file(root, info["sound"])
-        except (KeyError, ValueError) as exc:
-            raise StudyError(f"{path}: line {line}: bad 'sound' entry ({exc})") from None
-        duration = float(duration) if pd.notna(duration) else 0.0
-        row = {"onset": float(onset), "duration": duration, "kind": kind,
-               "story": info.get("story"), "sound_id": wav.stem}
-        if kind == "sound":
-            if not wav.is_file():
-                raise StudyError(f"{path}: line {line}: sound file {wav} is missing")
-            sounds[wav.stem] = (float(onset), wav)
-            row.update(filepath=str(wav), offset=0.0,
-                       duration=duration or wav_duration(wav))
-        else:
-            start = float(info["start"])
-            row["offset"] = start
-            if kind == "word":
-                row.update(word=str(info["word"]), word_index=int(info["word_index"]),
-                           condition=info.get("condition"), _sequence=info.get("sequence_id"))
-            else:
-                row["phoneme"] = str(info["phoneme"])
-        rows.append((line, row))
+            rows.append((line, _event_row(info, float(onset), duration, root, sounds)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StudyError(f"{path}: line {line}: bad {info['kind']!r} event "
+                             f"({type(exc).__name__}: {exc})") from None
+        except StudyError as exc:
+            raise StudyError(f"{path}: line {line}: {exc}") from None
     for line, row in rows:
         if row["kind"] == "sound":
             continue
         if row["sound_id"] not in sounds:
             raise StudyError(f"{path}: line {line}: {row['kind']} refers to sound "
                              f"{row['sound_id']!r}, which has no sound event")
-        expected = sounds[row["sound_id"]][0] + row["offset"]
+        expected = sounds[row["sound_id"]] + row["offset"]
         if abs(row["onset"] - expected) > ONSET_TOLERANCE:
             raise StudyError(f"{path}: line {line}: {row['kind']} onset {row['onset']:.3f} s "
                              f"differs from sound onset + start = {expected:.3f} s")
@@ -147,19 +154,26 @@ def read_events(path: Path, root: Path) -> pd.DataFrame:
     return _add_sentence_ids(events)
 
 
+def _sequence_number(value: object) -> str:
+    """The events' ``sequence_id`` (a float or int) as an integer string, ``"none"`` if absent."""
+    try:
+        return str(int(float(value)))
+    except (TypeError, ValueError):
+        return "none"
+
+
 def _add_sentence_ids(events: pd.DataFrame) -> pd.DataFrame:
     """Common ``sequence_id`` of the words: ``<story>:<sequence>:<hash of the words>`` for each
     run of consecutive words (in time order) sharing the story's sequence number."""
     events = events.sort_values("onset", kind="stable").reset_index(drop=True)
     words = events.index[events["kind"] == "word"]
-    if len(words):
-        keys = events.loc[words, ["story", "_sequence"]].astype(str).agg(":".join, axis=1)
-        runs = (keys != keys.shift()).cumsum()
-        for _, members in keys.groupby(runs):
-            story, sequence = members.iloc[0].split(":")
-            sequence = str(int(float(sequence))) if sequence != "None" else "nan"
-            uid = sentence_uid(f"{story}:{sequence}", events.loc[members.index, "word"])
-            events.loc[members.index, "sequence_id"] = uid
+    if words.empty:
+        return events.drop(columns="_sequence", errors="ignore")
+    keys = events.loc[words, "story"].astype(str) + ":" + \
+        events.loc[words, "_sequence"].map(_sequence_number)
+    for _, members in keys.groupby((keys != keys.shift()).cumsum()):
+        events.loc[members.index, "sequence_id"] = sentence_uid(
+            members.iloc[0], events.loc[members.index, "word"])
     return events.drop(columns="_sequence", errors="ignore")
 
 

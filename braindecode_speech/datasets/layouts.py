@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +124,13 @@ def _phonemes(word: str, onset: float, offset: float) -> list[tuple[str, float, 
     return out
 
 
+def _sentences(rng: np.random.Generator, bank: Sequence[str]) -> Iterator[str]:
+    """Endless sentences: the bank in a random order, reshuffled at each pass (so a long
+    layout repeats sentences, as real stimuli sometimes do)."""
+    while True:
+        yield from rng.permutation(list(bank)).tolist()
+
+
 def _word_list(rng: np.random.Generator, sentences: Sequence[str], n: int = 4) -> str:
     """Content words (longer than 3 letters) of ``sentences``, shuffled."""
     words = sorted({w for s in sentences for w in s.split() if len(w) > 3})
@@ -184,7 +191,7 @@ def _simulate(info: mne.Info, events: list[dict], n_times: int, subject: int,
               recording: int) -> np.ndarray:
     """Brain signals ``[n_channels, n_times]`` (SI units) of the channels of ``info`` for the
     common-schema event rows; ``subject`` seeds the simulated brain, ``recording`` the noise."""
-    from ..simulation.brain import simulate_brain_signals
+    from ..simulation import simulate_brain_signals
 
     return np.asarray(simulate_brain_signals(info, make_events(events), n_times, seed=subject,
                                              recording=recording))
@@ -266,14 +273,13 @@ def write_gwilliams2022(out: Path, seed: int = 0, n_subjects: int = 2,
 
     root = Path(out)
     rng = np.random.default_rng(seed)
-    texts = list(ENGLISH_SENTENCES)
-    rng.shuffle(texts)
+    texts = _sentences(rng, ENGLISH_SENTENCES)
     chunks: dict[int, list[tuple[Path, float, list[SpokenSequence]]]] = {}
     for task, story in enumerate(STORIES):
         chunks[task] = []
         story_texts = []
         for k in range(2 if task == 0 else 1):
-            sentences = [texts.pop() for _ in range(n_sentences)]
+            sentences = [next(texts) for _ in range(n_sentences)]
             items = [(s, "sentence") for s in sentences]
             if task == k == 0:
                 items.append((_word_list(rng, sentences), "word_list"))
@@ -414,7 +420,8 @@ def write_schoffelen2019(out: Path, seed: int = 0, n_subjects: int = 2,
 
     root = Path(out)
     rng = np.random.default_rng(seed)
-    sentences = list(DUTCH_SENTENCES[:n_sentences])
+    texts = _sentences(rng, DUTCH_SENTENCES)
+    sentences = [next(texts) for _ in range(n_sentences)]
     stimuli = {i + 1: (text, "sentence") for i, text in enumerate(sentences)}
     for i in range(n_sentences):
         stimuli[180 + i + 1] = (_word_list(rng, sentences[i:i + 1], n=5), "word_list")
@@ -584,13 +591,12 @@ def write_broderick2019(out: Path, seed: int = 0, n_subjects: int = 2, n_runs: i
     root = Path(out)
     data_dir = root / "Natural Speech"
     rng = np.random.default_rng(seed)
-    texts = list(ENGLISH_SENTENCES)
-    rng.shuffle(texts)
+    texts = _sentences(rng, ENGLISH_SENTENCES)
     sfreq = 128.0
     info = eeg_info("biosemi128", sfreq)
     runs = []
     for k in range(1, n_runs + 1):
-        sentences = [texts.pop() for _ in range(n_sentences)]
+        sentences = [next(texts) for _ in range(n_sentences)]
         audio, sample_rate, sequences = _speak([(s, "sentence") for s in sentences],
                                                voice="en-us")
         wav = root / "private" / f"audio{k}.wav"
@@ -662,12 +668,11 @@ def write_brennan2019(out: Path, seed: int = 0, n_subjects: int = 2, n_segments:
 
     root = Path(out)
     rng = np.random.default_rng(seed)
-    texts = list(ENGLISH_SENTENCES)
-    rng.shuffle(texts)
+    texts = _sentences(rng, ENGLISH_SENTENCES)
     sfreq = 500.0
     rows, durations, order, sentence = [], {}, 1, 1
     for segment in range(1, n_segments + 1):
-        items = [(texts.pop(), "sentence") for _ in range(n_sentences)]
+        items = [(next(texts), "sentence") for _ in range(n_sentences)]
         audio, sample_rate, sequences = _speak(items, voice="en-us", lead=0.5)
         wav = root / "audio" / f"DownTheRabbitHoleFinal_SoundFile{segment}.wav"
         _write_wav(wav, audio, sample_rate)
