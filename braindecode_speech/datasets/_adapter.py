@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import mne
+import pandas as pd
 
 from ..study import Recording, Study, StudyError
 from ._readers import read_raw
@@ -107,7 +108,8 @@ class StudyAdapter(Study):
     def make_recording(self, subject: str, session: str | None, task: str | None,
                        run: str | None, path: Path,
                        load_raw: Callable[[], mne.io.BaseRaw],
-                       load_events: Callable[[], object]) -> Recording:
+                       load_events: Callable[[], pd.DataFrame]) -> Recording:
+        """A :class:`Recording` of this study."""
         return Recording(study=self.name, subject=subject, session=session, task=task,
                          run=run, path=Path(path), load_raw=load_raw, load_events=load_events)
 

@@ -49,7 +49,7 @@ def is_fif(path: Path) -> bool:
 
 
 def read_raw(path: Path, native: RawReader) -> mne.io.BaseRaw:
-    """Open a raw recording lazily (``preload=False``).
+    """Open a raw recording (FIF stand-ins are opened lazily, ``preload=False``).
 
     Parameters
     ----------

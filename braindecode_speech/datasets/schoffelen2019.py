@@ -223,7 +223,7 @@ class Schoffelen2019(StudyAdapter):
         except LogError as exc:
             raise StudyError(str(exc)) from None
         end = raw.n_times / sfreq
-        rows, condition, uid, late = [], None, None, 0
+        rows, no_grid, condition, uid, late = [], [], None, None, 0
         for code, time in zip(log["code"].astype(str).str.strip(), log["time"]):
             if code in _BLOCKS:
                 condition = _BLOCKS[code]
@@ -244,9 +244,11 @@ class Schoffelen2019(StudyAdapter):
             if grid.is_file():
                 rows += [{**common, **row} for row in _textgrid_rows(grid, onset)]
             else:
-                logger.warning("%s: no TextGrid %s: no word events for this sound", log_path,
-                               grid)
+                no_grid.append(grid)
             uid = None
+        if no_grid:
+            logger.warning("%s: no TextGrid for %d sounds (e.g. %s): no word events for them",
+                           log_path, len(no_grid), no_grid[0])
         if late:
             logger.warning("%s: %d sounds start after the end of %s (%.1f s) and are dropped",
                            log_path, late, raw_path, end)
