@@ -137,3 +137,15 @@ def test_missing_extracted_folder_is_reported(tmp_path_factory, tmp_path):
         f"{root / 'audio'}: missing (extract audio.zip); is {root} the Brennan & Hale "
         "download folder?"]
     assert Path(report.root) == root
+
+
+def test_cli_names_a_deleted_wav_and_a_truncated_raw_file(tmp_path_factory, tmp_path, capsys):
+    root = copy_layout(example_layout("gwilliams2022", tmp_path_factory), tmp_path / "g")
+    wav = root / "stimuli" / "audio" / "cable_spool_fort_0.wav"
+    wav.unlink()
+    raw = root / "sub-02" / "ses-0" / "meg" / "sub-02_ses-0_task-3_meg.con"
+    truncate(raw, fraction=0.8)
+    assert main(["check", "--study", "gwilliams2022", "--data", str(root), "--no-signal"]) == 1
+    out = capsys.readouterr().out
+    assert f"{wav}: sound file is missing (played in sub-01_ses-0_task-1_events.tsv)" in out
+    assert f"{raw}: damaged FIF file" in out

@@ -218,8 +218,8 @@ def _meg_recording(info: mne.Info, extra: Sequence[tuple[str, str]], events: lis
 
 
 def _save_fif(raw: mne.io.BaseRaw, path: Path) -> None:
-    """Save ``raw`` as 16-bit FIF at ``path`` (any name), like the 16-bit real files: each
-    channel's calibration is set so that its largest value uses the int16 range."""
+    """Save ``raw`` as FIF at ``path`` (any name) with 16-bit integer samples, as the real
+    systems store integers: each channel's calibration makes its peak use the int16 range."""
     raw = raw.copy()
     peak = np.abs(raw.get_data()).max(axis=1)
     for ch, value in zip(raw.info["chs"], peak):
@@ -404,9 +404,10 @@ _MOUS_TRIGGERS = {"block": 10, "fix": 20, "start": 14, "onset": 1, "end": 15}
 
 def write_schoffelen2019(out: Path, seed: int = 0, n_subjects: int = 2,
                          n_sentences: int = 2) -> Path:
-    """MOUS auditory layout: subjects ``A2002``, ``A2003``... each hear ``n_sentences``
-    sentences and as many word lists (Dutch), in a subject-specific order, in one sentence
-    block (``ZINNEN``) and one word-list block (``WOORDEN``).
+    """MOUS auditory layout: subjects ``A2002``, ``A2003``... (skipping those the paper
+    excludes) each hear ``n_sentences`` sentences and as many word lists (Dutch), in a
+    subject-specific order, in one sentence block (``ZINNEN``) and one word-list block
+    (``WOORDEN``).
 
     Per subject: the CTF recording (FIF stand-in in the ``.ds`` folder) with triggers on
     ``UPPT001``, its ``events.tsv``, and the Presentation log ``sourcedata/meg_task/<id>-2-
@@ -417,6 +418,8 @@ def write_schoffelen2019(out: Path, seed: int = 0, n_subjects: int = 2,
     """
     from praatio import textgrid
     from praatio.utilities.constants import Interval
+
+    from .schoffelen2019 import EXCLUDED
 
     root = Path(out)
     rng = np.random.default_rng(seed)
@@ -452,7 +455,8 @@ def write_schoffelen2019(out: Path, seed: int = 0, n_subjects: int = 2,
         grid.save(str(path), format="long_textgrid", includeBlankSpaces=True)
 
     _dataset_description(root, "MOUS (braindecode-speech example layout)")
-    subjects = [f"A{2002 + i}" for i in range(n_subjects)]
+    ids = (f"A{number}" for number in range(2002, 2126))
+    subjects = [s for s in ids if s not in EXCLUDED][:n_subjects]
     _write_tsv(root / "participants.tsv", pd.DataFrame({
         "participant_id": [f"sub-{s}" for s in subjects],
         "age": rng.integers(18, 33, n_subjects), "sex": "F"}))
