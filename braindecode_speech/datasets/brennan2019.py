@@ -198,6 +198,10 @@ class Brennan2019(StudyAdapter):
         wavs = [wav_path(self.root, s) for s in sorted(csv["Segment"].unique())]
         missing_wavs = [w for w in wavs if not w.is_file()]
         subjects = sorted(p.stem for p in (self.root / "proc").glob("S*.mat"))
+        without_proc = sorted({p.stem for p in self.root.glob("S*.mat")} - set(subjects))
+        if without_proc:
+            logger.info("%s: %d subjects have no proc/ file (no word timings) and are not "
+                        "used: %s", self.root, len(without_proc), ", ".join(without_proc))
         for subject in subjects:
             if not self.wants(subject):
                 continue
