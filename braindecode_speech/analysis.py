@@ -35,7 +35,7 @@ from .preprocessing import preprocess
 __all__ = ["PAPER_RESULTS_SOURCE", "paper_results", "compare_with_paper",
            "compare_paper_configuration", "RunResults",
            "load_run", "retrieve", "decoded_examples", "accuracy_by", "confusions",
-           "sentence_confusion", "plot_accuracy_by", "plot_per_subject",
+           "same_sentence_errors", "sentence_confusion", "plot_accuracy_by", "plot_per_subject",
            "plot_sentence_confusion", "load_weights", "attention_maps",
            "plot_attention_maps", "subject_layer_similarity", "plot_similarity"]
 
@@ -287,6 +287,16 @@ def confusions(run: RunResults, n: int = 20, context: int = 4) -> pd.DataFrame:
              "same_sentence": cand.at[t, "sequence_id"] == cand.at[r, "sequence_id"]}
             for (t, r), count in pairs.items()]
     return pd.DataFrame(rows, columns=["heard", "retrieved", "count", "same_sentence"])
+
+
+def same_sentence_errors(run: RunResults) -> float:
+    """Fraction of the top-1 errors whose retrieved segment lies in the heard sentence (near
+    misses: another word of the same sentence); NaN without errors."""
+    errors = run.windows[run.windows["best_1"] != run.windows["target"]]
+    if errors.empty:
+        return float("nan")
+    sentence = run.candidates["sequence_id"].to_numpy()
+    return float(np.mean(sentence[errors["best_1"].to_numpy()] == errors["sequence_id"]))
 
 
 def sentence_confusion(run: RunResults) -> pd.DataFrame:

@@ -328,8 +328,15 @@ def launch(grid: Grid, root: str | Path, executor: Executor,
     table["submitted"] = table["signature"].isin({run.signature for run in todo})
     if dry_run or not todo:
         return table
+    no_data = sorted({run.config.study.name for run in todo if run.config.study.root is None})
+    if no_data:
+        raise ConfigError(f"grid {grid.name}: where are the local copies of {no_data}? "
+                          "(give data, the --data option)")
     logs = Path(root) / grid.name / _LOGS
     ex = make_executor(executor, logs, grid.slurm, grid.name)
+    for run in todo:  # a new attempt: forget the state of the previous one
+        run.folder.mkdir(parents=True, exist_ok=True)
+        (run.folder / _STATE_FILE).unlink(missing_ok=True)
     if executor == "slurm":
         with ex.batch():
             jobs = [ex.submit(GridJob(run.config, run.folder)) for run in todo]
@@ -347,15 +354,16 @@ def launch(grid: Grid, root: str | Path, executor: Executor,
                 active.remove((job, done))
         job = ex.submit(GridJob(run.config, run.folder))
         _record_job(run, job, executor, logs)
-        active.append((job, run))
+        if executor == "debug":  # runs here, now
+            _wait(job, run)
+        else:
+            active.append((job, run))
     for job, run in active:
         _wait(job, run)
     return table
 
 
 def _record_job(run: GridRun, job: submitit.Job, executor: str, logs: Path) -> None:
-    run.folder.mkdir(parents=True, exist_ok=True)
-    (run.folder / _STATE_FILE).unlink(missing_ok=True)
     _write_json(run.folder / _JOB_FILE, {"job_id": job.job_id, "executor": executor,
                                          "logs": str(logs), "submitted": time.time(),
                                          "host": socket.gethostname()})

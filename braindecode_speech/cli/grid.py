@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = actions.add_parser("run", help="submit the runs that are not done or in progress")
     run.add_argument("--executor", choices=["slurm", "local", "debug"], default="local",
                      help="slurm: job array; local: subprocesses on this machine; debug: in "
-                          "this process, one after the other (default: local)")
+                          "this process, one after the other, a failure opens pdb "
+                          "(default: local)")
     run.add_argument("--data", action="append", default=[], metavar="[STUDY=]PATH",
                      help="local copy of a study (STUDY=PATH, repeatable), or a folder with "
                           "one sub-folder per study (PATH/<study name>)")

@@ -1,0 +1,24 @@
+"""A grid that runs on a laptop: the simulated study (``braindecode_speech.simulation``) with the
+seconds-long CPU configuration of the test suite (``presets.TINY_OVERRIDES``: mel features, a
+small encoder, 2 short epochs). Contrastive vs regression objective vs the untrained model,
+2 seeds::
+
+    python studies/simulated.py --data /tmp/simulated   # generates the study, runs 3 seeds
+    braindecode-speech grid run grids/simulated.py --data /tmp/simulated --table
+"""
+
+from braindecode_speech.experiment import ExperimentConfig
+from braindecode_speech.grid import Grid, SlurmConfig, product, values, variants
+from braindecode_speech.presets import TINY_OVERRIDES
+
+MODELS = {
+    "contrastive": {},
+    "regression": {"loss.name": "mse"},
+    "untrained": {"optim.max_epochs": 0},
+}
+
+GRID = Grid(
+    base=ExperimentConfig().with_overrides({**TINY_OVERRIDES, "study.name": "simulated"}),
+    points=product(variants("model", MODELS), values("optim.seed", [2036, 2037])),
+    slurm=SlurmConfig(gpus_per_task=0, cpus_per_task=2, timeout_min=60),
+)
