@@ -20,6 +20,7 @@ from braindecode_speech.features import (
     load_wav,
     resample,
 )
+from braindecode_speech.features.wav2vec2 import TimeMajorConvEncoder
 
 SFREQ = 16000
 
@@ -195,7 +196,27 @@ def test_wav2vec2_runs_only_the_needed_layers_with_identical_outputs(checkpoint)
     with torch.no_grad():
         states = full(torch.from_numpy(segment)[None], output_hidden_states=True).hidden_states
     expected = ((states[1] + states[3]) / 2)[0].numpy()
-    np.testing.assert_array_equal(features._layer_mean(segment), expected)
+    np.testing.assert_allclose(features._layer_mean(segment), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_samples", [400, 719, 720, 16000 * 3 + 17])
+def test_time_major_conv_encoder_gives_the_original_frames(checkpoint, n_samples):
+    original = Wav2Vec2Model.from_pretrained(checkpoint).eval().feature_extractor
+    fast = TimeMajorConvEncoder(original, receptive_field=400, stride=320, piece_frames=7)
+    audio = torch.from_numpy(_noise(n_samples / SFREQ)).reshape(1, -1)
+    with torch.no_grad():
+        expected = original(torch.cat([audio, -audio]))  # [2, C, T]
+        frames = fast(torch.cat([audio, -audio]))
+    assert frames.shape == (2, 8, (n_samples - 400) // 320 + 1)
+    torch.testing.assert_close(frames, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_group_norm_encoders_are_left_as_they_are(tmp_path):
+    folder = _save_checkpoint(tmp_path / "base", feat_extract_norm="group",
+                              do_stable_layer_norm=False)
+    features = Wav2Vec2Features(folder, layers=(1,))
+    assert not isinstance(features.model.feature_extractor, TimeMajorConvEncoder)
+    assert features(_noise(0.5), SFREQ).shape == (32, 60)
 
 
 def test_wav2vec2_chunks_match_the_whole_block_given_context(checkpoint):
