@@ -292,7 +292,7 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
                                               candidates, targets, words, meta)
     sentences_text = _segment_sentences(data, first)
     extra = {"split_audit": data.audit, "skipped": data.skipped,
-             "n_windows": data.windows["split"].value_counts().to_dict(),
+             "windows_per_split": data.windows["split"].value_counts().to_dict(),
              "subjects": data.subjects, "config_signature": config.signature()}
     write_report(folder, results, extra, candidate_sentences=sentences_text,
                  candidate_word_index=first["word_index"].astype(int).tolist())

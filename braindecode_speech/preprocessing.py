@@ -107,6 +107,9 @@ def sensor_positions_2d(info: mne.Info) -> np.ndarray:
         raise StudyError(f"cannot place the sensors on a 2D layout ({exc}); the recording "
                          "needs channel positions (a montage for EEG)") from None
     index = {name: i for i, name in enumerate(layout.names)}
+    # CTF sensors are named "MLC11-2622" in data files, "MLC11" in MNE's layout
+    index.update({ch: index[ch.split("-")[0]] for ch in info.ch_names
+                  if ch not in index and ch.split("-")[0] in index})
     missing = [ch for ch in info.ch_names if ch not in index]
     if missing:
         raise StudyError(f"sensors {missing[:5]} have no 2D layout position ({layout.kind})")

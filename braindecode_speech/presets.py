@@ -34,9 +34,13 @@ DEMO_OVERRIDES: dict[str, object] = {
     "ridge.max_windows": 3000,
 }
 
-#: the changes of the test configuration
+#: the changes of the test configuration (shorter blocks and larger valid/test shares, so that
+#: the two minutes of speech of the tiny study fill all three splits)
 TINY_OVERRIDES: dict[str, object] = {
     "features.name": "mel",
+    "splits.min_block_duration": 4.0,
+    "splits.test_ratio": 0.25,
+    "splits.valid_ratio": 0.2,
     "model.n_spatial": 32,
     "model.n_fourier": 8,
     "model.hidden": 32,
