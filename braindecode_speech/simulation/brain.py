@@ -57,7 +57,7 @@ __all__ = ["DEFAULT_SNR", "MAGNITUDES", "Magnitudes", "N_BACKGROUND_DIPOLES", "S
 
 #: default signal-to-noise ratio (power ratio, see module docstring)
 DEFAULT_SNR = 0.005
-N_BACKGROUND_DIPOLES = 2000
+N_BACKGROUND_DIPOLES = 1000
 _BACKGROUND_VARIANCE_KEPT = 0.999
 _ALPHA_SITES = np.array([[-0.025, -0.055, 0.075], [0.025, -0.055, 0.075],
                          [-0.02, -0.065, 0.05], [0.02, -0.065, 0.05]])
@@ -183,10 +183,9 @@ class RecordingSimulator:
         self._activity = make_interp_spline(np.arange(n_model) / MODEL_SFREQ, activity, k=3,
                                             axis=1)
         # scale the evoked signal of each channel type to `snr` while sounds play
-        playing = features.playing if features.playing.any() else slice(None)
-        covariance = np.cov(activity[:, playing], bias=True) if activity.size else None
-        evoked_power = np.einsum("cs,st,ct->c", model.evoked_gain, np.atleast_2d(covariance),
-                                 model.evoked_gain)
+        during = activity[:, features.playing] if features.playing.any() else activity
+        moments = during @ during.T / during.shape[1]  # second moments, DC included
+        evoked_power = np.einsum("cs,st,ct->c", model.evoked_gain, moments, model.evoked_gain)
         noise_power = model.noise_power()
         self.evoked_gain = model.evoked_gain.copy()
         for kind in set(model.types):
@@ -228,13 +227,14 @@ class RecordingSimulator:
         times = np.arange(start, stop) / model.info["sfreq"]
         alpha = self._alpha(start, stop) * np.exp(
             _ALPHA_BURSTINESS * self._alpha_envelope(start, stop) - _ALPHA_BURSTINESS ** 2)
-        data = (self.evoked_gain @ self._activity(times)
-                + model.background_mixing @ self._background(start, stop)
-                + model.alpha_gain @ alpha
-                + model.sensor_rms[:, None] * self._sensor(start, stop)
-                + self._line(start, stop)
-                + self._drifts(start, stop)
-                + self._artifacts(start, stop))
+        # terms are added one at a time to keep a single data-sized temporary
+        data = self.evoked_gain @ self._activity(times)
+        data += model.background_mixing @ self._background(start, stop)
+        data += model.alpha_gain @ alpha
+        data += model.sensor_rms[:, None] * self._sensor(start, stop)
+        data += self._line(start, stop)
+        data += self._drifts(start, stop)
+        data += self._artifacts(start, stop)
         if self._noisy:
             data[self._noisy] += (_NOISY_CHANNEL_GAIN * model.sensor_rms[self._noisy, None]
                                   * self._noisy_noise(start, stop))

@@ -68,7 +68,7 @@ class SimulationConfig(Config):
                                               "sequences of a wav file, s")
     word_list_rate: float = Field(0.1, ge=0, le=1, description="probability that a sequence "
                                   "is a word list")
-    repeat_rate: float = Field(0.05, ge=0, le=1, description="probability that a sentence "
+    repeat_rate: float = Field(0.08, ge=0, le=1, description="probability that a sentence "
                                "comes from the pool shared by all stories")
 
     snr: float = Field(DEFAULT_SNR, ge=0, description="signal-to-noise power ratio, "

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Sequence", "StoryGrammar", "story_titles", "CONDITIONS"]
+__all__ = ["Sequence", "StoryGrammar", "story_titles", "shared_sentences", "CONDITIONS",
+           "SHARED_POOL_SIZE"]
 
 CONDITIONS = ("sentence", "word_list")
+#: number of sentences that every story may include
+SHARED_POOL_SIZE = 10
 
 NAMES = ("Anna", "Peter", "Maria", "Thomas", "Clara", "David", "Elena", "Martin", "Sophie",
          "Oscar", "Julia", "Victor", "Helen", "Samuel", "Nora", "Felix", "Ruth", "Daniel",
@@ -135,24 +138,31 @@ def story_titles(n_stories: int, rng: np.random.Generator) -> list[str]:
     return titles
 
 
+def shared_sentences(rng: np.random.Generator,
+                     n: int = SHARED_POOL_SIZE) -> tuple[Sequence, ...]:
+    """``n`` sentences that stories may include, so that sentences recur across stories."""
+    grammar = StoryGrammar(rng)
+    return tuple(grammar.sentence() for _ in range(n))
+
+
 class StoryGrammar:
     """Endless source of sequences for one story.
 
     Parameters
     ----------
     rng : the story's random generator (determines everything).
-    shared_sentences : sentences shared by all stories; one is inserted with probability
+    shared : sentences shared by all stories; one is inserted with probability
         ``repeat_rate`` instead of a new sentence (each at most once per story).
     word_list_rate : probability that the next sequence is a word list (made of the content
         words heard since the previous list, shuffled, 5 to 10 words).
     focus : probability that a noun comes from the story's own cast and props.
     """
 
-    def __init__(self, rng: np.random.Generator, shared_sentences: tuple[Sequence, ...] = (),
-                 word_list_rate: float = 0.1, repeat_rate: float = 0.05,
+    def __init__(self, rng: np.random.Generator, shared: tuple[Sequence, ...] = (),
+                 word_list_rate: float = 0.1, repeat_rate: float = 0.08,
                  focus: float = 0.6) -> None:
         self.rng = rng
-        self.shared = list(shared_sentences)
+        self.shared = list(shared)
         self.word_list_rate = word_list_rate
         self.repeat_rate = repeat_rate
         self.focus = focus

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
-from .grammar import StoryGrammar, story_titles
+from .grammar import StoryGrammar, shared_sentences, story_titles
 from .tts import SAMPLE_RATE, synthesize
 
 __all__ = ["Stimuli", "render_stimuli", "AUDIO_DIR"]
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 AUDIO_DIR = Path("stimuli") / "audio"
 _LEAD_SILENCE = 0.25  # s of silence opening each wav file
 _TRAIL_SILENCE = 0.5  # s closing it
-_SHARED_POOL = 20  # sentences shared by the stories
 
 
 @dataclass
@@ -87,8 +86,7 @@ def render_stimuli(root: Path, seed: int, n_stories: int, story_duration: float,
     (root / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 10])
     titles = story_titles(n_stories, rng)
-    pool_grammar = StoryGrammar(np.random.default_rng([seed, 11]))
-    shared = tuple(pool_grammar.sentence() for _ in range(_SHARED_POOL))
+    shared = shared_sentences(np.random.default_rng([seed, 11]))
     sounds, words, transcripts = [], [], {}
     for index, story in enumerate(titles):
         story_rng = np.random.default_rng([seed, 12, index])

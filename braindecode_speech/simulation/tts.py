@@ -6,16 +6,24 @@ events; ``espeakEVENT_WORD`` events carry the sample at which each word starts, 
 are exact (no forced alignment). The audio is resampled to 16 kHz with
 :func:`scipy.signal.resample_poly`.
 
-eSpeak keeps global state, so one engine serves the whole process and calls are serialised with
-a lock.
+Reproducibility: eSpeak seeds its noise generator (aspiration, frication) from the clock, and
+keeps internal state (e.g. the phase of its glottal source) from one utterance to the next,
+which ``espeak_Terminate`` does not reset. Each call therefore loads a fresh instance of the
+library, seeds its noise generator with a constant (``espeak_ng_SetRandSeed``) and unloads it
+afterwards (about 10 ms in all): :func:`synthesize` is a pure function of its arguments. Calls
+are serialised with a lock.
 """
 
 from __future__ import annotations
 
+import _ctypes
+import contextlib
 import ctypes
 import functools
+import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +44,14 @@ _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 _PARAM_RATE = 1
 _EE_OK = 0
+_NOISE_SEED = 0
 
 _WORD = re.compile(r"[A-Za-z']+")
 # eSpeak speaks some frequent word pairs ("in the", "there was") as one dictionary entry, with
 # a single word event; a zero-width space before each word keeps them apart (the audio is
 # unchanged to within 0.1 % of its duration)
 _WORD_START = re.compile(r" (?=[A-Za-z'])")
+_LOCK = threading.Lock()
 
 
 class TTSError(RuntimeError):
@@ -94,17 +104,26 @@ class Utterance:
         return len(self.audio) / SAMPLE_RATE
 
 
+@functools.cache
+def _paths() -> tuple[str, Path]:
+    """The library file and the data folder shipped by espeakng-loader."""
+    try:
+        import espeakng_loader
+
+        return espeakng_loader.get_library_path(), Path(espeakng_loader.get_data_path())
+    except (ImportError, RuntimeError) as exc:
+        raise TTSError(f"cannot find eSpeak NG (espeakng-loader): {exc}") from exc
+
+
 class _Engine:
-    """The process-wide eSpeak NG instance (use through :func:`synthesize`)."""
+    """One loaded and initialised instance of libespeak-ng (see :func:`_fresh_engine`)."""
 
     def __init__(self) -> None:
+        library, self.data_path = _paths()
         try:
-            import espeakng_loader
-
-            self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-            self.data_path = Path(espeakng_loader.get_data_path())
-        except (ImportError, OSError, RuntimeError) as exc:
-            raise TTSError(f"cannot load eSpeak NG from espeakng-loader: {exc}") from exc
+            self.lib = ctypes.CDLL(library, mode=os.RTLD_LOCAL)
+        except OSError as exc:
+            raise TTSError(f"cannot load eSpeak NG from {library}: {exc}") from exc
         lib = self.lib
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p,
                                           ctypes.c_int]
@@ -117,12 +136,12 @@ class _Engine:
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), 0)
         if self.native_rate <= 0:
             raise TTSError(f"espeak_Initialize failed (data path {self.data_path})")
+        lib.espeak_ng_SetRandSeed(ctypes.c_long(_NOISE_SEED))
         self._chunks: list[np.ndarray] = []
         self._word_events: list[tuple[int, int]] = []
-        # keep a reference: the C library calls it after this method returns
+        # keep a reference: the C library calls it during synthesis
         self._callback = _SynthCallback(self._collect)
         lib.espeak_SetSynthCallback(self._callback)
-        self.lock = threading.Lock()
 
     def _collect(self, wav, n_samples, events) -> int:
         if n_samples > 0:
@@ -134,44 +153,61 @@ class _Engine:
             i += 1
         return 0  # continue synthesis
 
+    def set_voice(self, voice: str) -> None:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+            raise TTSError(f"eSpeak NG has no voice {voice!r}")
+
     def run(self, text: str, voice: str, rate: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Synthesise ``text``; return int16 audio at the native rate and (position, sample)
         of every word event."""
-        with self.lock:
-            if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-                raise TTSError(f"eSpeak NG has no voice {voice!r}")
-            self.lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
-            self._chunks, self._word_events = [], []
-            data = text.encode()
-            status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0,
-                                           _ESPEAK_CHARS_UTF8, None, None)
-            if status != _EE_OK:
-                raise TTSError(f"espeak_Synth failed with status {status} on {text!r}")
-            audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            return audio, list(self._word_events)
+        self.set_voice(voice)
+        self.lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
+        data = text.encode()
+        status = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0,
+                                       _ESPEAK_CHARS_UTF8, None, None)
+        if status != _EE_OK:
+            raise TTSError(f"espeak_Synth failed with status {status} on {text!r}")
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return audio, list(self._word_events)
+
+    def close(self) -> None:
+        """Terminate eSpeak and unload the library (its static state goes with it)."""
+        self.lib.espeak_Terminate()
+        handle = self.lib._handle
+        del self.lib
+        (_ctypes.dlclose if hasattr(_ctypes, "dlclose") else _ctypes.FreeLibrary)(handle)
 
 
-@functools.cache
-def _engine() -> _Engine:
-    return _Engine()
+@contextlib.contextmanager
+def _fresh_engine() -> Iterator[_Engine]:
+    """A newly loaded eSpeak NG, unloaded on exit (one at a time in the process)."""
+    with _LOCK:
+        engine = _Engine()
+        try:
+            yield engine
+        finally:
+            engine.close()
 
 
 @functools.cache
 def available_voices() -> tuple[str, ...]:
     """Voice variants usable as ``<language>+<variant>`` (e.g. ``en-us+f3``)."""
-    return tuple(sorted(p.name for p in (_engine().data_path / "voices" / "!v").iterdir()))
+    return tuple(sorted(p.name for p in (_paths()[1] / "voices" / "!v").iterdir()))
 
 
 def check_voice(voice: str) -> None:
     """Raise :class:`TTSError` unless ``voice`` (``language[+variant]``) exists in eSpeak NG."""
-    engine = _engine()
-    language, _, variant = voice.partition("+")
+    _check_variant(voice)
+    with _fresh_engine() as engine:
+        engine.set_voice(voice.partition("+")[0])
+
+
+def _check_variant(voice: str) -> None:
+    # eSpeak silently ignores an unknown variant, so it is checked here
+    variant = voice.partition("+")[2]
     if variant and variant not in available_voices():
         raise TTSError(f"eSpeak NG has no voice variant {variant!r} (voice {voice!r}); "
                        "see braindecode_speech.simulation.tts.available_voices()")
-    with engine.lock:
-        if engine.lib.espeak_SetVoiceByName(language.encode()) != _EE_OK:
-            raise TTSError(f"eSpeak NG has no voice {language!r} (voice {voice!r})")
 
 
 def synthesize(text: str, voice: str = "en-us", rate: int = 175) -> Utterance:
@@ -185,32 +221,30 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175) -> Utterance:
 
     Returns
     -------
-    Utterance : 16 kHz audio and the exact onset of every word of ``text``.
+    Utterance : 16 kHz audio and the exact onset of every word of ``text``; the same
+        arguments always give the same utterance.
 
     Raises
     ------
     TTSError : unknown voice or variant, or eSpeak's word events do not match the words of
         ``text`` one to one.
     """
-    engine = _engine()
-    check_voice(voice)
     if not 80 <= rate <= 450:
         raise TTSError(f"speaking rate {rate} wpm is outside eSpeak's range 80-450")
+    _check_variant(voice)
     spoken = _WORD_START.sub(" \u200b", text)
     tokens = [(m.start() + 1, m.group()) for m in _WORD.finditer(spoken)]  # 1-based positions
-    native, events = engine.run(spoken, voice, rate)
+    with _fresh_engine() as engine:
+        native, events = engine.run(spoken, voice, rate)
+        native_rate = engine.native_rate
     positions = [position for position, _ in events]
     if positions != [position for position, _ in tokens]:
         raise TTSError(
             f"eSpeak's word events do not match the words of {text!r}: "
             f"events at characters {positions}, words at {[p for p, _ in tokens]}")
-    up, down = _resample_factors(engine.native_rate)
-    audio = resample_poly(native.astype(np.float64) / 32768.0, up, down)
-    onsets = np.array([sample for _, sample in events], dtype=np.float64) / engine.native_rate
+    gcd = np.gcd(SAMPLE_RATE, native_rate)
+    audio = resample_poly(native.astype(np.float64) / 32768.0, SAMPLE_RATE // gcd,
+                          native_rate // gcd)
+    onsets = np.array([sample for _, sample in events], dtype=np.float64) / native_rate
     return Utterance(audio=np.clip(audio, -1, 1).astype(np.float32),
                      words=tuple(word for _, word in tokens), onsets=onsets)
-
-
-def _resample_factors(native_rate: int) -> tuple[int, int]:
-    gcd = np.gcd(SAMPLE_RATE, native_rate)
-    return SAMPLE_RATE // gcd, native_rate // gcd

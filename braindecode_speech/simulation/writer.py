@@ -45,7 +45,7 @@ from .raw import SimulatedRaw
 from .sensors import make_info
 from .stimuli import Stimuli, render_stimuli
 
-__all__ = ["simulate", "is_complete", "EVENT_COLUMNS", "GENERATOR_VERSION"]
+__all__ = ["simulate", "is_complete", "summarize", "EVENT_COLUMNS", "GENERATOR_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,23 @@ def is_complete(root: str | Path, config: SimulationConfig) -> bool:
         return json.loads((Path(root) / MARKER).read_text()) == _marker(config)
     except (OSError, ValueError):
         return False
+
+
+def summarize(root: str | Path) -> dict[str, float]:
+    """Size of the simulated study in ``root``: ``subjects``, ``recordings``, ``hours`` (of
+    recordings), ``words`` (spoken in the stimuli), ``vocabulary`` (distinct lower-cased
+    words), ``sentences`` (distinct) and ``word_lists`` (distinct)."""
+    root = Path(root)
+    words = pd.read_csv(root / "stimuli" / "words.tsv", sep="\t", keep_default_na=False)
+    sequences = words.drop_duplicates("sequence_id")["condition"].value_counts()
+    sidecars = [p for p in root.glob("sub-*/ses-*/*/*_*.json")
+                if p.stem.endswith(("_meg", "_eeg"))]
+    seconds = sum(json.loads(p.read_text())["RecordingDuration"] for p in sidecars)
+    return dict(subjects=len(pd.read_csv(root / "participants.tsv", sep="\t")),
+                recordings=len(sidecars), hours=seconds / 3600, words=len(words),
+                vocabulary=words["word"].str.lower().nunique(),
+                sentences=int(sequences.get("sentence", 0)),
+                word_lists=int(sequences.get("word_list", 0)))
 
 
 @dataclass(frozen=True)
@@ -234,7 +251,7 @@ def _write_raw(raw: SimulatedRaw, bids_path: mne_bids.BIDSPath, modality: str) -
                                  side_effect=RuntimeError("no KIT marker coils")):
             mne_bids.write_raw_bids(raw, bids_path, format="FIF" if modality == "meg"
                                     else "BrainVision", allow_preload=True, overwrite=True,
-                                    verbose=False)
+                                    verbose="error")
 
 
 def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
