@@ -218,10 +218,10 @@ def retrieve(run: RunResults, rows: Sequence[int], k: int = 10,
             raise FileNotFoundError(f"{path}: missing; the run's decoded windows and candidate "
                                     "features are needed to rank candidates")
     predictions, candidates = (np.load(p, mmap_mode="r") for p in paths)
-    z = torch.from_numpy(np.asarray(predictions[np.asarray(rows)], dtype=np.float32))
+    z = torch.from_numpy(np.array(predictions[np.asarray(rows)], dtype=np.float32))
     scores = torch.cat([
-        clip_scores(z, torch.from_numpy(np.asarray(candidates[i:i + chunk_size],
-                                                   dtype=np.float32)))
+        clip_scores(z, torch.from_numpy(np.array(candidates[i:i + chunk_size],
+                                                 dtype=np.float32)))
         for i in range(0, len(candidates), chunk_size)], dim=1)
     return scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()
 
@@ -237,7 +237,8 @@ def _marked(sentence: str, index: int, context: int | None = None) -> str:
 
 def decoded_examples(run: RunResults, n: int = 8, k: int = 10, seed: int = 0) -> pd.DataFrame:
     """``n`` test windows drawn at random (seeded, not chosen on accuracy): ``window``,
-    ``subject``, ``heard`` (sentence, anchor word in brackets), ``rank`` of the true segment and
+    ``subject``, ``heard`` (sentence, anchor word in brackets), ``segment_rank`` of the heard
+    segment and
     ``retrieved`` (the ``k`` best segments' sentences, best first; ``*`` marks the true one)."""
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(run.windows), size=min(n, len(run.windows)), replace=False))
@@ -250,7 +251,7 @@ def decoded_examples(run: RunResults, n: int = 8, k: int = 10, seed: int = 0) ->
         out.append({
             "window": int(row), "subject": window["subject"],
             "heard": _marked(cand.at[target, "sentence"], int(cand.at[target, "word_index"])),
-            "rank": int(window["segment_rank"]),
+            "segment_rank": int(window["segment_rank"]),
             "retrieved": [("* " if m == target else "") +
                           _marked(cand.at[m, "sentence"], int(cand.at[m, "word_index"]), 6)
                           for m in indices]})
@@ -333,22 +334,25 @@ def plot_accuracy_by(table: pd.DataFrame, chance: dict[str, float] | None = None
 
 def plot_per_subject(run: RunResults, k: int = 10) -> Figure:
     """Segment and word top-``k`` accuracy per subject with bootstrap 95 % intervals; dashed:
-    segment chance (k / candidates)."""
+    chance (segment: k / candidates, word: frequency-only baseline)."""
     table = run.per_subject
-    fig = Figure(figsize=(max(5.0, 0.4 * len(table) + 2), 3.5), layout="constrained")
+    fig = Figure(figsize=(max(5.0, 0.4 * len(table) + 3), 3.5), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(table))
-    for offset, level in ((-0.2, "segment"), (0.2, "word")):
+    chance = {"segment": run.report["chance"][f"top{k}"],
+              "word": run.report["chance"][f"word_top{k}"]}
+    for offset, level, color in ((-0.2, "segment", "C0"), (0.2, "word", "C1")):
         column = f"{level}_top{k}"
         value = table[column].to_numpy()
         error = np.abs(table[[f"{column}_ci_low", f"{column}_ci_high"]].to_numpy().T - value)
-        ax.bar(x + offset, 100 * value, 0.4, yerr=100 * error, capsize=2, label=level)
-    ax.axhline(100 * run.report["chance"][f"top{k}"], ls="--", color="k", lw=1,
-               label="segment chance")
+        ax.bar(x + offset, 100 * value, 0.4, yerr=100 * error, capsize=2, color=color,
+               label=level)
+        ax.axhline(100 * chance[level], ls="--", lw=1, color=color, label=f"{level} chance")
     ax.set_xticks(x, table["subject"], rotation=90 if len(x) > 12 else 0)
     ax.set_xlabel("subject")
     ax.set_ylabel(f"top-{k} accuracy (%)")
-    ax.legend()
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 

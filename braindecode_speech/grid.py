@@ -250,8 +250,9 @@ class GridJob(submitit.helpers.Checkpointable):
         self.config = config
         self.folder = Path(folder)
 
-    def __call__(self) -> dict[str, Any]:
-        """Run the experiment; return its ``report.json`` content."""
+    def __call__(self) -> dict[str, Any] | None:
+        """Run the experiment; return its ``report.json`` content (on rank 0; None on the
+        other processes of a multi-process run)."""
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         process = distributed.init_process_group()
@@ -265,6 +266,8 @@ class GridJob(submitit.helpers.Checkpointable):
             _write_json(self.folder / _STATE_FILE,
                         {"state": "failed", **state, "error": traceback.format_exc()})
             raise
+        if process.rank != 0:
+            return None
         return json.loads((self.folder / "report.json").read_text())
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
@@ -579,7 +582,8 @@ def write_summary(grid: Grid, root: str | Path) -> dict[str, Path]:
                    label="chance")
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylabel(f"{grid.plot_metric} accuracy (%)")
+    ax.set_ylim(0, 100)
     ax.set_title(f"{grid.name}: mean ± s.e.m. over seeds")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.savefig(paths["plot"], dpi=120)
     return paths

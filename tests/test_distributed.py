@@ -130,6 +130,7 @@ def _reference(loss_fn) -> tuple[float, list[torch.Tensor]]:
     return loss.item(), [p.grad for p in model.parameters()]
 
 
+@pytest.mark.slow  # spawns 2 processes (shared by the module)
 def test_global_negatives_equal_the_single_process_loss_and_gradients(ranks):
     results, _ = ranks
     brain, speech = _global_batch()
@@ -141,6 +142,7 @@ def test_global_negatives_equal_the_single_process_loss_and_gradients(ranks):
             torch.testing.assert_close(ddp_grad, grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # spawns 2 processes (shared by the module)
 def test_per_process_negatives_are_the_window_weighted_mean_of_the_shares(ranks):
     results, _ = ranks
     brain, speech = _global_batch()
@@ -159,6 +161,7 @@ def test_per_process_negatives_are_the_window_weighted_mean_of_the_shares(ranks)
             torch.testing.assert_close(ddp_grad, grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # spawns 2 processes (shared by the module)
 def test_gathered_candidates_send_their_gradients_back(ranks):
     results, _ = ranks
     _, speech = _global_batch()
@@ -169,6 +172,7 @@ def test_gathered_candidates_send_their_gradients_back(ranks):
                                    atol=1e-6)
 
 
+@pytest.mark.slow  # spawns 2 processes (shared by the module)
 def test_two_process_trainer_follows_the_single_process_run(ranks, tmp_path):
     results, folder = ranks
     single = _fit(tmp_path)

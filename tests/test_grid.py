@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import textwrap
+import time
 
+import numpy as np
+import pandas as pd
 import pytest
 import submitit
 
@@ -187,3 +191,106 @@ def test_status_of_runs_from_their_files(tmp_path):
     (runs[2].folder / "status.json").write_text(json.dumps(
         {"state": "running", "host": host, "pid": 2 ** 22 + 12345}))
     assert grids.status(grid, tmp_path)["state"][2] == "failed"
+
+
+E2E_GRID = """\
+from braindecode_speech.experiment import ExperimentConfig
+from braindecode_speech.grid import Grid, product, values, variants
+from braindecode_speech.presets import TINY_OVERRIDES
+
+GRID = Grid(  # the ridge baseline is left out: its fit takes most of a tiny run's time
+    base=ExperimentConfig().with_overrides({**TINY_OVERRIDES, "study.name": "simulated",
+                                            "ridge.enabled": False}),
+    points=product(variants("model", {"contrastive": {}, "untrained": {"optim.max_epochs": 0}}),
+                   values("optim.seed", [2036, 2037])),
+)
+"""
+
+
+class Preempted(Exception):
+    """Stands for a job killed in the middle of training."""
+
+
+@pytest.mark.slow
+def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, tmp_path, monkeypatch, capsys):
+    from braindecode_speech.training import Trainer
+
+    monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(tmp_path / "cache"))
+    grid_file = tmp_path / "sim.py"
+    grid_file.write_text(E2E_GRID)
+    root = tmp_path / "runs"
+    run_argv = ["grid", "run", str(grid_file), "--executor", "debug", "--root", str(root),
+                "--data", f"simulated={tiny_meg_root}"]
+    grid = grids.load_grid(grid_file)
+    runs = grids.resolve_runs(grid, root)
+
+    # the first run is interrupted after its first epoch; the others finish
+    write_epoch = Trainer._write_epoch
+
+    def interrupted(self, improved):
+        write_epoch(self, improved)
+        if self.folder == runs[0].folder and self.epoch == 1:
+            raise Preempted("killed after epoch 1")
+
+    monkeypatch.setattr(Trainer, "_write_epoch", interrupted)
+    monkeypatch.setattr("pdb.post_mortem", lambda *args: None)  # the debug executor's reflex
+    assert main(run_argv) == 1  # a run failed
+    assert "3 done, 1 failed" in capsys.readouterr().out.replace("\n", ", ")
+    history = (runs[0].folder / "history.jsonl").read_text().splitlines()
+    assert len(history) == 1 and (runs[0].folder / "checkpoint.pt").exists()
+
+    assert main(["grid", "status", str(grid_file), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "3 done, 1 failed" in out and "Preempted: killed after epoch 1" in out
+
+    # relaunch: finished runs are skipped, the interrupted one resumes from its checkpoint
+    monkeypatch.setattr(Trainer, "_write_epoch", write_epoch)
+    assert main(run_argv) == 0
+    assert "submitted 1 of 4 runs (3 done)" in capsys.readouterr().out
+    resumed = (runs[0].folder / "history.jsonl").read_text().splitlines()
+    assert len(resumed) == 2 and resumed[0] == history[0]  # epoch 1 was not trained again
+    assert main(run_argv) == 0
+    assert "submitted 0 of 4 runs (4 done)" in capsys.readouterr().out
+
+    assert main(["grid", "table", str(grid_file), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(root / "sim" / "table.csv")
+    assert list(table["model"]) == ["contrastive", "untrained"]
+    for row in table.itertuples():
+        group = [r for r in runs if r.labels["model"] == row.model]
+        top10 = [json.loads((r.folder / "report.json").read_text())
+                 ["metrics"]["model"]["segment"]["top10"] for r in group]
+        assert table.loc[row.Index, "model.segment.top10"] == pytest.approx(np.mean(top10))
+        assert table.loc[row.Index, "model.segment.top10.sem"] == \
+            pytest.approx(np.std(top10, ddof=1) / np.sqrt(2))
+        assert f"| {row.model} |" in out
+    assert (root / "sim" / "table.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_preempted_job_requeues_itself_and_resumes(tiny_meg_root, tmp_path, monkeypatch):
+    """A local submitit job gets the preemption signal (SIGUSR2) in the middle of training:
+    GridJob.checkpoint requeues it and the new process resumes from checkpoint.pt."""
+    from braindecode_speech.presets import tiny_config
+
+    monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(tmp_path / "cache"))
+    config = tiny_config(tiny_meg_root).with_overrides({"optim.max_epochs": 6,
+                                                        "ridge.enabled": False})
+    folder = tmp_path / "run"
+    executor = grids.make_executor("local", tmp_path / "logs", SlurmConfig(timeout_min=20))
+    job = executor.submit(GridJob(config, folder))
+    deadline = time.time() + 300
+    while not (folder / "checkpoint.pt").exists():
+        assert time.time() < deadline and not job.done(), "no checkpoint written"
+        time.sleep(0.2)
+    first_epoch = (folder / "history.jsonl").read_text().splitlines()[0]
+    killed = json.loads((folder / "status.json").read_text())["pid"]
+    os.kill(killed, signal.SIGUSR2)
+    report = job.result()
+    assert report["metrics"]["model"]["segment"]["top10"] >= 0
+    history = (folder / "history.jsonl").read_text().splitlines()
+    assert history[0] == first_epoch  # resumed, not trained again from scratch
+    assert len(history) == 6
+    assert json.loads((folder / "status.json").read_text())["pid"] != killed
+    log = job.paths.stderr.read_text()
+    assert "this job is preempted" in log and "Requeued job" in log

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         grid.slurm = grid.slurm.with_overrides(slurm_overrides(args))
         table = grids.launch(grid, args.root, args.executor, parse_data(args.data), args.dry_run,
                              args.jobs)
-        columns = [*grids.label_columns(grid), "signature", "state", "submitted"]
+        columns = [*grids.label_columns(grid), grids.SEED_KEY, "signature", "state",
+                   "submitted"]
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(table[[c for c in columns if c in table]].to_string(index=False))
         verb = "would submit" if args.dry_run else "submitted"
