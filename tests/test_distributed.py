@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
+import submitit
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -201,3 +203,22 @@ def test_single_process_helpers_are_no_ops():
     assert distributed.batch_share_loss(ClipLoss(), speech, speech, 5).item() == \
         pytest.approx(ClipLoss()(speech, speech).item())
     assert distributed.rank_device("cpu", 3) == torch.device("cpu")
+
+
+def _join_process_group() -> tuple[int, int, int, float]:
+    """Run in each task of a submitit job: join the group, sum ``rank + 1`` over it."""
+    info = distributed.init_process_group()
+    (total,) = distributed.all_reduce_sum([info.rank + 1.0])
+    torch.distributed.destroy_process_group()
+    return info.rank, info.world_size, info.local_rank, total
+
+
+@pytest.mark.slow
+def test_submitit_tasks_form_a_process_group(tmp_path, monkeypatch):
+    """The tasks of one submitit job (here local; on SLURM, ``--ntasks-per-node`` × nodes)
+    find each other from their job environment."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # to unpickle the function
+    executor = submitit.LocalExecutor(tmp_path)
+    executor.update_parameters(tasks_per_node=2, timeout_min=5)
+    job = executor.submit(_join_process_group)
+    assert sorted(job.results()) == [(0, 2, 0, 3.0), (1, 2, 1, 3.0)]
