@@ -386,7 +386,8 @@ def load_weights(folder: str | Path) -> tuple[ExperimentConfig, dict[str, torch.
 def attention_maps(folder: str | Path, recording: int = 0) -> tuple[np.ndarray, mne.Info]:
     """Spatial-attention weights ``[n_spatial, C]`` (each row sums to 1 over the sensors) of
     the run in ``folder`` on the sensors of the study's ``recording``-th recording, and the
-    ``mne.Info`` of those sensors (for topomaps)."""
+    ``mne.Info`` of those sensors (for topomaps). The sensor positions come from the run's
+    preprocessing cache (the recording is preprocessed again if it is not cached)."""
     config, state = load_weights(folder)
     if not (config.model.spatial_attention and config.model.merger == "positions"):
         raise ConfigError(f"{folder}: the model has no position-based spatial attention")

@@ -396,8 +396,7 @@ def _alive(host: str, pid: int) -> bool | None:
     return psutil.pid_exists(pid) if host == socket.gethostname() else None
 
 
-def _log_tail(run: Path, job: dict[str, Any] | None, state: dict[str, Any] | None,
-              n_lines: int) -> str:
+def _log_tail(job: dict[str, Any] | None, state: dict[str, Any] | None, n_lines: int) -> str:
     """Last ``n_lines`` of the job's error log, else of the traceback the run recorded."""
     if n_lines <= 0:
         return ""
@@ -453,7 +452,7 @@ def status(grid: Grid, root: str | Path, data: Mapping[str, str] | str | None = 
             **run.labels, "signature": run.signature, "state": state,
             "epochs": len(history.read_text().splitlines()) if history.exists() else 0,
             "job_id": job["job_id"] if job else "", "detail": detail,
-            "log": _log_tail(run.folder, job, _read_json(run.folder / _STATE_FILE), log_lines)
+            "log": _log_tail(job, _read_json(run.folder / _STATE_FILE), log_lines)
             if state == "failed" else "",
         })
     return pd.DataFrame(rows)

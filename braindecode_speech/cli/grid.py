@@ -31,15 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "this process, one after the other, a failure opens pdb "
                           "(default: local)")
     run.add_argument("--data", action="append", default=[], metavar="[STUDY=]PATH",
-                     help="local copy of a study (STUDY=PATH, repeatable), or a folder with "
-                          "one sub-folder per study (PATH/<study name>)")
+                     help="local copy of a study (STUDY=PATH, repeatable), or one folder: "
+                          "the study itself in a single-study grid, else a folder with one "
+                          "sub-folder per study (PATH/<study name>)")
     run.add_argument("--dry-run", action="store_true",
                      help="list the runs and what would be submitted, submit nothing")
     run.add_argument("--jobs", type=int, default=1,
                      help="local executor: runs at the same time (default: 1)")
     run.add_argument("--table", action="store_true",
                      help="then, if every run is done, write the table (as `grid table`)")
-    add_slurm_arguments(run)
+    _add_slurm_arguments(run)
 
     show = actions.add_parser("status", help="state of every run, last log lines of failures")
     show.add_argument("--lines", type=int, default=10,
@@ -51,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "(default: runs)")
 
 
-def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     """Options overriding the grid's :class:`~braindecode_speech.grid.SlurmConfig`."""
     group = parser.add_argument_group("SLURM resources (override the grid file)")
     for flag, kind, text in [
@@ -67,7 +68,7 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=kind, help=text)
 
 
-def slurm_overrides(args: argparse.Namespace) -> dict[str, object]:
+def _slurm_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The SLURM options given on the command line, as ``SlurmConfig`` overrides."""
     from ..grid import SlurmConfig
 
@@ -75,7 +76,7 @@ def slurm_overrides(args: argparse.Namespace) -> dict[str, object]:
             if getattr(args, key, None) is not None}
 
 
-def parse_data(items: list[str]) -> dict[str, str] | str | None:
+def _parse_data(items: list[str]) -> dict[str, str] | str | None:
     """``--data`` values: ``STUDY=PATH`` pairs, or one folder of studies."""
     if not items:
         return None
@@ -93,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     grid = grids.load_grid(args.file)
     if args.action == "run":
-        grid.slurm = grid.slurm.with_overrides(slurm_overrides(args))
-        table = grids.launch(grid, args.root, args.executor, parse_data(args.data), args.dry_run,
+        grid.slurm = grid.slurm.with_overrides(_slurm_overrides(args))
+        table = grids.launch(grid, args.root, args.executor, _parse_data(args.data), args.dry_run,
                              args.jobs)
         columns = [*grids.label_columns(grid), grids.SEED_KEY, "signature", "state",
                    "submitted"]
