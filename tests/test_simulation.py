@@ -171,12 +171,13 @@ def test_summary_counts(tiny_meg_root):
 
 
 # --- determinism and caching -------------------------------------------------------------------
-@pytest.mark.parametrize("modality", ["eeg", "meg"])
+@pytest.mark.parametrize("modality", ["eeg", pytest.param("meg", marks=pytest.mark.slow)])
 def test_same_seed_same_bytes_other_seed_other_bytes(modality, tmp_path):
     layouts = {"meg_layouts": ("KIT-208",)} if modality == "meg" else {}
     config = _micro(modality=modality, **layouts)
     first = _tree_hashes(simulate(config, tmp_path / "a"))
-    assert first == _tree_hashes(simulate(config, tmp_path / "b"))
+    in_parallel = config.with_overrides({"n_jobs": 2})  # sessions in worker processes
+    assert first == _tree_hashes(simulate(in_parallel, tmp_path / "b"))
     assert any(name.endswith((".fif", ".eeg")) for name in first)
     other = _tree_hashes(simulate(config.with_overrides({"seed": 1}), tmp_path / "c"))
     data = [name for name in first if name.endswith((".wav", ".fif", ".eeg"))]

@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import matplotlib
+    import mne
 
     matplotlib.use("Agg")
 
@@ -27,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     study = get(args.study, args.data, subjects=[args.subject])
     evoked = word_evoked(study.recordings())
-    figure = evoked.plot_joint(
-        times=list(TOPOMAP_TIMES), show=False,
-        title=f"{study.name} sub-{args.subject}: response to {evoked.nave} word onsets")
+    with mne.utils.use_log_level("error"):
+        figure = evoked.plot_joint(
+            times=list(TOPOMAP_TIMES), show=False,
+            title=f"{study.name} sub-{args.subject}: response to {evoked.nave} word onsets")
     figure.savefig(args.out, dpi=70)
     print(f"Evoked response of sub-{args.subject} ({evoked.nave} words) saved to {args.out}")
     return 0

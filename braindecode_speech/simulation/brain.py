@@ -4,21 +4,26 @@
 
 1. the speech-evoked activity of the subject's temporal dipoles (:mod:`.responses`), computed at
    100 Hz over the whole recording and interpolated to ``sfreq`` with a cubic spline;
-2. background brain activity: :data:`N_BACKGROUND_DIPOLES` random dipoles with independent
-   1/f time courses, through the same forward model, so the noise is spatially correlated as
-   in real data (generated efficiently from the principal components of their sensor
-   covariance, 99.9 % of its variance), plus four parieto-occipital dipoles carrying bursty
-   alpha (9-11.5 Hz);
+2. background brain activity: :data:`N_BACKGROUND_DIPOLES` random dipoles in a cortical shell
+   with independent 1/f time courses, through the same forward model, so the noise is
+   spatially correlated as in real data (generated efficiently from the principal components
+   of their sensor covariance, 99.9 % of its variance), plus four parieto-occipital dipoles
+   carrying bursty alpha (9-11.5 Hz);
 3. white sensor noise, 50 Hz line noise, slow drifts, bad channels (flat or noisy) and
    artifact segments (muscle bursts, movements).
 
 Magnitudes are in SI units (:data:`MAGNITUDES`). The stimulus-driven signal is scaled so that,
 for each channel type, the signal-to-noise ratio is ``snr``:
 
-    snr = mean power of the stimulus-driven signal
+    snr = mean power of the stimulus-driven signal while sounds play
           / mean power of (background brain activity + white sensor noise),
 
-means over channels and time. Line noise, drifts, bad channels and artifacts come on top.
+means over channels (and time); power is the mean square. Line noise, drifts, bad channels
+and artifacts come on top. Spatial filtering raises the SNR of a dipole's time course 20- to
+80-fold (the background is spatially smooth, the temporal dipoles focal), so single-trial
+SNRs as low as :data:`DEFAULT_SNR` still allow decoding: on the ``demo`` study a per-subject
+ridge regression from MEG to a 20-band spectrogram identifies the heard 3 s segment among
+~490 with 3-14 % top-1 and 18-37 % top-10 accuracy (chance 0.2 % and 2 %).
 
 Every term is a deterministic function of the seeds and the sample range, so any span of a
 recording can be computed on its own (:meth:`RecordingSimulator.__call__`), which lets
@@ -55,7 +60,8 @@ from .sensors import HEAD_CENTER
 __all__ = ["DEFAULT_SNR", "MAGNITUDES", "Magnitudes", "N_BACKGROUND_DIPOLES", "SubjectModel",
            "RecordingSimulator", "simulate_brain_signals", "draw_bad_channels", "draw_artifacts"]
 
-#: default signal-to-noise ratio (power ratio, see module docstring)
+#: default signal-to-noise ratio (power ratio, see module docstring): decoding is hard but
+#: possible
 DEFAULT_SNR = 0.005
 N_BACKGROUND_DIPOLES = 1000
 _BACKGROUND_VARIANCE_KEPT = 0.999

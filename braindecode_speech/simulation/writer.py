@@ -35,6 +35,7 @@ from pathlib import Path
 import mne_bids
 import numpy as np
 import pandas as pd
+import yaml
 from tqdm import tqdm
 
 from .. import __version__
@@ -244,9 +245,10 @@ def _write_raw(raw: SimulatedRaw, bids_path: mne_bids.BIDSPath, modality: str) -
     missing-events warnings (events.tsv is written separately)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(Converting data files|No events found)")
-        # mne-bids 0.20 reads KIT head-position coils with a function that accepts only
-        # mne's KIT-file reader and raises TypeError on any other Raw with KIT coils; a
-        # simulated recording has no such coils, which mne-bids handles as a RuntimeError.
+        # mne-bids 0.20 looks for KIT head-position coils with a function that accepts only
+        # Raw objects of mne's KIT-file reader (TypeError for any other Raw with KIT coils);
+        # answering as that function does for a KIT file without marker coils
+        # (RuntimeError) lets mne-bids record "no head-position coils".
         with unittest.mock.patch("mne.chpi.extract_chpi_locs_kit",
                                  side_effect=RuntimeError("no KIT marker coils")):
             mne_bids.write_raw_bids(raw, bids_path, format="FIF" if modality == "meg"
@@ -261,9 +263,8 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
     sounds = stimuli.sounds[stimuli.sounds["story"] == story]
     words = stimuli.words[stimuli.words["story"] == story]
     rows = []
-    time = _PRE_SILENCE
+    start = round(_PRE_SILENCE * sfreq) / sfreq
     for sound in sounds.itertuples():
-        start = round(time * sfreq) / sfreq
         rows.append(dict(onset=start, duration=sound.duration, trial_type="sound",
                          story=story, sound=sound.sound, sound_offset=0.0))
         in_sound = words[words["sound"] == sound.sound]
@@ -281,8 +282,9 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
                 word=word.word, word_index=word.word_index, sequence_id=word.sequence_id,
                 condition=word.condition, story=story, sound=sound.sound,
                 sound_offset=word.sound_offset))
-        time = start + sound.duration + rng.uniform(*_SOUND_GAP)
-    n_times = int(np.ceil((time - _SOUND_GAP[0] + _POST_SILENCE) * sfreq))
+        end = start + sound.duration
+        start = round((end + rng.uniform(*_SOUND_GAP)) * sfreq) / sfreq
+    n_times = int(np.ceil((end + _POST_SILENCE) * sfreq))
     events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     order = events["trial_type"].map({"sound": 0, "sentence": 1, "word": 2})
     events = events.assign(_order=order).sort_values(["onset", "_order"], kind="stable")
@@ -342,7 +344,9 @@ def _write_study_files(config: SimulationConfig, stimuli: Stimuli, root: Path,
         layouts=", ".join(config.layouts), sfreq=config.sfreq, snr=config.snr))
     source = root / MARKER.parent
     source.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(source / "config.yaml")
+    # the fields that define the data (not n_jobs): same study, same bytes
+    (source / "config.yaml").write_text(yaml.safe_dump(config.signature_dict(),
+                                                       sort_keys=False))
     columns = ["participant_id", "session", "task", "kind", "onset", "duration", "n_channels"]
     artifacts.reindex(columns=columns).to_csv(source / "artifacts.tsv", sep="\t", index=False,
                                               float_format="%.3f")
