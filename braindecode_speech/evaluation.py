@@ -424,10 +424,13 @@ def _nest(columns: list[str], values: Sequence[Any]) -> dict[str, dict[str, Any]
 
 
 def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``[N, F, T]`` → float ``[N, F * T]`` tensor (copied), checked for NaN/inf."""
+    """``[N, F, T]`` → float ``[N, F * T]`` tensor, checked for NaN/inf (memory shared with
+    ``predictions`` where possible; read-only arrays are copied)."""
     if predictions.ndim != 3:
         raise ValueError(f"predictions must be [N, F, T], got shape {tuple(predictions.shape)}")
-    z = torch.as_tensor(np.array(predictions) if isinstance(predictions, np.ndarray) else predictions)
+    if isinstance(predictions, np.ndarray) and not predictions.flags.writeable:
+        predictions = np.array(predictions)  # torch cannot share read-only memory
+    z = torch.as_tensor(predictions)
     z = z.reshape(z.shape[0], -1)
     if not z.is_floating_point():
         raise ValueError(f"predictions must be floating point, got {z.dtype}")

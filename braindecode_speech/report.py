@@ -61,11 +61,14 @@ from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
 from .evaluation import LEVELS, RetrievalResult
 
-__all__ = ["SCHEMA_VERSION", "format_table", "write_report"]
+__all__ = ["REPORT_FIELDS", "SCHEMA_VERSION", "format_table", "write_report"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: top-level fields of report.json written by :func:`write_report` (``extra`` may not use them)
+REPORT_FIELDS = ("schema_version", "n_candidates", "n_words", "topk", "n_windows", "chance",
+                 "chance_shuffled", "metrics", "ci", "per_subject", "files")
 #: words shown on each side of the anchor word in the decoded examples
 CONTEXT_WORDS = 7
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -90,6 +93,11 @@ def write_report(
     """
     _check_results(results)
     extra = dict(extra or {})
+    _check_extra(extra)
+    with_examples = candidate_sentences is not None or candidate_word_index is not None
+    if with_examples:
+        _check_sentences(candidate_sentences, candidate_word_index,
+                         next(iter(results.values())).n_candidates)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     first = next(iter(results.values()))
@@ -106,7 +114,7 @@ def write_report(
     _write_atomic(folder / "per_subject.csv", lambda p: per_subject.to_csv(p, index=False))
 
     figures = {"accuracy_per_subject.png": plot_accuracy_per_subject(results)}
-    if candidate_sentences is not None or candidate_word_index is not None:
+    if with_examples:
         figures["decoded_examples.png"] = plot_decoded_examples(
             next(iter(results)), first, candidate_sentences, candidate_word_index, n_examples,
             seed,
@@ -114,8 +122,8 @@ def write_report(
     else:
         log.info("no candidate sentences given: decoded_examples.png not written")
     for file_name, figure in figures.items():
-        _write_atomic(folder / file_name, lambda p, f=figure: f.savefig(p, format="png", dpi=100,
-                                                           bbox_inches="tight"))
+        _write_atomic(folder / file_name,
+                      lambda p, f=figure: f.savefig(p, format="png", dpi=100, bbox_inches="tight"))
 
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -140,14 +148,6 @@ def write_report(
             "figures": list(figures),
         },
     }
-    clash = sorted(set(extra) & set(report))
-    if clash:
-        raise ValueError(f"extra entries {clash} would overwrite report.json fields")
-    for key, value in extra.items():
-        try:
-            json.dumps(value)
-        except TypeError as exc:
-            raise TypeError(f"extra[{key!r}] cannot be written to report.json: {exc}") from None
     report.update(extra)
     path = folder / "report.json"
     _write_atomic(path, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
@@ -272,6 +272,17 @@ def _check_results(results: dict[str, RetrievalResult]) -> None:
                 f"{result.n_words} words / topk {result.topk}, unlike the first result "
                 f"({first.n_candidates} / {first.n_words} / {first.topk})"
             )
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    clash = sorted(set(extra) & set(REPORT_FIELDS))
+    if clash:
+        raise ValueError(f"extra entries {clash} would overwrite report.json fields")
+    for key, value in extra.items():
+        try:
+            json.dumps(value)
+        except TypeError as exc:
+            raise TypeError(f"extra[{key!r}] cannot be written to report.json: {exc}") from None
 
 
 def _check_sentences(

@@ -293,7 +293,7 @@ def test_memmap_pages_are_released_after_each_chunk(tmp_path):
     assert _mapped_file_kb() - before < 8_000  # the 40 MB file is not left mapped
 
 
-def test_memmap_with_header_offset_and_truncated_file(tmp_path):
+def test_memmaps_with_header_offset_and_truncated_file(tmp_path):
     case = make_case(seed=11)
     path = tmp_path / "raw.f32"
     with open(path, "wb") as f:
@@ -302,7 +302,9 @@ def test_memmap_with_header_offset_and_truncated_file(tmp_path):
     on_disk = np.memmap(path, np.float32, "r", offset=100, shape=case["candidates"].shape)
     predictions = case["candidates"][case["targets"]] + 0.5
     dense = dense_reference(predictions, case["candidates"], case["targets"], case["words"])
-    result = evaluate(case, predictions, on_disk, chunk_size=7)
+    np.save(tmp_path / "predictions.npy", predictions)
+    read_only_predictions = np.load(tmp_path / "predictions.npy", mmap_mode="r")
+    result = evaluate(case, read_only_predictions, on_disk, chunk_size=7)
     np.testing.assert_array_equal(result.per_window["word_rank"], dense["word_rank"])
     np.testing.assert_array_equal(result.per_window["segment_rank"], dense["segment_rank"])
 

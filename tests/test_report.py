@@ -129,3 +129,16 @@ def test_bad_report_inputs(tmp_path, evaluated):
         list("abcde"), pd.DataFrame({"subject": [1, 1, 2, 2]}))
     with pytest.raises(ValueError, match="evaluated on 5 candidates"):
         write_report(tmp_path, {"model": results["model"], "other": other})
+
+
+def test_report_fields_constant_matches_report(tmp_path, evaluated):
+    from braindecode_speech.report import REPORT_FIELDS
+
+    report = json.loads(write_report(tmp_path, evaluated["results"], {"x": 1}).read_text())
+    assert set(report) == {*REPORT_FIELDS, "x"}
+
+
+def test_bad_extra_writes_nothing(tmp_path, evaluated):
+    with pytest.raises(TypeError, match="extra"):
+        write_report(tmp_path / "out", evaluated["results"], {"audit": {1, 2}})
+    assert not (tmp_path / "out").exists()
