@@ -430,3 +430,25 @@ def test_simulator_input_errors():
         simulate_brain_signals(info, events, 1000, seed=0, bad_channels={"MEG 999": "flat"})
     with pytest.raises(ValueError, match="bad_channels"):
         simulate_brain_signals(info, events, 1000, seed=0, bad_channels={"1": "broken"})
+
+
+# --- commands ---------------------------------------------------------------------------------
+def test_simulate_command_prints_a_summary(tmp_path, capsys):
+    from braindecode_speech.cli import main
+
+    code = main(["simulate", "--out", str(tmp_path / "study"), "--preset", "tiny",
+                 "--modality", "eeg", "n_subjects=1", "n_stories=1", "story_duration=8.0",
+                 "chunk_duration=4.0", "eeg_layouts=[easycap-M10]"])
+    out = capsys.readouterr().out
+    assert code == 0 and is_complete(tmp_path / "study", _micro())
+    assert "subjects: 1  recordings: 1" in out and "distinct sentences:" in out
+
+
+@pytest.mark.slow
+def test_plot_evoked_command(tiny_meg_root, tmp_path, capsys):
+    from braindecode_speech.cli import main
+
+    figure = tmp_path / "evoked.png"
+    assert main(["plot-evoked", "--data", str(tiny_meg_root), "--subject", "02",
+                 "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000 and "sub-02" in capsys.readouterr().out

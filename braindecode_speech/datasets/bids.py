@@ -157,13 +157,13 @@ class BIDSStudy(Study):
             out["sound_id"] = table[c.sound].where(table[c.sound].notna(), None)
             out["filepath"] = [None if pd.isna(s) else str(self.root / s)
                                for s in table[c.sound]]
-        missing_path = sounds & out.get("filepath", pd.Series(None, index=out.index)).isna()
-        if missing_path.any():
-            raise StudyError(f"{path}: {int(missing_path.sum())} sound events have no "
-                             f"{c.sound!r} path")
-        for wav in dict.fromkeys(out.loc[sounds, "filepath"]):
-            if not Path(wav).is_file():
-                raise StudyError(f"{path}: sound file {wav} does not exist")
+            no_path = sounds & out["filepath"].isna()
+            if no_path.any():
+                raise StudyError(f"{path}: {int(no_path.sum())} sound events have no "
+                                 f"{c.sound!r} path")
+            for wav in dict.fromkeys(out.loc[sounds, "filepath"]):
+                if not Path(wav).is_file():
+                    raise StudyError(f"{path}: sound file {wav} does not exist")
         return make_events(out.to_dict("records"))
 
 

@@ -47,7 +47,7 @@ class SimulationConfig(Config):
 
     _exclude_from_signature: ClassVar[tuple[str, ...]] = ("n_jobs",)
 
-    preset: PresetName = "demo"
+    preset: PresetName = Field("demo", description="the preset these values come from (a label)")
     seed: int = Field(0, ge=0, description="seed of everything: stories, voices, subjects, noise")
     modality: Literal["meg", "eeg"] = "meg"
     meg_layouts: tuple[MegLayout, ...] = Field(
