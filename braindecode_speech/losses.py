@@ -73,7 +73,17 @@ class ClipLoss(nn.Module):
 
     def logits(self, brain: Tensor, speech: Tensor) -> Tensor:
         """Scores divided by the temperature, ``[B, N]``."""
-        scores = clip_scores(brain, speech)
+        return self._with_temperature(clip_scores(brain, speech))
+
+    def from_scores(self, scores: Tensor) -> Tensor:
+        """The loss from the ``[B, B]`` scores of a batch (row i: brain i against every speech
+        segment of the batch; the match is on the diagonal)."""
+        if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+            raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
+        logits = self._with_temperature(scores)
+        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+
+    def _with_temperature(self, scores: Tensor) -> Tensor:
         if self.log_temperature is None:
             return scores
         return scores / self.log_temperature.exp()
@@ -84,8 +94,7 @@ class ClipLoss(nn.Module):
                 f"brain and speech must be matching [B, F, T] batches, got {tuple(brain.shape)} "
                 f"and {tuple(speech.shape)}"
             )
-        logits = self.logits(brain, speech)
-        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+        return self.from_scores(clip_scores(brain, speech))
 
 
 class MSELoss(nn.Module):

@@ -51,6 +51,16 @@ def test_learned_temperature_is_trained():
     assert loss_fn.log_temperature.grad is not None and loss_fn.log_temperature.grad != 0
 
 
+def test_clip_loss_from_scores_equals_the_loss_on_predictions():
+    torch.manual_seed(5)
+    brain, speech = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    loss_fn = ClipLoss(temperature=0.3)
+    scores = clip_scores(brain, speech)
+    torch.testing.assert_close(loss_fn.from_scores(scores), loss_fn(brain, speech))
+    with pytest.raises(ValueError, match="square"):
+        loss_fn.from_scores(scores[:3])
+
+
 def test_clip_scores_ignore_the_norm_of_candidates():
     torch.manual_seed(2)
     brain, speech = torch.randn(5, 3, 7), torch.randn(5, 3, 7)

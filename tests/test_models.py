@@ -189,12 +189,14 @@ def test_subject_embedding_appends_subject_vector_and_mean_for_unknown():
 # -------------------------------------------------------------------------------- conv stack
 def test_conv_stack_follows_the_paper_layout():
     stack = DilatedConvStack(n_inputs=270, hidden=320, depth=5)
-    convs = [m for m in stack.layers if isinstance(m, DilatedConv)]
+    assert len(stack.blocks) == 5
+    assert all([type(m) for m in block] == [DilatedConv, DilatedConv, GLUConv]
+               for block in stack.blocks)
+    convs = [m for m in stack.modules() if isinstance(m, DilatedConv)]
     assert [c.layers[0].dilation[0] for c in convs] == [1, 2, 4, 8, 16] * 2
     assert [c.residual for c in convs] == [False] + [True] * 9
-    assert [type(m) for m in stack.layers[:3]] == [DilatedConv, DilatedConv, GLUConv]
-    assert sum(isinstance(m, GLUConv) for m in stack.layers) == 5
     assert convs[0].layers[0].in_channels == 270
+    assert stack(torch.randn(2, 270, 9)).shape == (2, 320, 9)
 
 
 def test_even_kernel_is_rejected():

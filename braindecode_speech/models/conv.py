@@ -108,17 +108,22 @@ class DilatedConvStack(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        layers: list[nn.Module] = []
-        for index in range(2 * depth):
-            layers.append(DilatedConv(
-                n_inputs if index == 0 else hidden, hidden, kernel_size,
-                dilation=dilation_growth ** (index % dilation_period),
-                residual=skip and index > 0, batch_norm=batch_norm, activation=activation,
-                dropout=dropout,
-            ))
-            if glu and index % 2 == 1:
+        blocks = []
+        for block in range(depth):
+            layers: list[nn.Module] = []
+            for index in (2 * block, 2 * block + 1):
+                layers.append(DilatedConv(
+                    n_inputs if index == 0 else hidden, hidden, kernel_size,
+                    dilation=dilation_growth ** (index % dilation_period),
+                    residual=skip and index > 0, batch_norm=batch_norm, activation=activation,
+                    dropout=dropout,
+                ))
+            if glu:
                 layers.append(GLUConv(hidden, kernel_size))
-        self.layers = nn.Sequential(*layers)
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
+        for block in self.blocks:
+            x = block(x)
+        return x

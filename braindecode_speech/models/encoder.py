@@ -170,22 +170,54 @@ class BrainEncoder(nn.Module):
         else:
             self.final = nn.Conv1d(config.hidden, n_outputs, 1)
 
-    def merge_sensors(self, x: Tensor, positions: Tensor | None, mask: Tensor | None) -> Tensor:
-        """``x [B, C, T]`` → ``[B, n_spatial, T]`` (or the masked input without a merger)."""
+    def spatial_dropout(self, positions: Tensor | None, mask: Tensor | None) -> Tensor | None:
+        """Draw the spatial dropout of a whole batch, ``[B, C]`` bool (True = dropped), or
+        None when there is none (eval mode, radius 0, no positions merger).
+
+        Passing it to :meth:`embed_sensors` of pieces of the batch reproduces the dropout of
+        one full-batch forward (same random draw).
+        """
+        merger = self.merger
+        if not (isinstance(merger, SpatialAttention) and merger.training
+                and merger.dropout_radius > 0):
+            return None
+        if positions is None or mask is None:
+            raise ValueError("spatial dropout needs sensor positions [B, C, 2] and mask [B, C]")
+        return merger.dropped_sensors(merger.clean_positions(positions, mask), mask)
+
+    def embed_sensors(
+        self,
+        x: Tensor,
+        subjects: Tensor,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+        dropped: Tensor | None = None,
+    ) -> Tensor:
+        """The part before the convolution stack (merger, 1×1 conv, subject layer/embedding):
+        ``x [B, C, T]`` → ``[B, channels, T]``. Each sample is processed independently.
+        ``dropped``: spatial dropout drawn beforehand by :meth:`spatial_dropout`."""
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if isinstance(self.merger, SpatialAttention):
             if positions is None:
                 raise ValueError("the positions merger needs sensor positions [B, C, 2]")
-            return self.merger(x, positions, mask)
-        if isinstance(self.merger, ChannelReordering):
-            return self.merger(x, mask)
-        if x.shape[1] != self.n_channels:
+            h = self.merger(x, positions, mask, dropped)
+        elif isinstance(self.merger, ChannelReordering):
+            h = self.merger(x, mask)
+        elif x.shape[1] != self.n_channels:
             raise ValueError(
                 f"without spatial attention the encoder expects {self.n_channels} channels, "
                 f"got {x.shape[1]}"
             )
-        return x if bool(mask.all()) else x.masked_fill(~mask[:, :, None], 0.0)
+        else:
+            h = x if bool(mask.all()) else x.masked_fill(~mask[:, :, None], 0.0)
+        if self.initial_linear is not None:
+            h = self.initial_linear(h)
+        if self.subject_layers is not None:
+            h = self.subject_layers(h, subjects)
+        if self.subject_embedding is not None:
+            h = self.subject_embedding(h, subjects)
+        return h
 
     def forward(
         self,
@@ -194,11 +226,4 @@ class BrainEncoder(nn.Module):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
-        h = self.merge_sensors(x, positions, mask)
-        if self.initial_linear is not None:
-            h = self.initial_linear(h)
-        if self.subject_layers is not None:
-            h = self.subject_layers(h, subjects)
-        if self.subject_embedding is not None:
-            h = self.subject_embedding(h, subjects)
-        return self.final(self.convs(h))
+        return self.final(self.convs(self.embed_sensors(x, subjects, positions, mask)))

@@ -105,19 +105,26 @@ class SpatialAttention(nn.Module):
         nothing_left = ~(mask & ~dropped).any(dim=1)
         return dropped & ~nothing_left[:, None]
 
-    def forward(self, x: Tensor, positions: Tensor, mask: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, positions: Tensor, mask: Tensor, dropped: Tensor | None = None
+    ) -> Tensor:
         """``x [B, C, T]``, ``positions [B, C, 2]``, ``mask [B, C]`` → ``[B, n_outputs, T]``.
 
         Padding sensors (mask False) get zero weight; their data and positions are ignored
-        (their data must be finite).
+        (their data must be finite). ``dropped [B, C]``, if given, replaces the random spatial
+        dropout (so that a batch processed in pieces can use dropout drawn for the whole batch).
         """
         check_sensor_inputs(x, mask, positions)
-        positions = positions.to(self.weight.dtype).masked_fill(~mask[..., None], 0.0)
-        keep = mask
-        if self.training and self.dropout_radius > 0:
-            keep = mask & ~self.dropped_sensors(positions, mask)
+        positions = self.clean_positions(positions, mask)
+        if dropped is None and self.training and self.dropout_radius > 0:
+            dropped = self.dropped_sensors(positions, mask)
+        keep = mask if dropped is None else mask & ~dropped
         logits = self.attention_logits(positions)
         return masked_channel_softmax(logits, keep, x)
+
+    def clean_positions(self, positions: Tensor, mask: Tensor) -> Tensor:
+        """Positions in the weights' dtype with padding sensors moved to (0, 0)."""
+        return positions.to(self.weight.dtype).masked_fill(~mask[..., None], 0.0)
 
     def extra_repr(self) -> str:
         return (

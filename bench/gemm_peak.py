@@ -1,0 +1,69 @@
+"""Benchmark ``gemm_peak``: the machine's fp32 matrix-multiply throughput (GFLOP/s).
+
+Times ``torch.mm`` of two square fp32 matrices in a fresh subprocess using ``threads`` threads;
+the achieved GFLOP/s of the median run is the reference against which the encoder's training
+step efficiency is expressed (see ``bench/train_step.py``).
+
+Run on its own: ``python bench/gemm_peak.py --threads 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+SIZE = 2048  # matrix side: large enough for peak throughput, ~0.1 s per product on 2 cores
+REPEATS = 10
+
+
+def _measure(threads: int) -> dict:
+    """Run in the worker process: time ``REPEATS`` products after one warm-up."""
+    import torch
+
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(SIZE, SIZE, generator=generator)
+    b = torch.randn(SIZE, SIZE, generator=generator)
+    torch.mm(a, b)
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {
+        "name": "gemm_peak",
+        "seconds": median,
+        "seconds_min": min(times),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gflops": 2 * SIZE**3 / median / 1e9,
+        "config": {"size": SIZE, "dtype": "float32", "repeats": REPEATS, "threads": threads},
+    }
+
+
+def bench(threads: int) -> dict:
+    """Median fp32 GEMM time and GFLOP/s with ``threads`` threads (fresh subprocess)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    result = subprocess.run(
+        [sys.executable, __file__, "--threads", str(threads), "--worker"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    print(json.dumps(_measure(args.threads) if args.worker else bench(args.threads)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The fast and lean training steps must reproduce the plain step exactly (float tolerance)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from braindecode_speech.contrastive_step import ContrastiveStep
+from braindecode_speech.losses import ClipLoss
+from braindecode_speech.models import EncoderConfig
+
+SMALL = {"n_spatial": 6, "n_fourier": 4, "hidden": 8, "depth": 2, "dropout_radius": 0.4,
+         "signal_embedding_dim": 4, "signal_kernel_size": 4}
+
+
+def make_batch(batch_size: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Two sensor layouts (7 and 5 sensors) mixed in one padded batch, 3 subjects."""
+    gen = torch.Generator().manual_seed(seed)
+    layouts = [torch.rand(7, 2, generator=gen), torch.rand(5, 2, generator=gen)]
+    brain = torch.randn(batch_size, 7, 16, generator=gen)
+    positions = torch.zeros(batch_size, 7, 2)
+    mask = torch.zeros(batch_size, 7, dtype=torch.bool)
+    for i in range(batch_size):
+        layout = layouts[i % 2]
+        positions[i, : len(layout)] = layout
+        mask[i, : len(layout)] = True
+        brain[i, len(layout):] = 0.0
+    return {
+        "brain": brain,
+        "subject": torch.randint(-1, 3, (batch_size,), generator=gen),
+        "positions": positions,
+        "mask": mask,
+        "speech": torch.randn(batch_size, 5, 16, generator=gen),
+        "index": torch.arange(batch_size),
+    }
+
+
+def make_step(mode: str, micro_batch: int = 4, seed: int = 0, bf16: bool = False, **config):
+    torch.manual_seed(seed)
+    model = EncoderConfig(**{**SMALL, **config}).build(n_subjects=3, n_outputs=5).train()
+    loss = ClipLoss(temperature=0.5, learn_temperature=True)
+    # SGD, not Adam: Adam turns float noise on gradients that are exactly zero in theory (conv
+    # biases before batch norm) into full-size updates
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1, momentum=0.9)
+    return ContrastiveStep(model, loss, optimizer, mode, micro_batch, bf16)
+
+
+def run_steps(step: ContrastiveStep, n_steps: int = 2) -> list[float]:
+    torch.manual_seed(123)  # spatial dropout and dropout draws
+    return [step(make_batch(seed=i)) for i in range(n_steps)]
+
+
+def assert_same_state(step: ContrastiveStep, reference: ContrastiveStep) -> None:
+    for (name, value), (_, expected) in zip(
+        [*step.model.state_dict().items(), *step.loss.state_dict().items()],
+        [*reference.model.state_dict().items(), *reference.loss.state_dict().items()],
+    ):
+        torch.testing.assert_close(value, expected, rtol=2e-4, atol=1e-6, msg=name)
+    for param, expected in zip([*step.model.parameters(), *step.loss.parameters()],
+                               [*reference.model.parameters(), *reference.loss.parameters()]):
+        torch.testing.assert_close(param.grad, expected.grad, rtol=2e-4, atol=1e-6)
+
+
+CONFIGS = {
+    "paper": {},
+    "conv dropout": {"dropout": 0.3},
+    "signal merger, no batch norm": {"merger": "signal", "batch_norm": False},
+    "no GLU, subject embedding": {"glu": False, "subject_layers": False,
+                                  "subject_embedding": True, "subject_embedding_dim": 2},
+}
+
+
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_step_matches_plain(mode, config):
+    plain = make_step("plain", **CONFIGS[config])
+    other = make_step(mode, micro_batch=4, **CONFIGS[config])  # 10 = 4 + 4 + 2
+    plain_losses = run_steps(plain)
+    rng_after_plain = torch.get_rng_state()
+    losses = run_steps(other)
+    assert losses == pytest.approx(plain_losses, rel=1e-5)
+    # same loss, gradients (of the last step), weights, running statistics and random stream
+    assert_same_state(other, plain)
+    assert torch.equal(torch.get_rng_state(), rng_after_plain)
+
+
+def test_micro_batch_larger_than_batch_is_plain():
+    plain, lean = make_step("plain"), make_step("lean", micro_batch=64)
+    assert run_steps(lean) == pytest.approx(run_steps(plain), rel=1e-5)
+    assert_same_state(lean, plain)
+
+
+def test_step_uses_the_whole_batch_for_batch_norm():
+    # batch norm over micro-batches alone would differ: the check above is not vacuous
+    plain = make_step("plain")
+    plain_losses = run_steps(plain, n_steps=1)
+    ghost = make_step("plain")
+    torch.manual_seed(123)
+    batch = make_batch(seed=0)
+    ghost.optimizer.zero_grad()
+    with torch.no_grad():
+        pieces = [ghost.model(batch["brain"][s], batch["subject"][s], batch["positions"][s],
+                              batch["mask"][s]) for s in (slice(0, 4), slice(4, 8), slice(8, 10))]
+        ghost_loss = ghost.loss(torch.cat(pieces), batch["speech"])
+    assert abs(float(ghost_loss) - plain_losses[0]) > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["plain", "fast", "lean"])
+def test_bf16_autocast_stays_close_to_float32(mode):
+    reference = run_steps(make_step("plain"), n_steps=1)[0]
+    loss = run_steps(make_step(mode, bf16=True), n_steps=1)[0]
+    assert loss == pytest.approx(reference, rel=0.05)
+
+
+def test_step_rejects_bad_arguments():
+    model = EncoderConfig(**SMALL).build(n_subjects=3, n_outputs=5)
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(ValueError, match="Unknown mode"):
+        ContrastiveStep(model, ClipLoss(), optimizer, mode="quick")
+    with pytest.raises(ValueError, match="micro_batch"):
+        ContrastiveStep(model, ClipLoss(), optimizer, mode="fast", micro_batch=0)
+    linear = torch.nn.Conv1d(7, 5, 1)
+    with pytest.raises(TypeError, match="BrainEncoder"):
+        ContrastiveStep(linear, ClipLoss(), optimizer, mode="lean")
+
+
+def test_plain_mode_accepts_any_model():
+    torch.manual_seed(0)
+    model = torch.nn.Conv1d(7, 5, 1)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = model
+
+        def forward(self, brain, subject, positions, mask):
+            return self.conv(brain)
+
+    wrapper = Wrapper()
+    step = ContrastiveStep(wrapper, ClipLoss(), torch.optim.SGD(wrapper.parameters(), lr=0.1))
+    batch = make_batch()
+    before = step(batch)
+    assert step(batch) < before
+
