@@ -207,15 +207,22 @@ GRID = Grid(  # the ridge baseline is left out: its fit takes most of a tiny run
 """
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Preprocessing and feature cache shared by the end-to-end tests of this module."""
+    return tmp_path_factory.mktemp("cache")
+
+
 class Preempted(Exception):
     """Stands for a job killed in the middle of training."""
 
 
 @pytest.mark.slow
-def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, tmp_path, monkeypatch, capsys):
+def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, cache, tmp_path, monkeypatch,
+                                                capsys):
     from braindecode_speech.training import Trainer
 
-    monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(cache))
     grid_file = tmp_path / "sim.py"
     grid_file.write_text(E2E_GRID)
     root = tmp_path / "runs"
@@ -268,13 +275,13 @@ def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_preempted_job_requeues_itself_and_resumes(tiny_meg_root, tmp_path, monkeypatch):
+def test_preempted_job_requeues_itself_and_resumes(tiny_meg_root, cache, tmp_path, monkeypatch):
     """A local submitit job gets the preemption signal (SIGUSR2) in the middle of training:
     GridJob.checkpoint requeues it and the new process resumes from checkpoint.pt."""
     from braindecode_speech.presets import tiny_config
 
-    monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(tmp_path / "cache"))
-    config = tiny_config(tiny_meg_root).with_overrides({"optim.max_epochs": 6,
+    monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(cache))
+    config = tiny_config(tiny_meg_root).with_overrides({"optim.max_epochs": 4,
                                                         "ridge.enabled": False})
     folder = tmp_path / "run"
     executor = grids.make_executor("local", tmp_path / "logs", SlurmConfig(timeout_min=20))
@@ -290,7 +297,7 @@ def test_preempted_job_requeues_itself_and_resumes(tiny_meg_root, tmp_path, monk
     assert report["metrics"]["model"]["segment"]["top10"] >= 0
     history = (folder / "history.jsonl").read_text().splitlines()
     assert history[0] == first_epoch  # resumed, not trained again from scratch
-    assert len(history) == 6
+    assert len(history) == 4
     assert json.loads((folder / "status.json").read_text())["pid"] != killed
     log = job.paths.stderr.read_text()
     assert "this job is preempted" in log and "Requeued job" in log
