@@ -1,8 +1,10 @@
 """The whole method end to end on the tiny simulated study, and its bad-input behaviour."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from braindecode_speech.cli import main
@@ -75,7 +77,8 @@ def test_windows_and_splits_of_the_tiny_study(tiny_meg_root, tmp_path):
     assert item["speech"].shape == (data.n_features, 360)
     assert float(item["brain"].abs().max()) <= config.norm.clamp
     # robust scaling: the scaled training windows have median ~0 and IQR ~1 per channel
-    x = np.stack([data.datasets["train"][i]["brain"].numpy() for i in range(0, 200, 4)])
+    train = data.datasets["train"]
+    x = np.stack([train[i]["brain"].numpy() for i in range(0, len(train), 2)])
     n_real = int(item["mask"].sum())
     q25, q75 = np.percentile(x[:, :n_real], [25, 75], axis=(0, 2))
     assert np.median(q75 - q25) == pytest.approx(1.0, abs=0.3)
@@ -102,3 +105,35 @@ def test_bad_inputs_are_clear_errors(tiny_meg_root, tmp_path):
         prepare_data(base.with_overrides({"features.sfreq": 100.0}))
     with pytest.raises(ConfigError, match="study.root is not set"):
         split_study(ExperimentConfig())
+
+
+def test_unusable_recordings_are_skipped_and_listed(tiny_meg_root, tmp_path):
+    """A recording with NaNs (on_error=skip) and one too short for any window are left out,
+    each listed with its reason; the others are used."""
+    import shutil
+
+    import mne
+
+    root = tmp_path / "study"
+    shutil.copytree(tiny_meg_root, root)
+    fifs = sorted(root.glob("sub-*/ses-*/meg/*_meg.fif"))
+    nan_fif, short_fif = fifs[0], fifs[1]
+    raw = mne.io.read_raw_fif(nan_fif, preload=True, verbose=False)
+    raw._data[0, 100] = np.nan
+    raw.save(nan_fif, overwrite=True, verbose=False)
+    raw = mne.io.read_raw_fif(short_fif, preload=True, verbose=False)
+    raw.crop(tmax=2.0).save(short_fif, overwrite=True, verbose=False)
+    events_tsv = Path(str(short_fif).replace("_meg.fif", "_events.tsv"))
+    events = pd.read_csv(events_tsv, sep="\t")
+    events[events["onset"] < 1.0].to_csv(events_tsv, sep="\t", index=False, na_rep="n/a")
+
+    config = tiny_config(root, cache_dir=tmp_path / "cache")
+    with pytest.raises(StudyError, match="NaN or infinite"):
+        prepare_data(config)
+    data = prepare_data(config.with_overrides({"study.on_error": "skip"}))
+    skipped = {item["item"]: item["reason"] for item in data.skipped}
+    assert len(skipped) == 2
+    reasons = " ".join(skipped.values())
+    assert str(nan_fif) in reasons and "NaN" in reasons
+    assert "no complete window" in reasons
+    assert len(data.recordings) == len(fifs) - 2
