@@ -20,6 +20,7 @@ import torch
 from numpy.lib.format import open_memmap
 from pydantic import Field
 
+from . import distributed
 from .cache import RowReader, default_cache_dir
 from .config import Config, ConfigError
 from .data import FeatureScaler, NormConfig, Window, WindowDataset, fit_robust_scaler
@@ -327,18 +328,23 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData) -> np.ndarr
 
 
 def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:
-    """Run (or resume) the experiment of ``config`` in ``folder``; return its report dict."""
+    """Run (or resume) the experiment of ``config`` in ``folder``; return ``{"results",
+    "table"}`` (empty in the processes other than the first of a multi-process run)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(folder / "config.yaml")
     torch.manual_seed(config.optim.seed)
     start = time.time()
     data = prepare_data(config)
     model = build_model(config, data)
     trainer = Trainer(model, config.loss.build(), config.optim, folder, config.signature())
+    if distributed.is_main_process():
+        config.to_yaml(folder / "config.yaml")
     trainer.fit(data.datasets["train"], data.datasets["valid"])
-    out = evaluate_models(config, data, trainer.model, folder)
-    logger.info("Experiment done in %.0f s", time.time() - start)
+    out: dict[str, Any] = {}
+    if distributed.is_main_process():  # one process evaluates and writes the report
+        out = evaluate_models(config, data, trainer.model, folder)
+        logger.info("Experiment done in %.0f s", time.time() - start)
+    distributed.barrier()
     return out
 
 

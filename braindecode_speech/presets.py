@@ -51,7 +51,7 @@ TINY_OVERRIDES: dict[str, object] = {
     "optim.lr": 3e-3,
     "optim.progress": False,
     "evaluation.n_bootstrap": 50,
-    "ridge.max_windows": 500,
+    "ridge.max_windows": 200,
 }
 
 
