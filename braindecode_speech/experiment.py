@@ -62,8 +62,16 @@ class RidgeConfig(Config):
     """The linear ridge baseline evaluated beside the brain encoder."""
 
     enabled: bool = True
-    max_windows: int = 4000
+    max_windows: int = 2000
     """training windows used to fit it (a random subset)"""
+    n_components: int = 64
+    """brain principal components kept before lagging"""
+    tmax: float = 0.3
+    """longest brain lag, s (lags from 0)"""
+    lag_step: int = 2
+    """spacing of the lags, samples (2 at 120 Hz: every 17 ms)"""
+    time_step: int = 6
+    """fit on every n-th time point of the (overlapping) windows"""
 
 
 class ExperimentConfig(Config):
@@ -289,7 +297,8 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
                            config.optim.batch_size, device)
     results["model"] = evaluator.evaluate(predictions, candidates, targets, words, meta)
     if config.ridge.enabled:
-        results["ridge"] = evaluator.evaluate(_ridge_predictions(config, data),
+        ridge = _ridge_predictions(config, data, folder / "predictions_ridge.npy")
+        results["ridge"] = evaluator.evaluate(ridge,
                                               candidates, targets, words, meta)
     sentences_text = _segment_sentences(data, first)
     extra = {"split_audit": data.audit, "skipped": data.skipped,
@@ -314,17 +323,28 @@ def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
     return [texts.get(s, "") for s in first["sequence_id"]]
 
 
-def _ridge_predictions(config: ExperimentConfig, data: PreparedData) -> np.ndarray:
-    """Fit the ridge baseline on training windows, predict the test windows ``[N, F, T]``."""
+def _ridge_predictions(config: ExperimentConfig, data: PreparedData, path: Path) -> np.ndarray:
+    """Fit the ridge baseline on training windows; its predictions of the test windows,
+    ``[N, F, T]`` memory-mapped at ``path``."""
     rng = np.random.default_rng(config.optim.seed)
     train = data.datasets["train"]
     pick = np.sort(rng.choice(len(train), size=min(len(train), config.ridge.max_windows),
                               replace=False))
     x = np.stack([train[int(i)]["brain"].numpy() for i in pick])
     y = np.stack([train[int(i)]["speech"].numpy() for i in pick])
-    ridge = RidgeDecoder().fit(x, y)
+    ridge = RidgeDecoder(sfreq=config.preprocess.sfreq, tmax=config.ridge.tmax,
+                         n_components=min(config.ridge.n_components, x.shape[1]),
+                         time_step=config.ridge.time_step,
+                         lag_step=config.ridge.lag_step).fit(x, y)
     test = data.datasets["test"]
-    return np.stack([ridge.predict(test[i]["brain"].numpy()[None])[0] for i in range(len(test))])
+    out = open_memmap(path, mode="w+", dtype=np.float32,
+                      shape=(len(test), data.n_features, test.n_times))
+    for start in range(0, len(test), 256):
+        stop = min(start + 256, len(test))
+        out[start:stop] = ridge.predict(np.stack([test[i]["brain"].numpy()
+                                                  for i in range(start, stop)]))
+    out.flush()
+    return np.load(path, mmap_mode="r")
 
 
 def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:

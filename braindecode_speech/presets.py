@@ -31,7 +31,7 @@ DEMO_OVERRIDES: dict[str, object] = {
     "optim.patience": 3,
     "optim.lr": 2e-3,
     "evaluation.n_bootstrap": 200,
-    "ridge.max_windows": 3000,
+    "ridge.max_windows": 1000,
 }
 
 #: the changes of the test configuration (shorter blocks and larger valid/test shares, so that

@@ -316,6 +316,25 @@ def test_ridge_recovers_a_known_lagged_linear_map():
     np.testing.assert_allclose(prediction[..., :38], features[60:, :, :38], atol=0.06)
 
 
+def test_ridge_fit_on_every_third_time_point_recovers_the_map():
+    brain, features, coef = lagged_linear_data(70, lags=[0, 1, 2], noise=0.01, seed=0)
+    decoder = RidgeDecoder(sfreq=10.0, tmin=0.0, tmax=0.2, n_components=None, time_step=3)
+    decoder.fit(brain[:60], features[:60])
+    np.testing.assert_allclose(decoder.coef_, coef, atol=0.02)
+    with pytest.raises(ValueError, match="time_step"):
+        RidgeDecoder(time_step=0)
+
+
+def test_ridge_with_spaced_lags_matches_its_design():
+    brain, features, coef = lagged_linear_data(70, lags=[0, 2, 4], noise=0.01, seed=1)
+    decoder = RidgeDecoder(sfreq=10.0, tmin=0.0, tmax=0.4, n_components=None, lag_step=2)
+    decoder.fit(brain[:60], features[:60])
+    assert list(decoder.lags) == [0, 2, 4]
+    np.testing.assert_allclose(decoder.coef_, coef, atol=0.02)
+    prediction = decoder.predict(brain[60:])
+    np.testing.assert_allclose(prediction[..., :36], features[60:, :, :36], atol=0.06)
+
+
 def test_ridge_full_pca_is_a_rotation_and_gives_the_same_predictions():
     brain, features, _ = lagged_linear_data(30, lags=[0, 1], noise=0.5, seed=2)
     plain = RidgeDecoder(sfreq=10.0, tmax=0.1, n_components=None).fit(brain, features)

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["RidgeDecoder"]
@@ -46,6 +47,9 @@ class RidgeDecoder:
     tmin, tmax : first and last brain lag, seconds (brain at ``t + lag`` predicts speech at t).
     alphas : grid of regularisations, relative to the mean eigenvalue of the design covariance.
     n_components : brain principal components kept before lagging (None: all channels).
+    time_step : fit on every ``time_step``-th time point of each window only (neighbouring
+        samples of overlapping windows are nearly redundant; 1: all of them).
+    lag_step : spacing of the lags, samples (1: every sample from ``tmin`` to ``tmax``).
 
     Attributes (after :meth:`fit`)
     ------------------------------
@@ -61,6 +65,8 @@ class RidgeDecoder:
         tmax: float = 0.3,
         alphas: Sequence[float] = tuple(np.logspace(-4, 4, 17)),
         n_components: int | None = 64,
+        time_step: int = 1,
+        lag_step: int = 1,
     ):
         if tmax < tmin:
             raise ValueError(f"tmax ({tmax}) must be >= tmin ({tmin})")
@@ -70,8 +76,12 @@ class RidgeDecoder:
         self.tmin = tmin
         self.tmax = tmax
         self.alphas = np.asarray(alphas, dtype=float)
+        if time_step < 1 or lag_step < 1:
+            raise ValueError(f"time_step and lag_step must be >= 1, got {time_step}, {lag_step}")
         self.n_components = n_components
-        self.lags = np.arange(round(tmin * sfreq), round(tmax * sfreq) + 1)
+        self.time_step = time_step
+        self.lag_step = lag_step
+        self.lags = np.arange(round(tmin * sfreq), round(tmax * sfreq) + 1, lag_step)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, Y: Any) -> RidgeDecoder:
@@ -95,17 +105,18 @@ class RidgeDecoder:
         design_gram = np.zeros((n_design, n_design))
         cross = np.zeros((n_design, n_features))
         target_squares = np.zeros(n_features)
+        step = self.time_step
         for chunk in self._chunks(n_windows, n_times, n_design):
-            design = self._design(np.asarray(X[chunk], dtype=np.float64))[:, first:stop]
-            design = design.reshape(-1, n_design)
-            target = np.asarray(Y[chunk], dtype=np.float64)[:, :, first:stop]
+            design = self._design(np.asarray(X[chunk], dtype=np.float64),
+                                  slice(first, stop, step)).reshape(-1, n_design)
+            target = np.asarray(Y[chunk], dtype=np.float64)[:, :, first:stop:step]
             target = target.transpose(0, 2, 1).reshape(-1, n_features)
             design_sum += design.sum(0)
             target_sum += target.sum(0)
             design_gram += design.T @ design
             cross += design.T @ target
             target_squares += np.einsum("nf,nf->f", target, target)
-        n = n_windows * (stop - first)
+        n = n_windows * len(range(first, stop, step))
         design_mean, target_mean = design_sum / n, target_sum / n
         design_gram -= n * np.outer(design_mean, design_mean)
         cross -= n * np.outer(design_mean, target_mean)
@@ -171,25 +182,34 @@ class RidgeDecoder:
             )
         n_windows, _, n_times = np.shape(X)
         n_features = self.coef_.shape[-1]
-        coef = self.coef_.reshape(-1, n_features)
         out = np.empty((n_windows, n_features, n_times), dtype=np.float32)
-        for chunk in self._chunks(n_windows, n_times, len(coef)):
-            design = self._design(np.asarray(X[chunk], dtype=np.float64))
-            out[chunk] = (design @ coef + self.intercept_).transpose(0, 2, 1)
+        # the lagged linear map is a (dilated) convolution over time: no design matrix needed
+        weight = torch.from_numpy(self.coef_.transpose(2, 0, 1).astype(np.float32))
+        for chunk in self._chunks(n_windows, n_times, self.coef_.shape[0]):
+            padded, start = self._lag_padded(np.asarray(X[chunk], dtype=np.float64))
+            pred = torch.nn.functional.conv1d(
+                torch.from_numpy(padded[:, :, start:].astype(np.float32)), weight,
+                dilation=self.lag_step)
+            out[chunk] = pred[:, :, :n_times].numpy() + self.intercept_[:, None]
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _design(self, windows: np.ndarray) -> np.ndarray:
-        """Brain windows ``[n, C, T]`` → lagged, centred design ``[n, T, K·L]`` (zero, i.e. the
-        channel means, beyond the window), column ``k·L + l`` holding component k at lag
-        ``lags[l]``."""
-        scores = np.einsum("nct,ck->nkt", windows - self.mean_[:, None], self.components_)
-        n_times = windows.shape[-1]
+    def _lag_padded(self, windows: np.ndarray) -> tuple[np.ndarray, int]:
+        """Centred component scores ``[n, K, T + pad]`` of brain windows ``[n, C, T]``, zero
+        (i.e. the channel means) beyond the window, and the index of time 0 at the first lag."""
+        scores = self.components_.T @ (windows - self.mean_[:, None])  # [n, K, T]
         before, after = max(0, -self.lags[0]), max(0, self.lags[-1])
-        padded = np.pad(scores, ((0, 0), (0, 0), (before, after)))
-        start = self.lags[0] + before
-        lagged = sliding_window_view(padded, len(self.lags), axis=-1)[:, :, start:start + n_times]
-        return lagged.transpose(0, 2, 1, 3).reshape(len(windows), n_times, -1)
+        return np.pad(scores, ((0, 0), (0, 0), (before, after))), int(self.lags[0] + before)
+
+    def _design(self, windows: np.ndarray, times: slice) -> np.ndarray:
+        """Lagged design ``[n, len(times), K·L]`` of brain windows ``[n, C, T]`` at the time
+        points ``times``, column ``k·L + l`` holding component k at lag ``lags[l]``."""
+        padded, start = self._lag_padded(windows)
+        n_times = windows.shape[-1]
+        span = int(self.lags[-1] - self.lags[0]) + 1
+        lagged = sliding_window_view(padded, span, axis=-1)[:, :, start:start + n_times]
+        lagged = lagged[:, :, times, ::self.lag_step]
+        return lagged.transpose(0, 2, 1, 3).reshape(len(windows), lagged.shape[2], -1)
 
     def _valid_times(self, n_times: int) -> tuple[int, int]:
         """Time range ``[first, stop)`` whose lags all fall inside a window of ``n_times``."""
