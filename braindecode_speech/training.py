@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .config import Config
+from .contrastive_step import ContrastiveStep
 from .distributed import Negatives
 
 __all__ = ["OptimConfig", "Trainer", "CheckpointError", "resolve_device"]
@@ -64,7 +65,15 @@ class OptimConfig(Config):
     batch (``global``, as one process would) or of its process's share only (``per_process``,
     the paper's per-GPU negatives). No effect in single-process runs."""
 
-    _exclude_from_signature = ("device", "num_workers", "progress")
+    step: Literal["plain", "fast", "lean"] = "plain"
+    """how a training step computes the batch's loss and gradients (single process): ``plain``
+    (one forward and backward), ``fast`` (layer-synchronous micro-batches) or ``lean``
+    (gradient caching, bounded memory); all three give the same loss and gradients, see
+    :mod:`braindecode_speech.contrastive_step`"""
+    micro_batch: int = 32
+    """micro-batch size of the ``fast`` and ``lean`` steps"""
+
+    _exclude_from_signature = ("device", "num_workers", "progress", "step", "micro_batch")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,6 +126,14 @@ class Trainer:
         self.signature = signature
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr)
+        self.contrastive_step: ContrastiveStep | None = None
+        if config.step != "plain":
+            if self.process.distributed:
+                raise ValueError(f"optim.step={config.step!r} is single-process only; use "
+                                 "step=plain with several processes")
+            self.contrastive_step = ContrastiveStep(
+                self.model, self.loss, self.optimizer, mode=config.step,
+                micro_batch=config.micro_batch, bf16=config.amp and self.device.type == "cuda")
         self.history: list[dict[str, float]] = []
         self.best_loss = float("inf")
         self.bad_epochs = 0
@@ -200,12 +217,15 @@ class Trainer:
                        desc=f"epoch {self.epoch + 1}", leave=False,
                        disable=not (cfg.progress and main))
             for batch, indices in bar:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = self._forward(batch, len(indices))
-                loss.backward()
-                self._average_loss_gradients()
-                self.optimizer.step()
-                losses.append(loss.item())
+                if self.contrastive_step is not None:
+                    losses.append(self.contrastive_step(batch))
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss = self._forward(batch, len(indices))
+                    loss.backward()
+                    self._average_loss_gradients()
+                    self.optimizer.step()
+                    losses.append(loss.item())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             self._broadcast_buffers()
             (train_loss,) = distributed.all_reduce_sum([sum(losses)], self.device)
