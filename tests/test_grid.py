@@ -288,7 +288,8 @@ def test_preempted_job_requeues_itself_and_resumes(tiny_meg_root, cache, tmp_pat
     job = executor.submit(GridJob(config, folder))
     deadline = time.time() + 300
     while not (folder / "checkpoint.pt").exists():
-        assert time.time() < deadline and not job.done(), "no checkpoint written"
+        assert time.time() < deadline and not job.done(), \
+            f"no checkpoint written; job stderr:\n{job.stderr()}"
         time.sleep(0.2)
     first_epoch = (folder / "history.jsonl").read_text().splitlines()[0]
     killed = json.loads((folder / "status.json").read_text())["pid"]
