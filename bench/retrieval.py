@@ -5,7 +5,8 @@ candidates) on ``n_windows`` predictions against ``n_candidates`` candidates of 
 [1024, 360] (wav2vec 2.0 dimension × 3 s at 120 Hz), in a fresh subprocess with ``threads``
 threads. Reported: median and minimum time of ``--repeats`` evaluations, the worker's peak
 resident memory (``ru_maxrss``: everything, set-up included), GFLOP/s of the score products
-(``2 N M F T`` flops) and seconds per 1,000 candidates.
+(``2 N M F T`` flops) and seconds per 1,000 candidates; also the CPU time of each run and the
+1-minute load average before and after (other processes on the machine slow the runs down).
 
 Candidates are streamed, never held whole in memory:
 
@@ -52,7 +53,8 @@ class RolledBankCandidates:
 
     Candidate ``m`` is row ``m % bank_size`` of a fixed standard-normal bank ``[bank_size, F * T]``
     circularly shifted by ``m // bank_size`` positions: distinct for ``m < bank_size * F * T``, and
-    costing one memory copy. The returned tensor is overwritten by the next call.
+    costing one memory copy (numpy's: single-threaded, unlike torch's parallel copy, which other
+    processes on the machine slow down a lot). The returned array is overwritten by the next call.
     """
 
     def __init__(self, n_features: int, n_times: int, seed: int = SEED, bank_size: int = 64):
@@ -60,21 +62,19 @@ class RolledBankCandidates:
 
         generator = torch.Generator().manual_seed(seed)
         self.shape = (n_features, n_times)
-        self.bank = torch.randn(bank_size, n_features * n_times, generator=generator)
-        self._out = torch.empty(0, n_features * n_times)
+        self.bank = torch.randn(bank_size, n_features * n_times, generator=generator).numpy()
+        self._out = np.empty((0, n_features * n_times), dtype=np.float32)
 
-    def __call__(self, start: int, stop: int):
-        import torch
-
+    def __call__(self, start: int, stop: int) -> np.ndarray:
         size = self.bank.shape[1]
         if len(self._out) < stop - start:
-            self._out = torch.empty(stop - start, size)
+            self._out = np.empty((stop - start, size), dtype=np.float32)
         out = self._out[: stop - start]
         for row, m in zip(out, range(start, stop)):
             source, shift = self.bank[m % len(self.bank)], (m // len(self.bank)) % size
             row[: size - shift] = source[shift:]
             row[size - shift:] = source[:shift]
-        return out.view(stop - start, *self.shape)
+        return out.reshape(stop - start, *self.shape)
 
 
 def cache_path(cache_dir: Path, shape: tuple[int, int, int]) -> Path:
@@ -99,7 +99,7 @@ def ensure_cache(cache_dir: Path, shape: tuple[int, int, int], chunk_size: int =
             header = {"descr": "<f4", "fortran_order": False, "shape": shape}
             np.lib.format.write_array_header_1_0(f, header)
             for start in range(0, n_candidates, chunk_size):
-                f.write(generate(start, min(start + chunk_size, n_candidates)).numpy().data)
+                f.write(generate(start, min(start + chunk_size, n_candidates)).data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -125,7 +125,7 @@ def _measure(args: argparse.Namespace) -> dict:
     scale = NOISE * (args.n_features * args.n_times) ** 0.5
     predictions = torch.empty(args.n_windows, args.n_features, args.n_times)
     for i, target in enumerate(targets.tolist()):
-        predictions[i] = generate(target, target + 1)[0]
+        predictions[i] = torch.from_numpy(generate(target, target + 1)[0])
         predictions[i] += scale * torch.randn(shape[1:], generator=noise)
     windows = pd.DataFrame({"subject": np.arange(args.n_windows) % 8})
 
@@ -141,13 +141,15 @@ def _measure(args: argparse.Namespace) -> dict:
             generate(first, min(first + args.chunk_size, n_probe))
         generation = (time.perf_counter() - start) / n_probe * 1000
     evaluator = RetrievalEvaluator(EvaluationConfig(chunk_size=args.chunk_size))
-    times = []
+    times, cpu_times = [], []
+    load_before = os.getloadavg()[0]
     for _ in range(args.repeats):
         if args.cold and args.source == "file":
             _evict_from_page_cache(path)
-        start = time.perf_counter()
+        cpu_start, start = _cpu_seconds(), time.perf_counter()
         result = evaluator.evaluate(predictions, candidates, targets, words, windows)
         times.append(time.perf_counter() - start)
+        cpu_times.append(_cpu_seconds() - cpu_start)
     median = statistics.median(times)
     flops = 2 * args.n_windows * args.n_candidates * args.n_features * args.n_times
     return {
@@ -167,6 +169,8 @@ def _measure(args: argparse.Namespace) -> dict:
             "cold_page_cache": bool(args.cold and args.source == "file"),
             "repeats": args.repeats,
             "seconds_all": times,
+            "cpu_seconds_all": cpu_times,
+            "load_average_1min": [load_before, os.getloadavg()[0]],
             "seconds_per_1k_candidates": median / args.n_candidates * 1000,
             "generation_seconds_per_1k_candidates": generation,
             "segment_top1": result.metrics["segment"]["top1"],
@@ -174,6 +178,12 @@ def _measure(args: argparse.Namespace) -> dict:
             "cpu": _cpu_model(),
         },
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _evict_from_page_cache(path: Path) -> None:

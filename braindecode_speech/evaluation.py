@@ -434,7 +434,8 @@ def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
     z = z.reshape(z.shape[0], -1)
     if not z.is_floating_point():
         raise ValueError(f"predictions must be floating point, got {z.dtype}")
-    bad = ~torch.isfinite(z).all(dim=1)
+    rows_per_block = max(1, 2**24 // max(1, z.shape[1]))  # isfinite's temporaries stay small
+    bad = torch.cat([~torch.isfinite(block).all(dim=1) for block in z.split(rows_per_block)])
     if bad.any():
         raise ValueError(f"predictions of windows {bad.nonzero()[:10, 0].tolist()} contain NaN/inf")
     return z

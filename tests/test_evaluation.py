@@ -322,7 +322,7 @@ def test_retrieval_benchmark_runs_on_tiny_shapes(tmp_path):
     spec.loader.exec_module(bench)
     shape = (300, 4, 6)
     path = bench.ensure_cache(tmp_path, shape, chunk_size=64)
-    generated = bench.RolledBankCandidates(4, 6)(0, 300).numpy()
+    generated = bench.RolledBankCandidates(4, 6)(0, 300)
     np.testing.assert_array_equal(np.load(path), generated)
     assert len({row.tobytes() for row in generated}) == 300  # distinct candidates
 
