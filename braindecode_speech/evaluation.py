@@ -13,7 +13,8 @@ not imported). Probabilities are the softmax of ``S_i`` over the ``M`` candidate
 - **Segment level**: the rank of the true candidate among all ``M`` (1 = best; a tie is counted in
   favour of the true candidate); top-k hit = rank <= k.
 - **Word level**: probabilities summed per distinct word (the word at each candidate's anchor); the
-  rank of the true word among the ``W`` distinct words; top-k hit = rank <= k.
+  rank of the true word among the ``W`` distinct words (ties again in its favour); top-k hit =
+  rank <= k.
 
 Chance levels:
 
@@ -31,11 +32,12 @@ Memory: candidates are never loaded whole. They are streamed in chunks of ``chun
 ``np.memmap`` has each chunk of its file mapped on its own and unmapped after use (so at most one
 chunk's pages count in the resident set, and nothing is copied), an in-memory array or tensor is
 sliced, and a callable ``source(start, stop) -> [stop - start, F, T]`` is called per chunk (for
-pools too large for disk; it must return the same values for a candidate whatever the chunk). Per-word log-sum-exps are
-accumulated chunk by chunk (exact: each chunk is reduced with its own per-word maximum, then merged
-with ``logaddexp``), so memory is ``O(N * W + chunk_size * F * T)``: the ``[N, M]`` score matrix
-is never stored. The score of each true candidate is computed first (one read per distinct
-target) so that ranks can be counted while streaming.
+pools too large for disk; it must return the same values for a candidate whatever the chunk, and
+may reuse its output buffer from one call to the next). The score of each true candidate is
+computed first (one read of each distinct target) so that ranks are counted while streaming, and
+per-word log-sum-exps are accumulated chunk by chunk (exactly: each chunk is reduced around its
+own per-word maxima, then merged with ``logaddexp``). The ``[N, M]`` score matrix is never
+stored: memory is ``O(N * F * T + N * W + chunk_size * F * T)``.
 """
 
 from __future__ import annotations
@@ -216,9 +218,9 @@ class RetrievalEvaluator:
         for level, rank in (("segment", stream.segment_rank), ("word", word_rank)):
             for k in cfg.topk:
                 columns[f"{level}_top{k}"] = rank <= k
-        true_word_score = stream.word_log_scores[torch.arange(n_windows), torch.from_numpy(true_word)]
+        true_word_score = stream.word_log_scores.gather(1, torch.from_numpy(true_word)[:, None])
         columns["segment_prob"] = np.exp(stream.target_score - lse)
-        columns["word_prob"] = np.exp(true_word_score.numpy() - lse)
+        columns["word_prob"] = np.exp(true_word_score[:, 0].numpy() - lse)
         columns["predicted_word"] = vocabulary[stream.word_log_scores.argmax(dim=1).numpy()]
         for j in range(stream.best_index.shape[1]):
             columns[f"best_{j + 1}"] = stream.best_index[:, j]
@@ -335,7 +337,7 @@ def _stream_scores(
 def _normalised_scores(
     z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype
 ) -> torch.Tensor:
-    """``S = z @ (Y / ||Y||).T``: ``z [N, D]``, ``chunk [B, D]`` → ``[N, B]`` in ``score_dtype``."""
+    """``S = z @ (Y / ||Y||).T`` for ``z [N, D]`` and ``chunk [B, D]``: ``[N, B]``."""
     norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
     norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype)
     bad = ~(torch.isfinite(norm) & (norm > 0))
@@ -398,7 +400,8 @@ def _frequency_baseline(
 def _bootstrap_ci(
     hits: np.ndarray, n_bootstrap: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile 95 % bootstrap interval of the column means of ``hits [N, K]`` → 2 × ``[K]``."""
+    """Percentile 95 % bootstrap interval (low ``[K]``, high ``[K]``) of the column means of
+    ``hits [N, K]``."""
     rng = np.random.default_rng(seed)
     n = len(hits)
     batch = max(1, 2**22 // (n * hits.shape[1]))
@@ -441,7 +444,9 @@ def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
     return z
 
 
-def _check_targets(targets: Sequence[int] | np.ndarray, n_windows: int, n_candidates: int) -> np.ndarray:
+def _check_targets(
+    targets: Sequence[int] | np.ndarray, n_windows: int, n_candidates: int
+) -> np.ndarray:
     target = np.asarray(targets)
     if target.shape != (n_windows,):
         raise ValueError(f"targets must have shape ({n_windows},), got {target.shape}")
@@ -551,7 +556,7 @@ class _CallableReader(_CandidateReader):
 def _open_candidates(
     candidates: CandidateSource, n_candidates: int, feature_shape: tuple[int, ...]
 ) -> _CandidateReader:
-    """Pick the reader for ``candidates`` and check it matches ``[n_candidates, *feature_shape]``."""
+    """The reader for ``candidates``, checked against ``[n_candidates, *feature_shape]``."""
     if callable(candidates) and not isinstance(candidates, (np.ndarray, torch.Tensor)):
         return _CallableReader(candidates, n_candidates, feature_shape)
     if not isinstance(candidates, (np.ndarray, torch.Tensor)):

@@ -231,9 +231,11 @@ def test_config_validation_and_signature():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(targets=np.array([0] * 39 + [30])), r"targets out of range \[0, 30\) for windows \[39\]"),
+        (dict(targets=np.array([0] * 39 + [30])),
+         r"targets out of range \[0, 30\) for windows \[39\]"),
         (dict(targets=np.zeros(39, dtype=int)), "targets must have shape"),
-        (dict(words=["w"] * 29, targets=np.zeros(40, dtype=int)), r"candidates have shape \(30, 6, 10\), expected \(29, 6, 10\)"),
+        (dict(words=["w"] * 29, targets=np.zeros(40, dtype=int)),
+         r"candidates have shape \(30, 6, 10\), expected \(29, 6, 10\)"),
         (dict(windows=pd.DataFrame({"onset": np.zeros(40)})), "lacks a 'subject' column"),
         (dict(windows=pd.DataFrame({"subject": ["a"] * 39})), "windows has 39 rows"),
         (dict(windows=pd.DataFrame({"subject": ["a"] * 40, "word_rank": 0})), "reserved"),

@@ -63,7 +63,8 @@ def test_report_json_schema(tmp_path, evaluated):
                 assert 0 <= low <= metrics[metric] <= high <= 1
         assert set(report["per_subject"][model]) == {"s0", "s1", "s2"}
         assert report["per_subject"][model]["s1"]["n_windows"] == 10
-    assert report["metrics"]["model"]["segment"]["top1"] > report["metrics"]["ridge"]["segment"]["top1"]
+    metrics = report["metrics"]
+    assert metrics["model"]["segment"]["top1"] > metrics["ridge"]["segment"]["top1"]
     assert report["leak_audit"] == {"shared_sentences": 0}
     assert report["skipped"] == ["sub-07: no events"]
     assert report["files"]["figures"] == ["accuracy_per_subject.png", "decoded_examples.png"]
