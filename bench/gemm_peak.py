@@ -2,7 +2,8 @@
 
 Times ``torch.mm`` of two square fp32 matrices in a fresh subprocess using ``threads`` threads;
 the achieved GFLOP/s of the median run is the reference against which the encoder's training
-step efficiency is expressed (see ``bench/train_step.py``).
+step efficiency is expressed (see ``bench/train_step.py``). The bfloat16 rate of the same
+product is reported too (``config.bf16_gflops``), for steps run under bfloat16 autocast.
 
 Run on its own: ``python bench/gemm_peak.py --threads 2``.
 """
@@ -22,28 +23,39 @@ SIZE = 2048  # matrix side: large enough for peak throughput, ~0.1 s per product
 REPEATS = 10
 
 
-def _measure(threads: int) -> dict:
-    """Run in the worker process: time ``REPEATS`` products after one warm-up."""
+def _time_products(dtype) -> list[float]:
+    """Seconds of ``REPEATS`` products of two ``SIZE``² matrices of ``dtype`` (after a warm-up)."""
     import torch
 
-    torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(SIZE, SIZE, generator=generator)
-    b = torch.randn(SIZE, SIZE, generator=generator)
+    a = torch.randn(SIZE, SIZE, generator=generator).to(dtype)
+    b = torch.randn(SIZE, SIZE, generator=generator).to(dtype)
     torch.mm(a, b)
     times = []
     for _ in range(REPEATS):
         start = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
+    return times
+
+
+def _measure(threads: int) -> dict:
+    """Run in the worker process: float32 products (the result), then bfloat16 ones (for
+    reference, in ``config``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    times = _time_products(torch.float32)
     median = statistics.median(times)
+    bf16_median = statistics.median(_time_products(torch.bfloat16))
     return {
         "name": "gemm_peak",
         "seconds": median,
         "seconds_min": min(times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "gflops": 2 * SIZE**3 / median / 1e9,
-        "config": {"size": SIZE, "dtype": "float32", "repeats": REPEATS, "threads": threads},
+        "config": {"size": SIZE, "dtype": "float32", "repeats": REPEATS, "threads": threads,
+                   "bf16_gflops": 2 * SIZE**3 / bf16_median / 1e9},
     }
 
 

@@ -9,6 +9,10 @@ step counted from the layer shapes (3 × the forward multiply-adds × 2 of the e
 convolutions, sensor mixing and subject layers, plus the loss's score matrix) divided by the
 median time; compare it with ``bench/gemm_peak.py``.
 
+By default the step runs in ``fast`` mode, under bfloat16 autocast where the CPU supports it
+natively (AVX512-BF16/AMX); ``--compare`` prints the loss and gradient deviations of every
+mode, float32 and bf16, from the plain float32 step.
+
 Run on its own: ``python bench/train_step.py --batch-size 256 --mode fast --threads 2``.
 """
 
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 N_CHANNELS, N_SUBJECTS, N_TIMES, N_FEATURES = 208, 27, 360, 1024
 DEFAULT_MODE = "fast"
@@ -161,25 +166,36 @@ def compare_modes(batch_size: int, threads: int) -> dict:
     return {"name": f"compare_modes_b{batch_size}", "threads": threads, "modes": results}
 
 
-def _run(batch_size: int, threads: int, mode: str, bf16: bool, micro_batch: int,
+def native_bf16() -> bool:
+    """Whether the CPU computes in bfloat16 natively (AVX512-BF16 or AMX flags, Linux)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _run(batch_size: int, threads: int, mode: str, bf16: bool | None, micro_batch: int,
          repeats: int | None = None) -> dict:
-    """One measurement in a fresh subprocess."""
+    """One measurement in a fresh subprocess (``bf16=None``: where the CPU supports it)."""
     repeats = REPEATS[batch_size] if repeats is None else repeats
+    bf16 = native_bf16() if bf16 is None else bf16
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--worker", "--batch-size", str(batch_size),
                "--threads", str(threads), "--mode", mode, "--micro-batch", str(micro_batch),
-               "--repeats", str(repeats)] + (["--bf16"] if bf16 else [])
+               "--repeats", str(repeats), "--bf16", "on" if bf16 else "off"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_b32(threads: int, mode: str = DEFAULT_MODE, bf16: bool = False,
+def bench_b32(threads: int, mode: str = DEFAULT_MODE, bf16: bool | None = None,
               micro_batch: int = 32) -> dict:
-    """``train_step_b32``: median time and peak RSS of a batch-32 step."""
+    """``train_step_b32``: median time and peak RSS of a batch-32 step (``bf16=None``:
+    bfloat16 autocast where the CPU supports it natively)."""
     return _run(32, threads, mode, bf16, micro_batch)
 
 
-def bench_b256(threads: int, mode: str = DEFAULT_MODE, bf16: bool = False,
+def bench_b256(threads: int, mode: str = DEFAULT_MODE, bf16: bool | None = None,
                micro_batch: int = 32) -> dict:
     """``train_step_b256``: median time and peak RSS of a batch-256 step (the paper's)."""
     return _run(256, threads, mode, bf16, micro_batch)
@@ -190,20 +206,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, choices=(32, 256), default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mode", choices=("plain", "fast", "lean"), default=DEFAULT_MODE)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="bfloat16 autocast (auto: where the CPU supports it natively)")
     parser.add_argument("--micro-batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--compare", action="store_true",
                         help="compare the loss and gradients of every mode with plain float32")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    bf16 = {"auto": None, "on": True, "off": False}[args.bf16]
     if args.compare:
         result = compare_modes(args.batch_size, args.threads)
     elif args.worker:
-        result = _measure(args.batch_size, args.threads, args.mode, args.bf16,
+        result = _measure(args.batch_size, args.threads, args.mode, bool(bf16),
                           args.micro_batch, args.repeats)
     else:
-        result = _run(args.batch_size, args.threads, args.mode, args.bf16, args.micro_batch,
+        result = _run(args.batch_size, args.threads, args.mode, bf16, args.micro_batch,
                       args.repeats)
     print(json.dumps(result))
 

@@ -131,7 +131,8 @@ class ContrastiveStep:
             parts = self._embed_sensors(batch, dropped)
             for block in model.convs.blocks:
                 parts = _layer_sync(block, parts, update_stats=True)
-        scores = torch.cat([self._scores(part, batch["speech"]) for part in parts])
+        speech, norms = batch["speech"], batch["speech"].flatten(1).norm(dim=1)
+        scores = torch.cat([self._scores(part, speech, norms) for part in parts])
         loss = self.loss.from_scores(scores)
         loss.backward()
         return float(loss.detach())
@@ -140,9 +141,10 @@ class ContrastiveStep:
         model: BrainEncoder = self.model
         blocks = list(model.convs.blocks)
         dropped = model.spatial_dropout(batch["positions"], batch["mask"])
-        inputs: list[list[Tensor]] = []  # the input of each block, then of the final convs
-        rng_states: list[_RNGState] = []  # the random-number state at the start of each
-        # pass 1, without graph: the segment inputs, then the scores
+        # pass 1, without graph: the input of each block and of the final convolutions (and
+        # the random-number state when it starts), then the scores
+        inputs: list[list[Tensor]] = []
+        rng_states: list[_RNGState] = []
         with torch.no_grad():
             with self._autocast():
                 parts = self._embed_sensors(batch, dropped)
@@ -153,7 +155,8 @@ class ContrastiveStep:
             inputs.append(_consolidate(parts))
             rng_states.append(_rng_state(parts[0].device))
             del parts
-            scores = torch.cat([self._scores(part, batch["speech"]) for part in inputs[-1]])
+            speech, norms = batch["speech"], batch["speech"].flatten(1).norm(dim=1)
+            scores = torch.cat([self._scores(part, speech, norms) for part in inputs[-1]])
         # the loss and its gradient w.r.t. the scores (and the loss's own parameters)
         scores.requires_grad_()
         loss = self.loss.from_scores(scores)
@@ -163,7 +166,7 @@ class ContrastiveStep:
         with _replayed_rng(rng_states.pop()):
             for part, score_grad in zip(inputs.pop(), scores.grad.split(self.micro_batch)):
                 part = part.detach().requires_grad_()
-                self._scores(part, batch["speech"]).backward(score_grad)
+                self._scores(part, speech, norms).backward(score_grad)
                 grads.append(part.grad)
         for block in reversed(blocks):
             parts = [part.detach().requires_grad_() for part in inputs.pop()]
@@ -198,12 +201,12 @@ class ContrastiveStep:
         """The part of the encoder before the convolutions, one micro-batch at a time."""
         return [self.model.embed_sensors(*part) for part in self._micro_batches(batch, dropped)]
 
-    def _scores(self, part: Tensor, speech: Tensor) -> Tensor:
+    def _scores(self, part: Tensor, speech: Tensor, speech_norms: Tensor) -> Tensor:
         """CLIP scores ``[b, B]`` of one micro-batch: its predictions (the final convolutions)
         scored in float32 against every speech segment of the batch."""
         with self._autocast():
             prediction = self.model.final(part)
-        return clip_scores(prediction.float(), speech)
+        return clip_scores(prediction.float(), speech, speech_norms)
 
 
 def _consolidate(parts: list[Tensor]) -> list[Tensor]:
@@ -274,9 +277,9 @@ class _PooledBatchNorm(torch.autograd.Function):
     whole-batch gradient.
 
     Forward: each part is normalised by the native (eval-mode) kernel with the pooled mean and
-    variance. Backward: the native kernel gives, per part, ``g·γ/σ`` and the partial sums
-    ``Σg`` and ``Σg·x̂``; once summed over the parts, they give the terms through the
-    statistics: ``dx = γ/σ · (g − Σg/N − x̂·Σ(g·x̂)/N)``.
+    variance. Backward: the native kernel gives, per part, the partial sums ``Σg`` and
+    ``Σg·x̂``; summed over the parts, they give the whole-batch gradient
+    ``dx = γ/σ · (g − Σg/N − x̂·Σ(g·x̂)/N)``, computed in float32 and rounded once.
     """
 
     @staticmethod
@@ -292,21 +295,24 @@ class _PooledBatchNorm(torch.autograd.Function):
     def backward(ctx, *grads):
         weight, mean, var, *parts = ctx.saved_tensors
         count = sum(part.shape[0] * part.shape[2] for part in parts)
-        partial = [
+        grads = [grad.contiguous() for grad in grads]
+        sums = [
             torch.ops.aten.native_batch_norm_backward(
-                grad.contiguous(), part, weight, mean, var, None, None, False, ctx.eps,
-                [True, True, True],
+                grad, part, weight, mean, var, None, None, False, ctx.eps, [False, True, True]
             )
             for grad, part in zip(grads, parts)
         ]
-        grad_weight = sum(p[1] for p in partial)  # Σ g·x̂
-        grad_bias = sum(p[2] for p in partial)  # Σ g
+        grad_weight = sum(s[1] for s in sums)  # Σ g·x̂
+        grad_bias = sum(s[2] for s in sums)  # Σ g
         invstd = torch.rsqrt(var + ctx.eps)
-        slope = weight * invstd**2 * grad_weight / count
-        offset = weight * invstd * grad_bias / count - mean * slope
+        scale = weight * invstd
+        slope = scale * invstd * grad_weight / count
+        offset = scale * grad_bias / count - mean * slope
         grad_parts = [
-            torch.addcmul(-offset[:, None], part, -slope[:, None]).add_(p[0]).to(part.dtype)
-            for part, p in zip(parts, partial)
+            torch.addcmul(-offset[:, None], part, -slope[:, None])
+            .addcmul_(grad, scale[:, None])
+            .to(part.dtype)
+            for grad, part in zip(grads, parts)
         ]
         return (grad_weight, grad_bias, None, None, None, *grad_parts)
 

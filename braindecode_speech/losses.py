@@ -30,16 +30,17 @@ def _check_pair(brain: Tensor, speech: Tensor) -> None:
         )
 
 
-def clip_scores(brain: Tensor, speech: Tensor) -> Tensor:
+def clip_scores(brain: Tensor, speech: Tensor, speech_norms: Tensor | None = None) -> Tensor:
     """``brain [B, F, T]``, ``speech [N, F, T]`` → ``[B, N]`` scores ``<Z_i, Y_j> / ||Y_j||``.
 
     Computed as one ``[B, F·T] @ [F·T, N]`` product divided by the candidate norms, so no
-    normalised copy of ``speech`` is made.
+    normalised copy of ``speech`` is made. ``speech_norms [N]``: the norms ``||Y_j||`` when
+    already known (e.g. when scoring pieces of a batch against the same candidates).
     """
     _check_pair(brain, speech)
     flat_speech = speech.flatten(1)
     inner = brain.flatten(1) @ flat_speech.T
-    return inner / flat_speech.norm(dim=1)
+    return inner / (flat_speech.norm(dim=1) if speech_norms is None else speech_norms)
 
 
 class ClipLoss(nn.Module):

@@ -78,6 +78,8 @@ def test_clip_scores_against_more_candidates_than_queries():
     assert scores.shape == (2, 6)
     expected = torch.einsum("bft,nft->bn", brain, speech / speech.norm(dim=(1, 2), keepdim=True))
     torch.testing.assert_close(scores, expected)
+    norms = speech.norm(dim=(1, 2))
+    torch.testing.assert_close(clip_scores(brain, speech, speech_norms=norms), expected)
 
 
 def test_clip_loss_rewards_matching_pairs():

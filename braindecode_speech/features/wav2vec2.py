@@ -39,9 +39,10 @@ class Wav2Vec2Features(SpeechFeatures):
     - **Layers**: indices into transformers' ``hidden_states``: 0 is the input of the first
       transformer layer (projected convolutional features plus positional embedding), ``k >= 1``
       the output of transformer layer ``k``. Only layers ``1..max(layers)`` (at least one) are
-      loaded and run; their outputs are identical to the full model's. The convolutional
+      loaded and run: the layers above cannot change the states below. The convolutional
       encoder of layer-norm checkpoints (xlsr-53, large models) runs time-major, in pieces
-      (:class:`TimeMajorConvEncoder`: same frames, about twice as fast on CPU).
+      (:class:`TimeMajorConvEncoder`: the same frames up to float rounding, about twice as fast
+      on CPU).
     - **Alignment**: the normalised audio is padded with ``receptive_field // 2`` zeros on both
       sides (200 samples = 12.5 ms for the standard convolutional encoder, whose frames see 400
       samples every 320), so frame ``k`` of the model (50 Hz) is computed from the samples
