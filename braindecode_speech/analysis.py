@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from .cache import default_cache_dir
 from .config import ConfigError
 from .datasets import get as get_study
-from .experiment import ExperimentConfig
+from .experiment import ExperimentConfig, load_weights
 from .losses import clip_scores
 from .models import SpatialAttention
 from .preprocessing import preprocess
@@ -368,19 +368,6 @@ def plot_sentence_confusion(table: pd.DataFrame) -> Figure:
 
 
 # -- learned weights ----------------------------------------------------------------------------
-
-
-def load_weights(folder: str | Path) -> tuple[ExperimentConfig, dict[str, torch.Tensor]]:
-    """The config and the best weights (``best.pt``) of the run in ``folder``."""
-    folder = Path(folder)
-    config = ExperimentConfig.from_yaml(folder / "config.yaml")
-    path = folder / "best.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no trained model in this run folder")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("signature") != config.signature():
-        raise ConfigError(f"{path} was trained with another config than {folder}/config.yaml")
-    return config, state["model"]
 
 
 def attention_maps(folder: str | Path, recording: int = 0) -> tuple[np.ndarray, mne.Info]:

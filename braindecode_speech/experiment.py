@@ -38,7 +38,7 @@ from .study import StudyError
 from .training import OptimConfig, Trainer
 
 __all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig", "PreparedData", "prepare_data",
-           "run_experiment", "evaluate_run", "split_study"]
+           "run_experiment", "evaluate_run", "split_study", "load_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -368,8 +368,8 @@ def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, An
     return out
 
 
-def evaluate_run(folder: str | Path) -> dict[str, Any]:
-    """Re-evaluate the best checkpoint of the run in ``folder`` (rewrites its report)."""
+def load_weights(folder: str | Path) -> tuple[ExperimentConfig, dict[str, torch.Tensor]]:
+    """The config and the best weights (``best.pt``) of the run in ``folder``."""
     folder = Path(folder)
     config = ExperimentConfig.from_yaml(folder / "config.yaml")
     best = folder / "best.pt"
@@ -378,7 +378,13 @@ def evaluate_run(folder: str | Path) -> dict[str, Any]:
     state = torch.load(best, map_location="cpu", weights_only=False)
     if state.get("signature") != config.signature():
         raise ConfigError(f"{best} was trained with another config than {folder / 'config.yaml'}")
+    return config, state["model"]
+
+
+def evaluate_run(folder: str | Path) -> dict[str, Any]:
+    """Re-evaluate the best checkpoint of the run in ``folder`` (rewrites its report)."""
+    config, weights = load_weights(folder)
     data = prepare_data(config)
     model = build_model(config, data)
-    model.load_state_dict(state["model"])
-    return evaluate_models(config, data, model, folder)
+    model.load_state_dict(weights)
+    return evaluate_models(config, data, model, Path(folder))
