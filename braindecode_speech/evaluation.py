@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import torch
 from pydantic import Field, field_validator
 
@@ -208,7 +209,7 @@ class RetrievalEvaluator:
 
         per_window = windows.reset_index(drop=True).copy()
         word_rank = _word_ranks(stream.word_log_scores, true_word)
-        lse = torch.logsumexp(stream.word_log_scores, dim=1).numpy()
+        lse = scipy.special.logsumexp(stream.word_log_scores, axis=1)
         columns: dict[str, Any] = {
             "target": target,
             "target_word": vocabulary[true_word],
@@ -218,10 +219,10 @@ class RetrievalEvaluator:
         for level, rank in (("segment", stream.segment_rank), ("word", word_rank)):
             for k in cfg.topk:
                 columns[f"{level}_top{k}"] = rank <= k
-        true_word_score = stream.word_log_scores.gather(1, torch.from_numpy(true_word)[:, None])
+        true_word_score = stream.word_log_scores[np.arange(n_windows), true_word]
         columns["segment_prob"] = np.exp(stream.target_score - lse)
-        columns["word_prob"] = np.exp(true_word_score[:, 0].numpy() - lse)
-        columns["predicted_word"] = vocabulary[stream.word_log_scores.argmax(dim=1).numpy()]
+        columns["word_prob"] = np.exp(true_word_score - lse)
+        columns["predicted_word"] = vocabulary[stream.word_log_scores.argmax(axis=1)]
         for j in range(stream.best_index.shape[1]):
             columns[f"best_{j + 1}"] = stream.best_index[:, j]
         clash = sorted(set(columns) & set(per_window.columns))
@@ -251,14 +252,13 @@ class RetrievalEvaluator:
         )
 
     def _shuffled_word_chance(
-        self, word_log_scores: torch.Tensor, true_word: np.ndarray
+        self, word_log_scores: np.ndarray, true_word: np.ndarray
     ) -> dict[str, float]:
         """Mean word-level accuracy when each window is scored with another window's prediction."""
         rng = np.random.default_rng(self.config.seed)
         acc = np.zeros(len(self.config.topk))
         for _ in range(self.config.n_shuffles):
-            order = torch.from_numpy(rng.permutation(len(true_word)))
-            rank = _word_ranks(word_log_scores[order], true_word)
+            rank = _word_ranks(word_log_scores[rng.permutation(len(true_word))], true_word)
             acc += [np.mean(rank <= k) for k in self.config.topk]
         acc /= self.config.n_shuffles
         return {f"top{k}": float(a) for k, a in zip(self.config.topk, acc)}
@@ -281,7 +281,7 @@ class _StreamedScores:
     segment_rank: np.ndarray  # [N] int, 1 = best
     target_score: np.ndarray  # [N] S_i,target
     best_index: np.ndarray  # [N, n_best] candidate indices, best first
-    word_log_scores: torch.Tensor  # [N, W] float64, log sum_{m in word} exp(S_im)
+    word_log_scores: np.ndarray  # [N, W] float64, log sum_{m in word} exp(S_im)
 
 
 def _stream_scores(
@@ -295,90 +295,101 @@ def _stream_scores(
 ) -> _StreamedScores:
     """One pass over the candidates: ranks, best candidates and per-word log-sum-exps.
 
-    ``z`` is ``[N, D]`` in the compute dtype; scores are accumulated in float32 (float64 if ``z``
-    is float64).
+    ``z`` is ``[N, D]`` in the compute dtype. The products run in torch (the caller's threads);
+    the small per-chunk bookkeeping on ``[N, chunk_size]`` scores runs in numpy, single-threaded,
+    as spreading it over threads costs more than it saves, most of all on a busy machine.
     """
     n_windows, n_candidates = z.shape[0], source.n_candidates
     score_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    target_t = torch.from_numpy(target)
-    target_score = _target_scores(z, source, target_t, score_dtype)
+    target_score = _target_scores(z, source, target, score_dtype)
+    rows = np.arange(n_windows)
 
-    n_above = torch.zeros(n_windows, dtype=torch.int64)
-    best_score = torch.full((n_windows, 0), -torch.inf, dtype=score_dtype)
-    best_index = torch.zeros((n_windows, 0), dtype=torch.int64)
-    word_log_scores = torch.full((n_windows, n_words), -torch.inf, dtype=torch.float64)
-    word_t = torch.from_numpy(word_of_candidate)
+    n_above = np.zeros(n_windows, dtype=np.int64)
+    best_score = np.empty((n_windows, 0))
+    best_index = np.empty((n_windows, 0), dtype=np.int64)
+    word_log_scores = np.full((n_windows, n_words), -np.inf)
     for start in range(0, n_candidates, chunk_size):
         stop = min(start + chunk_size, n_candidates)
         scores = _normalised_scores(z, source.read(start, stop), start, score_dtype)  # [N, B]
 
         above = scores > target_score[:, None]
-        own = (target_t >= start) & (target_t < stop)
-        above[own.nonzero()[:, 0], target_t[own] - start] = False
-        n_above += above.sum(dim=1)
+        own = (target >= start) & (target < stop)
+        above[rows[own], target[own] - start] = False
+        n_above += above.sum(axis=1)
 
-        merged_score = torch.cat([best_score, scores], dim=1)
-        merged_index = torch.cat(
-            [best_index, torch.arange(start, stop).expand(n_windows, -1)], dim=1
+        best_score, best_index = _best(
+            np.concatenate([best_score, scores], axis=1),
+            np.concatenate([best_index, np.broadcast_to(np.arange(start, stop), scores.shape)],
+                           axis=1),
+            n_best,
         )
-        best_score, order = merged_score.topk(min(n_best, merged_score.shape[1]), dim=1)
-        best_index = merged_index.gather(1, order)
-
-        _accumulate_word_logsumexp(word_log_scores, scores.double(), word_t[start:stop])
+        _accumulate_word_logsumexp(word_log_scores, scores, word_of_candidate[start:stop])
         log.debug("scored candidates %d-%d of %d", start, stop, n_candidates)
     return _StreamedScores(
-        segment_rank=(n_above + 1).numpy(),
-        target_score=target_score.double().numpy(),
-        best_index=best_index.numpy(),
+        segment_rank=n_above + 1,
+        target_score=target_score,
+        best_index=best_index,
         word_log_scores=word_log_scores,
     )
 
 
+def _best(
+    score: np.ndarray, index: np.ndarray, n_best: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_best`` highest of each row of ``score [N, K]``, best first, with their ``index``."""
+    keep = min(n_best, score.shape[1])
+    top = np.argpartition(-score, keep - 1, axis=1)[:, :keep]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(score, top, axis=1)), axis=1)
+    return np.take_along_axis(score, top, axis=1), np.take_along_axis(index, top, axis=1)
+
+
 def _normalised_scores(
     z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype
-) -> torch.Tensor:
+) -> np.ndarray:
     """``S = z @ (Y / ||Y||).T`` for ``z [N, D]`` and ``chunk [B, D]``: ``[N, B]``."""
     norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
-    norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype)
-    bad = ~(torch.isfinite(norm) & (norm > 0))
+    norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype).numpy()
+    bad = ~(np.isfinite(norm) & (norm > 0))
     if bad.any():
-        index = (bad.nonzero()[:, 0] + start).tolist()
+        index = (np.flatnonzero(bad) + start).tolist()
         raise ValueError(
             f"candidates {index[:10]} have a zero or non-finite norm (NaN/inf values or all zeros)"
         )
-    return (z @ chunk.to(z.dtype).T).to(score_dtype) / norm
+    return (z @ chunk.to(z.dtype).T).to(score_dtype).numpy() / norm
 
 
 def _target_scores(
-    z: torch.Tensor, source: _CandidateReader, target: torch.Tensor, score_dtype: torch.dtype
-) -> torch.Tensor:
+    z: torch.Tensor, source: _CandidateReader, target: np.ndarray, score_dtype: torch.dtype
+) -> np.ndarray:
     """``S_i,target_i`` for every window, reading each distinct target once. → ``[N]``"""
-    out = torch.empty(z.shape[0], dtype=score_dtype)
-    for m in torch.unique(target).tolist():
-        rows = (target == m).nonzero()[:, 0]
-        out[rows] = _normalised_scores(z[rows], source.read(m, m + 1), m, score_dtype)[:, 0]
+    out = np.empty(z.shape[0])  # float64 holds float32 scores exactly
+    for m in np.unique(target).tolist():
+        rows = np.flatnonzero(target == m)
+        chunk = source.read(m, m + 1)
+        out[rows] = _normalised_scores(z[torch.from_numpy(rows)], chunk, m, score_dtype)[:, 0]
     return out
 
 
-def _accumulate_word_logsumexp(
-    acc: torch.Tensor, scores: torch.Tensor, word: torch.Tensor
-) -> None:
-    """Merge ``log sum exp`` of ``scores [N, B]`` per word into ``acc [N, W]`` (in place).
+def _accumulate_word_logsumexp(acc: np.ndarray, scores: np.ndarray, word: np.ndarray) -> None:
+    """Merge ``log sum exp`` of ``scores [N, B]`` per word (``word [B]``) into ``acc [N, W]``.
 
     Each (window, word) is reduced around its own maximum, so nothing underflows.
     """
-    present, local = torch.unique(word, return_inverse=True)
-    index = local.expand(scores.shape[0], -1)
-    peak = torch.full((scores.shape[0], len(present)), -torch.inf, dtype=scores.dtype)
-    peak.scatter_reduce_(1, index, scores, reduce="amax")
-    total = torch.zeros_like(peak).scatter_add_(1, index, torch.exp(scores - peak.gather(1, index)))
-    acc[:, present] = torch.logaddexp(acc[:, present], total.log() + peak)
+    order = np.argsort(word, kind="stable")
+    sorted_word = word[order]
+    first = np.flatnonzero(np.r_[True, sorted_word[1:] != sorted_word[:-1]])
+    present = sorted_word[first]
+    grouped = scores[:, order].astype(np.float64)
+    peak = np.maximum.reduceat(grouped, first, axis=1)  # [N, words in chunk]
+    spread = np.repeat(peak, np.diff(np.r_[first, len(word)]), axis=1)
+    total = np.add.reduceat(np.exp(grouped - spread), first, axis=1)
+    acc[:, present] = np.logaddexp(acc[:, present], np.log(total) + peak)
 
 
-def _word_ranks(word_log_scores: torch.Tensor, true_word: np.ndarray) -> np.ndarray:
+def _word_ranks(word_log_scores: np.ndarray, true_word: np.ndarray) -> np.ndarray:
     """Rank (1 = best) of ``true_word[i]`` in row ``i`` of ``word_log_scores [N, W]``."""
-    true = word_log_scores.gather(1, torch.from_numpy(true_word)[:, None])
-    return ((word_log_scores > true).sum(dim=1) + 1).numpy()
+    true = word_log_scores[np.arange(len(true_word)), true_word]
+    return (word_log_scores > true[:, None]).sum(axis=1) + 1
 
 
 def _frequency_baseline(
