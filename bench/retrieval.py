@@ -5,8 +5,10 @@ candidates) on ``n_windows`` predictions against ``n_candidates`` candidates of 
 [1024, 360] (wav2vec 2.0 dimension × 3 s at 120 Hz), in a fresh subprocess with ``threads``
 threads. Reported: median and minimum time of ``--repeats`` evaluations, the worker's peak
 resident memory (``ru_maxrss``: everything, set-up included), GFLOP/s of the score products
-(``2 N M F T`` flops) and seconds per 1,000 candidates; also the CPU time of each run and the
-1-minute load average before and after (other processes on the machine slow the runs down).
+(``2 N M F T`` flops) and seconds per 1,000 candidates; also the CPU time of each run, the
+1-minute load average before and after, and the time of the bare score products on in-memory
+data measured after the runs (other processes on the machine slow everything down: the ratio of
+``seconds`` to ``products_only_seconds`` is the overhead of streaming and bookkeeping).
 
 Candidates are streamed, never held whole in memory:
 
@@ -150,13 +152,16 @@ def _measure(args: argparse.Namespace) -> dict:
         result = evaluator.evaluate(predictions, candidates, targets, words, windows)
         times.append(time.perf_counter() - start)
         cpu_times.append(_cpu_seconds() - cpu_start)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    products = [_product_seconds(predictions, args.n_candidates, args.chunk_size)
+                for _ in range(args.repeats)]
     median = statistics.median(times)
     flops = 2 * args.n_windows * args.n_candidates * args.n_features * args.n_times
     return {
         "name": f"retrieval_{args.n_candidates / 1000:g}k",
         "seconds": median,
         "seconds_min": min(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "gflops": flops / median / 1e9,
         "config": {
             "n_windows": args.n_windows,
@@ -169,6 +174,7 @@ def _measure(args: argparse.Namespace) -> dict:
             "cold_page_cache": bool(args.cold and args.source == "file"),
             "repeats": args.repeats,
             "seconds_all": times,
+            "products_only_seconds": statistics.median(products),
             "cpu_seconds_all": cpu_times,
             "load_average_1min": [load_before, os.getloadavg()[0]],
             "seconds_per_1k_candidates": median / args.n_candidates * 1000,
@@ -178,6 +184,20 @@ def _measure(args: argparse.Namespace) -> dict:
             "cpu": _cpu_model(),
         },
     }
+
+
+def _product_seconds(predictions, n_candidates: int, chunk_size: int, n_probe: int = 4) -> float:
+    """Time of the bare score products ``[N, D] @ [D, chunk_size]`` for ``n_candidates``
+    in-memory candidates, extrapolated from ``n_probe`` chunks: the floor that streaming,
+    normalisation and bookkeeping add to, measured right after the runs (same machine load)."""
+    import torch
+
+    z = predictions.reshape(len(predictions), -1)
+    chunk = torch.ones(min(chunk_size, n_candidates), z.shape[1])
+    start = time.perf_counter()
+    for _ in range(n_probe):
+        z @ chunk.T
+    return (time.perf_counter() - start) / n_probe * n_candidates / len(chunk)
 
 
 def _cpu_seconds() -> float:
