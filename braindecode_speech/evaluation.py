@@ -187,8 +187,6 @@ class RetrievalEvaluator:
         cfg = self.config
         z = _predictions_matrix(predictions)
         n_windows, feature_shape = z.shape[0], tuple(predictions.shape[1:])
-        if n_windows == 0:
-            raise ValueError("predictions hold no test window")
         words = np.asarray(candidate_words, dtype=object)
         if words.ndim != 1 or not all(isinstance(w, str) for w in words):
             raise ValueError("candidate_words must be a flat sequence of str, one per candidate")
@@ -442,16 +440,22 @@ def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
     ``predictions`` where possible; read-only arrays are copied)."""
     if predictions.ndim != 3:
         raise ValueError(f"predictions must be [N, F, T], got shape {tuple(predictions.shape)}")
+    if len(predictions) == 0:
+        raise ValueError("predictions hold no test window")
     if isinstance(predictions, np.ndarray) and not predictions.flags.writeable:
         predictions = np.array(predictions)  # torch cannot share read-only memory
     z = torch.as_tensor(predictions)
     z = z.reshape(z.shape[0], -1)
     if not z.is_floating_point():
         raise ValueError(f"predictions must be floating point, got {z.dtype}")
-    rows_per_block = max(1, 2**24 // max(1, z.shape[1]))  # isfinite's temporaries stay small
-    bad = torch.cat([~torch.isfinite(block).all(dim=1) for block in z.split(rows_per_block)])
+    rows_per_block = max(1, 2**22 // max(1, z.shape[1]))  # isfinite's temporaries stay small
+    bad = np.concatenate([  # numpy: one pass, where torch's isfinite makes three
+        ~np.isfinite((block.float() if block.dtype == torch.bfloat16 else block).numpy()).all(1)
+        for block in z.split(rows_per_block)
+    ])
     if bad.any():
-        raise ValueError(f"predictions of windows {bad.nonzero()[:10, 0].tolist()} contain NaN/inf")
+        windows = np.flatnonzero(bad)[:10].tolist()
+        raise ValueError(f"predictions of windows {windows} contain NaN/inf")
     return z
 
 

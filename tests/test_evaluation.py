@@ -150,6 +150,11 @@ def test_dtypes():
     result = evaluate(case, perfect.astype(np.float64), case["candidates"].astype(np.float64))
     assert result.metrics["segment"]["top1"] == 1.0
     assert evaluate(case, perfect, dtype="float64").metrics["word"]["top1"] == 1.0
+    bf16 = torch.from_numpy(perfect).bfloat16()
+    assert evaluate(case, bf16, dtype="bfloat16").metrics["segment"]["top1"] == 1.0
+    bf16[3, 0, 0] = torch.nan
+    with pytest.raises(ValueError, match=r"windows \[3\] contain NaN"):
+        evaluate(case, bf16, dtype="bfloat16")
 
 
 def test_per_subject_split():
@@ -255,6 +260,8 @@ def test_shape_mismatch_and_non_finite_values_raise(tmp_path):
         evaluate(case, good[:, :, :9])
     with pytest.raises(ValueError, match=r"predictions must be \[N, F, T\]"):
         evaluate(case, good[:, :, 0])
+    with pytest.raises(ValueError, match="no test window"):
+        evaluate({**case, "targets": [], "windows": case["windows"].iloc[:0]}, good[:0])
     nan_predictions = good.copy()
     nan_predictions[7, 2, 3] = np.nan
     with pytest.raises(ValueError, match=r"predictions of windows \[7\] contain NaN"):
