@@ -10,6 +10,7 @@ are kept (and listed), flat channels are listed so that scaling can neutralise t
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 import mne
 import numpy as np
 import pandas as pd
+import torch
 from numpy.lib.format import open_memmap
+from pydantic import Field
 
 from .cache import ArrayCache
 from .config import Config, stable_hash
@@ -41,9 +44,9 @@ class PreprocessConfig(Config):
     chunk_mb: int = 512
     """memory budget of one block of channels processed at once, MB (does not change the
     result; bounds memory for long recordings)"""
-    n_jobs: int = 1
-    """parallel jobs of the resampler (joblib processes; pays off on long recordings only;
-    does not change the result)"""
+    n_jobs: int | None = Field(None, ge=1)
+    """threads filtering and resampling groups of channels in parallel (None: as many as
+    torch uses, ``torch.get_num_threads()``; does not change the result)"""
 
     _exclude_from_signature = ("chunk_mb", "n_jobs")
 
@@ -162,6 +165,27 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else -1
 
 
+def _filter_and_resample(x: np.ndarray, sfreq: float, ratio: Fraction,
+                         config: PreprocessConfig) -> np.ndarray:
+    """Band-pass (if configured) and polyphase-resample ``x [C, T]`` by ``ratio``, channels
+    split over ``config.n_jobs`` threads (numpy and scipy release the GIL)."""
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        if config.highpass is not None or config.lowpass is not None:
+            rows = mne.filter.filter_data(rows, sfreq, config.highpass, config.lowpass,
+                                          verbose=False)
+        if ratio != 1:
+            rows = mne.filter.resample(rows, up=ratio.numerator, down=ratio.denominator,
+                                       method="polyphase", verbose=False)
+        return rows
+
+    n_jobs = min(config.n_jobs or torch.get_num_threads(), len(x))
+    if n_jobs <= 1:
+        return run(x)
+    with ThreadPoolExecutor(n_jobs) as pool:
+        return np.concatenate(list(pool.map(run, np.array_split(x, n_jobs))))
+
+
 def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict[str, Any]:
     raw = recording.raw()
     picks = mne.pick_types(raw.info, meg=True, eeg=True, ref_meg=False, exclude=[])
@@ -187,12 +211,7 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
             bad = [raw.ch_names[chunk[i]] for i in np.flatnonzero(~np.isfinite(x).all(axis=1))]
             raise StudyError(f"{recording.path}: NaN or infinite values in channels {bad[:5]}")
         flat += _flat_channels(x, [raw.ch_names[c] for c in chunk])
-        if config.highpass is not None or config.lowpass is not None:
-            x = mne.filter.filter_data(x, sfreq_in, config.highpass, config.lowpass,
-                                       verbose=False)
-        if ratio != 1:
-            x = mne.filter.resample(x, up=ratio.numerator, down=ratio.denominator,
-                                    method="polyphase", n_jobs=config.n_jobs, verbose=False)
+        x = _filter_and_resample(x, sfreq_in, ratio, config)
         n = min(n_out, x.shape[1])
         out[:n, start:start + len(chunk)] = x[:, :n].T
         if n < n_out:  # resampler rounding: repeat the last sample

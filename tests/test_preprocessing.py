@@ -44,9 +44,14 @@ def test_preprocess_resamples_and_caches(tmp_path, caplog):
     assert out.bads == ["Cz"]
     assert out.positions.shape == (64, 2)
     assert out.positions.min() == 0.0 and out.positions.max() == 1.0
-    # the memory budget does not change the result
+    # neither the memory budget nor the number of threads changes the result
     small = preprocess(rec, PreprocessConfig(chunk_mb=1, n_jobs=1), tmp_path / "other_cache")
     assert np.array_equal(small.data, out.data)
+    threads = preprocess(rec, PreprocessConfig(n_jobs=3, highpass=0.5),
+                         tmp_path / "threads_cache")
+    single = preprocess(rec, PreprocessConfig(n_jobs=1, highpass=0.5),
+                        tmp_path / "single_cache")
+    assert np.array_equal(threads.data, single.data)
     # the second call reads the cache
     calls = []
     rec.load_raw = lambda: calls.append(1)
