@@ -110,3 +110,22 @@ def test_missing_sound_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.wav"):
         sound_spans(events)
     assert isinstance(events, pd.DataFrame)
+
+
+@pytest.mark.parametrize("shift, ok", [(0.002, True), (0.05, False)])
+def test_audit_tolerates_sample_rounding_at_block_boundaries_only(shift, ok):
+    """Two recordings of one 20 s wav, cut into a train and a test block at 10 s; in the second
+    the boundary is ``shift`` s late (event times rounded to the samples of a 500 Hz recording
+    are off by up to 2 ms)."""
+    sounds = pd.DataFrame({"start": [0.0], "stop": [20.0], "filepath": ["/data/story.wav"],
+                           "offset": [0.0]})
+
+    def blocks(boundary: float) -> pd.DataFrame:
+        return pd.DataFrame({"start": [0.0, boundary], "stop": [boundary, 20.0],
+                             "sequence_ids": [["s1"], ["s2"]], "texts": [["one"], ["two"]],
+                             "split": ["train", "test"]})
+
+    audit = audit_splits({"a": blocks(10.0), "b": blocks(10.0 + shift)},
+                         {"a": sounds, "b": sounds})
+    assert audit["ok"] is ok
+    assert audit["train_test"]["longest_shared_audio"] == pytest.approx(shift)
