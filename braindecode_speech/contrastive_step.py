@@ -12,7 +12,8 @@ the batch cannot simply be cut into independent pieces. :class:`ContrastiveStep`
     layer*: every micro-batch passes a layer before any goes on to the next one. Batch norm
     pools its statistics (and, through autograd, their gradient) over all micro-batches and
     dropout masks are drawn for the whole batch at once, so the loss, the gradients and the
-    batch-norm running statistics are those of ``plain``. The layers without batch norm (the
+    batch-norm running statistics are those of ``plain``. A batch of at most one micro-batch
+    takes the ``plain`` path. The layers without batch norm (the
     sensor merger and subject layers; the final convolutions) run one micro-batch at a time,
     and each micro-batch's predictions are reduced to their ``[b, B]`` CLIP scores straight
     away, so the ``[B, F, T]`` predictions of the whole batch are never held at once. Working
@@ -112,7 +113,10 @@ class ContrastiveStep:
         inputs = {key: batch[key].to(device, non_blocking=True)
                   for key in ("brain", "subject", "positions", "mask", "speech")}
         self.optimizer.zero_grad(set_to_none=True)
-        loss = {"plain": self._plain, "fast": self._fast, "lean": self._lean}[self.mode](inputs)
+        mode = self.mode
+        if mode == "fast" and len(inputs["brain"]) <= self.micro_batch:
+            mode = "plain"  # one micro-batch: the same computation, without the bookkeeping
+        loss = {"plain": self._plain, "fast": self._fast, "lean": self._lean}[mode](inputs)
         self.optimizer.step()
         return loss
 

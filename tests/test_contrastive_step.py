@@ -88,6 +88,11 @@ def test_micro_batch_larger_than_batch_is_plain():
     plain, lean = make_step("plain"), make_step("lean", micro_batch=64)
     assert run_steps(lean) == pytest.approx(run_steps(plain), rel=1e-5)
     assert_same_state(lean, plain)
+    # fast mode on a single micro-batch takes the plain path: bit-identical
+    fast, plain = make_step("fast", micro_batch=10), make_step("plain")
+    assert run_steps(fast) == run_steps(plain)
+    for param, expected in zip(fast.model.parameters(), plain.model.parameters()):
+        assert torch.equal(param, expected) and torch.equal(param.grad, expected.grad)
 
 
 def test_step_uses_the_whole_batch_for_batch_norm():
