@@ -1,6 +1,6 @@
 """Benchmark ``retrieval_10k``: retrieval of 256 decoded windows among 10,000 candidates.
 
-Runs :class:`braindecode_speech.evaluation.RetrievalEvaluator` (float32, chunks of 256
+Runs :class:`braindecode_speech.evaluation.RetrievalEvaluator` (float32, chunks of 512
 candidates) on ``n_windows`` predictions against ``n_candidates`` candidates of shape
 [1024, 360] (wav2vec 2.0 dimension × 3 s at 120 Hz), in a fresh subprocess with ``threads``
 threads. Reported: median and minimum time of ``--repeats`` evaluations, the worker's peak
@@ -257,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-windows", type=int, default=256)
     parser.add_argument("--n-features", type=int, default=1024)
     parser.add_argument("--n-times", type=int, default=360)
-    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--source", choices=["file", "generated"], default="file")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cold", action="store_true",

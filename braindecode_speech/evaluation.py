@@ -85,7 +85,7 @@ class EvaluationConfig(Config):
 
     topk: tuple[int, ...] = (1, 5, 10)
     #: candidates per streamed chunk (memory ~ chunk_size * F * T * 4 bytes; no effect on results)
-    chunk_size: int = Field(256, ge=1)
+    chunk_size: int = Field(512, ge=1)
     #: bootstrap resamples of the test windows for the 95 % confidence intervals
     n_bootstrap: int = Field(1000, ge=1)
     #: permutations of the predictions for the empirical word-level chance
