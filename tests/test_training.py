@@ -87,6 +87,23 @@ def test_training_lowers_the_validation_loss(tmp_path, dataset):
     assert len(lines) == 6
 
 
+def test_cpu_bf16_trains_under_autocast_close_to_float32(tmp_path, dataset):
+    losses = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model = TinyEncoder()
+        dtypes = set()
+        model.net[0].register_forward_hook(
+            lambda module, args, out, seen=dtypes: seen.add(out.dtype))
+        trainer = Trainer(model, Clip(), _config(cpu_bf16=bf16), tmp_path / str(bf16), "sig")
+        losses[bf16] = [h["valid_loss"] for h in trainer.fit(dataset(), dataset(seed=1))]
+        # training and validation run the convolutions in bfloat16
+        assert dtypes == {torch.bfloat16 if bf16 else torch.float32}
+    assert losses[True] != losses[False]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=0.05)
+    assert OptimConfig(cpu_bf16=True).signature() != OptimConfig().signature()
+
+
 def test_interrupted_run_resumes_exactly(tmp_path, dataset):
     torch.manual_seed(0)
     full = Trainer(TinyEncoder(), Clip(), _config(), tmp_path / "full", "sig")
