@@ -47,12 +47,14 @@ def _placements(start: float, stop: float, sounds: pd.DataFrame) -> list[dict[st
     return out
 
 
-def block_audio(start: float, stop: float, sounds: pd.DataFrame) -> np.ndarray:
-    """The audio heard in ``[start, stop]`` s: ``[n]`` float32 at :data:`AUDIO_SFREQ`.
+def block_audio(start: float, stop: float, sounds: pd.DataFrame,
+                n_samples: int | None = None) -> np.ndarray:
+    """The audio heard in ``[start, stop]`` s: ``[n_samples]`` float32 at :data:`AUDIO_SFREQ`
+    (default ``round((stop - start) * AUDIO_SFREQ)``; samples after ``stop`` are silent).
 
     ``sounds`` are the recording's sound spans (:func:`braindecode_speech.splits.sound_spans`).
     """
-    n = int(round((stop - start) * AUDIO_SFREQ))
+    n = int(round((stop - start) * AUDIO_SFREQ)) if n_samples is None else n_samples
     audio = np.zeros(n, dtype=np.float32)
     for p in _placements(start, stop, sounds):
         wav = _wav(p["file"])
@@ -72,11 +74,16 @@ def block_features(
     float32 (time-major, one contiguous read per window) memory-mapped from the cache; frame
     ``i`` is at ``start + i / features.sfreq`` s."""
     n_frames = int(round((stop - start) * features.sfreq))
+    # the audio spans exactly n_frames frames: rounding the block to audio samples first could
+    # give the features one frame more or less than the brain clock (e.g. 6.21249 s is 745
+    # frames at 120 Hz, but its 99,400 audio samples are 745.5 frames, rounded to 746)
+    n_samples = int(round(n_frames / features.sfreq * AUDIO_SFREQ))
     key = stable_hash({"features": features.signature(), "sfreq": AUDIO_SFREQ,
-                       "n_frames": n_frames, "audio": _placements(start, stop, sounds)}, 20)
+                       "n_frames": n_frames, "n_samples": n_samples,
+                       "audio": _placements(start, stop, sounds)}, 20)
 
     def build(folder: Path) -> dict[str, Any]:
-        feats = features(block_audio(start, stop, sounds), AUDIO_SFREQ)
+        feats = features(block_audio(start, stop, sounds, n_samples), AUDIO_SFREQ)
         if feats.shape[1] != n_frames:
             raise RuntimeError(
                 f"{type(features).__name__} returned {feats.shape[1]} frames for a "

@@ -6,6 +6,7 @@ import json
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile
 import torch
@@ -323,3 +324,20 @@ def test_features_config_rejects_bad_values():
         FeaturesConfig.from_dict({"layers": [-1]})
     with pytest.raises(ConfigError, match="chunk_s"):
         FeaturesConfig.from_dict({"chunk_s": 0})
+
+
+@pytest.mark.parametrize("duration", [6.21249, 6.2125, 6.212, 3.0041666])
+def test_block_features_have_the_brain_clocks_frame_count(tmp_path, duration):
+    """Blocks whose length in audio samples rounds to another frame count than the block's
+    length in frames (6.21249 s: 745 frames at 120 Hz, but 99,400 samples = 745.5 frames)."""
+    from braindecode_speech.speech import AUDIO_SFREQ, block_features
+    from braindecode_speech.splits import sound_spans
+
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, _noise(8.0, AUDIO_SFREQ), AUDIO_SFREQ, subtype="FLOAT")
+    events = pd.DataFrame({"onset": [0.5], "duration": [8.0], "kind": ["sound"],
+                           "filepath": [str(wav)], "offset": [0.0]})
+    features = MelFeatures()
+    frames = block_features(1.0, 1.0 + duration, sound_spans(events), features, tmp_path)
+    assert frames.shape == (round(duration * features.sfreq), features.dimension)
+    assert np.isfinite(frames).all()
