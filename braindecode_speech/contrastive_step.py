@@ -12,11 +12,11 @@ the batch cannot simply be cut into independent pieces. :class:`ContrastiveStep`
     layer*: every micro-batch passes a layer before any goes on to the next one. Batch norm
     pools its statistics (and, through autograd, their gradient) over all micro-batches and
     dropout masks are drawn for the whole batch at once, so the loss, the gradients and the
-    batch-norm running statistics are those of ``plain``. A batch of at most one micro-batch
-    takes the ``plain`` path. The layers without batch norm (the
-    sensor merger and subject layers; the final convolutions) run one micro-batch at a time,
-    and each micro-batch's predictions are reduced to their ``[b, B]`` CLIP scores straight
-    away, so the ``[B, F, T]`` predictions of the whole batch are never held at once. Working
+    batch-norm running statistics are those of ``plain`` (a batch of at most one micro-batch
+    takes the ``plain`` path). The layers without batch norm (the sensor merger and subject
+    layers; the final convolutions) run one micro-batch at a time, and each micro-batch's
+    predictions are reduced to their ``[b, B]`` CLIP scores straight away, so the
+    ``[B, F, T]`` predictions of the whole batch are never held at once. Working
     on micro-batches keeps every intermediate tensor small: in cache, and recycled by the
     memory allocator instead of being mapped afresh (and page-faulted) at every step.
 
