@@ -38,7 +38,7 @@ from .study import StudyError
 from .training import OptimConfig, Trainer
 
 __all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig", "PreparedData", "prepare_data",
-           "run_experiment", "evaluate_run", "split_study", "load_weights"]
+           "run_experiment", "evaluate_run", "split_study", "study_blocks", "load_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +225,10 @@ def _split(recordings: list[tuple[str, pd.DataFrame, float]], config: SplitConfi
     return blocks, sounds, audit_splits(blocks, sounds)
 
 
-def split_study(config: ExperimentConfig) -> dict[str, Any]:
-    """The split leak audit of the study of ``config`` (reads events and headers only)."""
+def study_blocks(config: ExperimentConfig) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The blocks of every recording of the study of ``config``, with their split
+    (``{recording uid: blocks}``, see :func:`~braindecode_speech.splits.assign_splits`), and
+    the split leak audit. Reads events and headers only."""
     if config.study.root is None:
         raise ConfigError("study.root is not set")
     study = get_study(config.study.name, config.study.root, subjects=config.study.subjects,
@@ -236,7 +238,13 @@ def split_study(config: ExperimentConfig) -> dict[str, Any]:
         raw = rec.raw()
         duration = raw.n_times / raw.info["sfreq"]
         items.append((rec.uid, rec.events(duration=duration), duration))
-    return _split(items, config.splits)[2]
+    blocks, _, audit = _split(items, config.splits)
+    return blocks, audit
+
+
+def split_study(config: ExperimentConfig) -> dict[str, Any]:
+    """The split leak audit of the study of ``config`` (reads events and headers only)."""
+    return study_blocks(config)[1]
 
 
 def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:

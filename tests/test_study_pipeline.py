@@ -14,7 +14,7 @@ import torch
 from braindecode_speech.contrastive_step import ContrastiveStep
 from braindecode_speech.datasets import get
 from braindecode_speech.datasets.layouts import write_example_layout
-from braindecode_speech.experiment import _split, build_model, prepare_data
+from braindecode_speech.experiment import build_model, prepare_data, study_blocks
 from braindecode_speech.losses import ClipLoss
 from braindecode_speech.presets import tiny_config
 
@@ -38,16 +38,13 @@ def study(request, tmp_path_factory) -> tuple[str, Path, Path]:
 
 def test_splits_are_leak_free(study):
     name, root, _ = study
-    config = tiny_config(root, study=name).splits
-    adapter = get(name, root)
-    items = []
-    for rec in adapter.recordings():
+    blocks, audit = study_blocks(tiny_config(root, study=name))
+    subjects, durations = {}, {}
+    for rec in get(name, root).recordings():
         raw = rec.raw()
-        duration = raw.n_times / raw.info["sfreq"]
-        items.append((rec.uid, rec.events(duration=duration), duration))
-    subjects = {rec.uid: rec.subject for rec in adapter.recordings()}
-    assert len(set(subjects.values())) == 2
-    blocks, _, audit = _split(items, config)
+        subjects[rec.uid] = rec.subject
+        durations[rec.uid] = raw.n_times / raw.info["sfreq"]
+    assert set(blocks) == set(subjects) and len(set(subjects.values())) == 2
 
     assert audit["ok"], audit
     split_of_text: dict[str, set[str]] = defaultdict(set)
@@ -66,7 +63,6 @@ def test_splits_are_leak_free(study):
     used = {split for splits in split_of_text.values() for split in splits}
     assert used == {"train", "valid", "test"}
     # no block crosses the end of its recording, and blocks do not overlap
-    durations = {uid: duration for uid, _, duration in items}
     for uid, table in blocks.items():
         starts, stops = table["start"].to_numpy(), table["stop"].to_numpy()
         assert (starts >= 0).all() and (stops <= durations[uid] + 1e-6).all()
