@@ -69,13 +69,30 @@ class Config(BaseModel):
         except ValidationError as exc:
             lines = [f"Invalid {cls.__name__} in {source}:"]
             for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-                lines.append(f"  - {loc}: {err['msg']} (got {err.get('input')!r})")
+                lines.append(f"  - {_format_error(cls, err)}")
             raise ConfigError("\n".join(lines)) from None
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path) -> C:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        """Read and validate the YAML file ``path``; every problem (missing file, YAML syntax
+        with its line, not a mapping, bad fields) is a :class:`ConfigError` naming the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML{_yaml_position(exc)}: "
+                              f"{getattr(exc, 'problem', None) or exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must hold a mapping of keys to values, "
+                              f"found a {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
 
     def with_overrides(self: C, overrides: dict[str, Any] | list[str]) -> C:
@@ -87,20 +104,60 @@ class Config(BaseModel):
                 if "=" not in item:
                     raise ConfigError(f"Override {item!r} is not of the form key=value")
                 key, value = item.split("=", 1)
-                parsed[key.strip()] = yaml.safe_load(value)
+                try:
+                    parsed[key.strip()] = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"Override {item!r}: the value is not valid YAML "
+                                      f"({getattr(exc, 'problem', None) or exc})") from None
             overrides = parsed
         data = self.to_dict()
         for key, value in overrides.items():
             node = data
             parts = key.split(".")
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts, 1):
                 if not isinstance(node, dict) or part not in node:
-                    raise ConfigError(f"Unknown config key {key!r} for {type(self).__name__}")
-                node = node[part]
-            if not isinstance(node, dict) or parts[-1] not in node:
-                raise ConfigError(f"Unknown config key {key!r} for {type(self).__name__}")
+                    known = f" (known keys here: {', '.join(node)})" \
+                        if isinstance(node, dict) else ""
+                    raise ConfigError(f"Unknown config key {key!r} for "
+                                      f"{type(self).__name__}{known}")
+                if depth < len(parts):
+                    node = node[part]
             node[parts[-1]] = value
         return type(self).from_dict(data, source="overrides")
+
+
+def _format_error(cls: type[Config], err: dict[str, Any]) -> str:
+    """One pydantic error of ``cls`` as ``key: problem (got value)``. An unknown key lists the
+    known ones; the value is left out for errors of a whole section (a cross-field check),
+    whose message names the fields."""
+    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        known = _section_fields(cls, err["loc"][:-1])
+        if known:
+            message = f"unknown key (known keys here: {', '.join(known)})"
+    value = err.get("input")
+    if isinstance(value, (dict, BaseModel)):
+        return f"{loc}: {message}"
+    return f"{loc}: {message} (got {value!r})"
+
+
+def _section_fields(cls: type[Config], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the config section at ``loc`` inside ``cls`` (empty if unknown)."""
+    model: Any = cls
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _yaml_position(exc: yaml.YAMLError) -> str:
+    """`` (line L, column C)`` of a YAML syntax error, 1-based, when known."""
+    mark = getattr(exc, "problem_mark", None)
+    return "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
 
 
 def _plain(value: Any) -> Any:

@@ -3,6 +3,10 @@
 Each module of this package is one subcommand (``check_splits.py`` → ``check-splits``) and
 defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules import
 their heavy dependencies inside ``run`` so that ``--help`` stays fast.
+
+Expected errors (a bad config, a missing or damaged input file, see :data:`EXPECTED_ERRORS`)
+end in one line ``error: <message>`` on stderr and exit code :data:`EXIT_INPUT_ERROR`, with
+the traceback only under ``-vv``; any other exception keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +16,31 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXPECTED_ERRORS", "EXIT_INPUT_ERROR"]
+
+#: exit code of a run refused for bad input (argparse's usage errors exit 2 too; 1 is kept for
+#: problems found by ``check`` and ``check-splits`` and for failed downloads or grid runs)
+EXIT_INPUT_ERROR = 2
+
+#: the project's error types for bad input, ``"module:Class"``; their messages name the file or
+#: config key and the problem. A module that was never imported cannot have raised its error,
+#: so none is imported just to catch it.
+EXPECTED_ERRORS = (
+    "braindecode_speech.config:ConfigError",
+    "braindecode_speech.study:StudyError",
+    "braindecode_speech.events:EventsError",
+    "braindecode_speech.training:CheckpointError",
+    "braindecode_speech.cache:CacheError",
+    "braindecode_speech.features.audio:AudioError",
+    "braindecode_speech.datasets.presentation_log:LogError",
+    "braindecode_speech.datasets.download:DownloadError",
+    "braindecode_speech.simulation.tts:TTSError",
+)
+
+#: operating-system errors that are the user's input (a path that is not there or not readable)
+_EXPECTED_OS_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def _commands() -> dict[str, object]:
@@ -45,7 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except Exception as exc:
+        if not _is_expected(exc):
+            raise
+        if args.verbose >= 2:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+def _is_expected(exc: Exception) -> bool:
+    """Whether ``exc`` is bad input (one of :data:`EXPECTED_ERRORS`), not a bug."""
+    if isinstance(exc, _EXPECTED_OS_ERRORS):
+        return True
+    for item in EXPECTED_ERRORS:
+        module_name, name = item.split(":")
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, name)):
+            return True
+    return False
 
 
 if __name__ == "__main__":

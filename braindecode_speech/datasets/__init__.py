@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..study import Study
+from ..study import Study, StudyError
 
 __all__ = ["REGISTRY", "get", "names"]
 
@@ -31,9 +31,10 @@ def names() -> list[str]:
 
 
 def get(name: str, root: str | Path, **kwargs: Any) -> Study:
-    """Build the study ``name`` on the local copy at ``root``."""
+    """Build the study ``name`` on the local copy at ``root`` (an unknown name is a
+    :class:`~braindecode_speech.study.StudyError` listing the known ones)."""
     if name not in REGISTRY:
-        raise KeyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")
+        raise StudyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")
     module_name, class_name = REGISTRY[name].split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
     return getattr(module, class_name)(root, **kwargs)
