@@ -138,7 +138,7 @@ def _format_error(cls: type[Config], err: dict[str, Any]) -> str:
             message = f"unknown key (known keys here: {', '.join(known)})"
     value = err.get("input")
     if isinstance(value, (dict, BaseModel)):
-        return f"{loc}: {message}"
+        return f"{loc}: {message}" if err["loc"] else message
     return f"{loc}: {message} (got {value!r})"
 
 

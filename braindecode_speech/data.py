@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from .cache import RowReader
 from .config import Config
@@ -31,9 +32,9 @@ class NormConfig(Config):
     """subtract, per channel, the mean of the brain window before the anchor"""
     robust_scale: bool = True
     """per recording and channel: (x - median) / (q75 - q25), fitted on training windows"""
-    clamp: float | None = 20.0
+    clamp: float | None = Field(20.0, gt=0)
     """clamp scaled brain values to ± this (None: off)"""
-    n_scaling_windows: int = 200
+    n_scaling_windows: int = Field(200, ge=1)
     """training windows per recording used to fit the robust scaler"""
     standardize_features: bool = True
     """standard-scale speech features with statistics of the training windows"""

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.lib.format import open_memmap
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from . import distributed
 from .cache import RowReader, default_cache_dir
 from .config import Config, ConfigError
 from .data import FeatureScaler, NormConfig, Window, WindowDataset, fit_robust_scaler
 from .datasets import get as get_study
+from .datasets import names as study_names
 from .evaluation import EvaluationConfig, RetrievalEvaluator
 from .features import FeaturesConfig
 from .losses import LossConfig
@@ -34,7 +35,7 @@ from .report import format_table, write_report
 from .segments import WindowConfig, make_windows
 from .speech import block_features
 from .splits import SplitConfig, assign_splits, audit_splits, make_blocks, sentences, sound_spans
-from .study import StudyError
+from .study import Recording, StudyError
 from .training import OptimConfig, Trainer
 
 __all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig", "PreparedData", "prepare_data",
@@ -57,20 +58,27 @@ class StudyConfig(Config):
 
     _exclude_from_signature = ("root",)
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in study_names():
+            raise ValueError(f"unknown study {value!r}; known studies: {', '.join(study_names())}")
+        return value
+
 
 class RidgeConfig(Config):
     """The linear ridge baseline evaluated beside the brain encoder."""
 
     enabled: bool = True
-    max_windows: int = 2000
+    max_windows: int = Field(2000, ge=1)
     """training windows used to fit it (a random subset)"""
-    n_components: int = 64
+    n_components: int = Field(64, ge=1)
     """brain principal components kept before lagging"""
-    tmax: float = 0.3
+    tmax: float = Field(0.3, ge=0)
     """longest brain lag, s (lags from 0)"""
-    lag_step: int = 2
+    lag_step: int = Field(2, ge=1)
     """spacing of the lags, samples (2 at 120 Hz: every 17 ms)"""
-    time_step: int = 6
+    time_step: int = Field(6, ge=1)
     """fit on every n-th time point of the (overlapping) windows"""
 
 
@@ -93,6 +101,23 @@ class ExperimentConfig(Config):
     ~/.cache/braindecode_speech)"""
 
     _exclude_from_signature = ("cache_dir",)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        """Checks across sections, before any data are read."""
+        if abs(self.features.sfreq - self.preprocess.sfreq) > 1e-6:
+            raise ValueError(f"features.sfreq ({self.features.sfreq} Hz) must equal "
+                             f"preprocess.sfreq ({self.preprocess.sfreq} Hz): speech features "
+                             "and brain windows are read on the same clock")
+        if self.windows.n_times(self.preprocess.sfreq) < 1:
+            raise ValueError(f"windows.tmax - windows.tmin ({self.windows.tmax} - "
+                             f"{self.windows.tmin} s) is shorter than one sample at "
+                             f"preprocess.sfreq={self.preprocess.sfreq} Hz")
+        if self.norm.baseline and round(-self.windows.tmin * self.preprocess.sfreq) < 1:
+            raise ValueError(f"norm.baseline averages the window before the anchor, but "
+                             f"windows.tmin={self.windows.tmin} s leaves no sample there: set "
+                             "windows.tmin < 0 or norm.baseline=false")
+        return self
 
 
 @dataclass
@@ -121,6 +146,7 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     recordings: list[PreprocessedRecording] = []
     for rec in study.recordings():
         try:
+            _check_window_fits(rec, config.windows)
             recordings.append(preprocess(rec, config.preprocess, cache_dir))
         except (StudyError, ValueError, FileNotFoundError) as exc:
             if config.study.on_error == "raise":
@@ -131,9 +157,6 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
         raise StudyError(f"{config.study.root}: no usable recording for {config.study.name!r}")
     sfreq = config.preprocess.sfreq
     features = config.features.build()
-    if abs(features.sfreq - sfreq) > 1e-6:
-        raise ConfigError(f"features run at {features.sfreq} Hz but the brain at {sfreq} Hz: "
-                          "set features and preprocess to the same rate")
 
     blocks, sounds, audit = _split(
         [(r.uid, r.events, r.duration) for r in recordings], config.splits)
@@ -213,6 +236,19 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     return PreparedData(recordings=recordings, windows=windows, datasets=datasets,
                         subjects=list(subjects), n_features=features.dimension, audit=audit,
                         skipped=skipped)
+
+
+def _check_window_fits(rec: Recording, windows: WindowConfig) -> None:
+    """Refuse a recording shorter than one window, from its header, before preprocessing it."""
+    raw = rec.raw()
+    duration = raw.n_times / raw.info["sfreq"]
+    span = windows.tmax - windows.tmin + abs(windows.brain_lag)
+    if span > duration:
+        raise ConfigError(
+            f"windows.tmin={windows.tmin:g}, windows.tmax={windows.tmax:g}, "
+            f"windows.brain_lag={windows.brain_lag:g}: a window needs {span:g} s of brain "
+            f"signal but {rec.path} lasts {duration:.3g} s (shorten the window, or set "
+            "study.on_error=skip to leave such recordings out)")
 
 
 def _split(recordings: list[tuple[str, pd.DataFrame, float]], config: SplitConfig) -> \

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from numpy.lib.format import open_memmap
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .cache import ArrayCache
 from .config import Config, stable_hash
@@ -35,13 +35,13 @@ logger = logging.getLogger(__name__)
 class PreprocessConfig(Config):
     """Brain-signal preprocessing. Defaults are the paper's."""
 
-    sfreq: float = 120.0
+    sfreq: float = Field(120.0, gt=0)
     """output sampling rate, Hz"""
-    highpass: float | None = None
+    highpass: float | None = Field(None, gt=0)
     """high-pass cut-off, Hz (None: off, as in the paper)"""
-    lowpass: float | None = None
+    lowpass: float | None = Field(None, gt=0)
     """low-pass cut-off, Hz, applied before resampling (None: only the resampler's anti-alias)"""
-    chunk_mb: int = 512
+    chunk_mb: int = Field(512, ge=1)
     """memory budget of one block of channels processed at once, MB (does not change the
     result; bounds memory for long recordings)"""
     n_jobs: int | None = Field(None, ge=1)
@@ -49,6 +49,14 @@ class PreprocessConfig(Config):
     torch uses, ``torch.get_num_threads()``; does not change the result)"""
 
     _exclude_from_signature = ("chunk_mb", "n_jobs")
+
+    @model_validator(mode="after")
+    def _band(self) -> PreprocessConfig:
+        if self.highpass is not None and self.lowpass is not None \
+                and self.highpass >= self.lowpass:
+            raise ValueError(f"highpass ({self.highpass} Hz) must be below lowpass "
+                             f"({self.lowpass} Hz)")
+        return self
 
 
 @dataclass

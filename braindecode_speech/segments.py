@@ -9,9 +9,11 @@ only when both its speech and brain spans lie inside one block of its split.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, model_validator
 
 from .config import Config
 
@@ -27,12 +29,19 @@ class WindowConfig(Config):
     """window start relative to the anchor, s"""
     tmax: float = 2.5
     """window end relative to the anchor, s"""
-    stride: float = 0.5
+    stride: float = Field(0.5, gt=0)
     """spacing of train/valid anchors, s"""
     brain_lag: float = 0.15
-    """the brain window is this much later than the speech window, s"""
-    test_anchor: str = "word"
+    """the brain window is this much later than the speech window, s (any sign: a negative
+    lag, the brain before the sound, is a control)"""
+    test_anchor: Literal["word", "stride"] = "word"
     """test anchors: ``word`` onsets (paper) or ``stride`` (like train)"""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowConfig:
+        if self.tmin >= self.tmax:
+            raise ValueError(f"tmin ({self.tmin} s) must be below tmax ({self.tmax} s)")
+        return self
 
     def n_times(self, sfreq: float) -> int:
         """Number of samples of a window at ``sfreq``."""

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import soundfile
+from pydantic import Field, model_validator
 
 from .config import Config
 
@@ -43,12 +44,19 @@ AUDIO_TOLERANCE = 0.01
 class SplitConfig(Config):
     """Blocks and split assignment. Defaults are the paper's."""
 
-    min_block_duration: float = 6.0
+    min_block_duration: float = Field(6.0, ge=0)
     """consecutive sentences are merged until a block lasts at least this long, s"""
-    test_ratio: float = 0.2
-    valid_ratio: float = 0.1
-    seed: int = 12
+    test_ratio: float = Field(0.2, ge=0, lt=1)
+    valid_ratio: float = Field(0.1, ge=0, lt=1)
+    seed: int = Field(12, ge=0)
     """salt of the split hash (the paper's value)"""
+
+    @model_validator(mode="after")
+    def _train_left(self) -> SplitConfig:
+        if self.test_ratio + self.valid_ratio >= 1:
+            raise ValueError(f"test_ratio + valid_ratio must be below 1 to leave blocks for "
+                             f"training, got {self.test_ratio} + {self.valid_ratio}")
+        return self
 
 
 @lru_cache(maxsize=4096)

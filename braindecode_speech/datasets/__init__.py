@@ -7,6 +7,7 @@ under ``name``. Adapters are imported lazily so that importing the package stays
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,16 @@ def names() -> list[str]:
 
 
 def get(name: str, root: str | Path, **kwargs: Any) -> Study:
-    """Build the study ``name`` on the local copy at ``root`` (an unknown name is a
-    :class:`~braindecode_speech.study.StudyError` listing the known ones)."""
+    """Build the study ``name`` on the local copy at ``root`` (an unknown name, or an option
+    the adapter does not take, is a :class:`~braindecode_speech.study.StudyError` listing the
+    known ones)."""
     if name not in REGISTRY:
         raise StudyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")
     module_name, class_name = REGISTRY[name].split(":")
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    return getattr(module, class_name)(root, **kwargs)
+    cls = getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
+    parameters = inspect.signature(cls).parameters
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise StudyError(f"study {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(k for k in parameters if k != 'root')}")
+    return cls(root, **kwargs)
