@@ -92,7 +92,7 @@ class EvaluationConfig(Config):
     n_shuffles: int = Field(10, ge=1)
     #: best candidates whose indices are kept per window (``best_1`` ... columns)
     n_best: int = Field(5, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     #: dtype of the score matrix products; scores and norms are accumulated in float32 (float64
     #: when dtype is float64)
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"

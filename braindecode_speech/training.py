@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -46,14 +47,14 @@ class CheckpointError(RuntimeError):
 class OptimConfig(Config):
     """Optimisation. Defaults are the paper's."""
 
-    lr: float = 3e-4
-    batch_size: int = 256
-    max_epochs: int = 200
-    batches_per_epoch: int = 1200
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    batches_per_epoch: int = Field(1200, ge=1)
     """at most this many training batches per epoch"""
-    patience: int = 10
+    patience: int = Field(10, ge=1)
     """stop after this many epochs without a better validation loss"""
-    seed: int = 2036
+    seed: int = Field(2036, ge=0)
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
     amp: bool = True
@@ -61,7 +62,7 @@ class OptimConfig(Config):
     cpu_bf16: bool = False
     """bfloat16 autocast on CPU too: about 2x faster on CPUs with AMX or AVX512-BF16 (see
     ``bench/train_step.py``), with gradients within ~4 % of float32's (off by default)"""
-    num_workers: int = 0
+    num_workers: int = Field(0, ge=0)
     progress: bool = True
     negatives: Negatives = "global"
     """with several processes, contrast each window with the segments of the whole global
@@ -73,7 +74,7 @@ class OptimConfig(Config):
     (one forward and backward), ``fast`` (layer-synchronous micro-batches) or ``lean``
     (gradient caching, bounded memory); all three give the same loss and gradients, see
     :mod:`braindecode_speech.contrastive_step`"""
-    micro_batch: int = 32
+    micro_batch: int = Field(32, ge=1)
     """micro-batch size of the ``fast`` and ``lean`` steps"""
 
     _exclude_from_signature = ("device", "num_workers", "progress", "step", "micro_batch")
