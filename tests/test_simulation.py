@@ -19,6 +19,7 @@ import soundfile
 from scipy.signal import hilbert, resample_poly
 
 from braindecode_speech.config import ConfigError
+from braindecode_speech.datasets.bids import BIDSStudy
 from braindecode_speech.events import make_events
 from braindecode_speech.simulation import SimulationConfig, simulate, simulate_brain_signals
 from braindecode_speech.simulation.brain import RecordingSimulator, SubjectModel
@@ -115,6 +116,26 @@ def test_events_follow_the_stimuli(tiny_meg_root):
     first_words = events[(events["trial_type"] == "word") & (events["word_index"] == 0)]
     np.testing.assert_allclose(sentences["onset"], first_words["onset"])
     assert list(sentences["sequence_id"]) == list(first_words["sequence_id"])
+
+
+def test_each_wav_file_has_its_own_narrator(tiny_meg_root):
+    """Voices vary within a story (a story's voice cannot tell its identity), neighbouring wav
+    files of a story differ, and events.tsv tells the voice of every sound and word, as the
+    pipeline's events do."""
+    sounds = pd.read_csv(tiny_meg_root / "stimuli" / "sounds.tsv", sep="\t")
+    for _, story in sounds.groupby("story", sort=False):
+        assert len(story) >= 2 and story["voice"].nunique() >= 2
+        assert (story["voice"].to_numpy()[1:] != story["voice"].to_numpy()[:-1]).all()
+    assert sounds["speech_rate"].nunique() > len(sounds) // 2
+    voice_of = dict(zip(sounds["sound"], sounds["voice"]))
+    events = _events(tiny_meg_root, "01", "0", "meg")
+    rows = events[events["trial_type"].isin(["sound", "word"])]
+    assert list(rows["voice"]) == [voice_of[s] for s in rows["sound"]]
+    study = BIDSStudy(tiny_meg_root)
+    recording = next(iter(study.iter_recordings()))
+    common = recording.load_events()
+    words = common[common["kind"] == "word"]
+    assert words["voice"].notna().all() and words["voice"].nunique() >= 2
 
 
 def test_grammar_repeats_shared_sentences_and_builds_word_lists():

@@ -12,7 +12,7 @@
   ``filepath`` s (a missing wav is an error naming the events file and the wav);
 - the offset column gives the time of each event inside its wav file (``offset``; 0 for sound
   rows without one);
-- word, phoneme, sequence id, word index, condition and story columns are copied.
+- word, phoneme, sequence id, word index, condition, story and voice columns are copied.
 
 ``n/a`` cells are missing values; no other text is (a word "null" stays a word).
 """
@@ -61,6 +61,7 @@ class BIDSColumns(Config):
     word_index: str | None = "word_index"
     condition: str | None = "condition"
     story: str | None = "story"
+    voice: str | None = "voice"
 
 
 class BIDSStudy(Study):
@@ -143,7 +144,7 @@ class BIDSStudy(Study):
         for target, column in (("word", c.word), ("phoneme", c.phoneme),
                                ("sequence_id", c.sequence_id), ("word_index", c.word_index),
                                ("condition", c.condition), ("story", c.story),
-                               ("offset", c.sound_offset)):
+                               ("voice", c.voice), ("offset", c.sound_offset)):
             if column is not None and column in table.columns:
                 out[target] = table[column]
         for kind_name, target in (("word", "word"), ("phoneme", "phoneme")):

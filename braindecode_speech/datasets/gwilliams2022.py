@@ -103,7 +103,7 @@ def _event_row(info: dict, onset: float, duration: float, root: Path,
     wav = sound_file(root, info["sound"])
     duration = float(duration) if pd.notna(duration) else 0.0
     row = {"onset": onset, "duration": duration, "kind": kind, "story": info.get("story"),
-           "sound_id": wav.stem}
+           "sound_id": wav.stem, "voice": info.get("voice")}
     if kind == "sound":
         if not wav.is_file():
             raise StudyError(f"sound file {wav} is missing")

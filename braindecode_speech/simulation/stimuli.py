@@ -1,9 +1,11 @@
 """The stimuli of the simulated study: stories written by :mod:`.grammar`, spoken by
 eSpeak NG (:mod:`.tts`) and cut into wav files, as in MEG-MASC.
 
-Each story has one narrator (voice and speaking rate drawn per story). Its sequences are
-synthesised one by one and concatenated with short silences; a wav file is closed once it
-exceeds ``chunk_duration`` and the story once its speech exceeds ``story_duration``. Word onsets
+Each wav file has its own narrator: a voice and a speaking rate drawn per file, the voice
+never that of the previous file of the story (so that a story's voice cannot stand in for its
+identity, and neighbouring files always differ when there are several voices). A file's
+sequences are synthesised one by one and concatenated with short silences; a wav file is closed
+once it exceeds ``chunk_duration`` and the story once its speech exceeds ``story_duration``. Word onsets
 come from eSpeak's word events, word ends from the audio (the last 10 ms frame above 5 % of the
 utterance's loud-frame level before the next word).
 
@@ -15,6 +17,7 @@ Files (paths relative to the BIDS root): ``stimuli/audio/<story>_<k>.wav`` (16 k
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +44,10 @@ class Stimuli:
     Attributes
     ----------
     sounds : one row per wav file: ``story``, ``sound`` (path relative to the BIDS root),
-        ``sound_index`` (position in the story), ``duration`` (s), ``voice``, ``speech_rate``.
-    words : one row per spoken word: ``story``, ``sound``, ``sound_offset`` (onset in the wav,
-        s), ``duration`` (s), ``word`` (as written, no punctuation), ``word_index`` (0-based
+        ``sound_index`` (position in the story), ``duration`` (s), ``voice``, ``speech_rate``
+        (words per minute).
+    words : one row per spoken word: ``story``, ``sound``, ``voice``, ``sound_offset`` (onset
+        in the wav, s), ``duration`` (s), ``word`` (as written, no punctuation), ``word_index`` (0-based
         position in its sequence), ``sequence_id``, ``condition`` (``sentence`` |
         ``word_list``), ``sequence_index`` (position of the sequence in its story).
     transcripts : story -> the text of its sequences, in order.
@@ -79,7 +83,8 @@ def render_stimuli(root: Path, seed: int, n_stories: int, story_duration: float,
     root : BIDS root; wav files go to ``root / AUDIO_DIR``.
     seed : determines texts, narrators, rates and silences.
     story_duration, chunk_duration : target speech per story and per wav file, s.
-    voices, speech_rate : eSpeak voices to draw narrators from; (min, max) words per minute.
+    voices, speech_rate : eSpeak voices to draw each wav file's narrator from; (min, max)
+        words per minute.
     sentence_gap : (min, max) silence between sequences, s.
     word_list_rate, repeat_rate : see :class:`.grammar.StoryGrammar`.
     """
@@ -91,27 +96,39 @@ def render_stimuli(root: Path, seed: int, n_stories: int, story_duration: float,
     for index, story in enumerate(titles):
         story_rng = np.random.default_rng([seed, 12, index])
         grammar = StoryGrammar(story_rng, shared, word_list_rate, repeat_rate)
-        voice = voices[int(story_rng.integers(len(voices)))]
-        rate = int(story_rng.integers(speech_rate[0], speech_rate[1] + 1))
+        narrators = _narrators(np.random.default_rng([seed, 13, index]), voices, speech_rate)
         story_sounds, story_words, lines = _render_story(
-            root, story, grammar, voice, rate, story_duration, chunk_duration, sentence_gap,
+            root, story, grammar, narrators, story_duration, chunk_duration, sentence_gap,
             story_rng)
         sounds += story_sounds
         words += story_words
         transcripts[story] = lines
-        logger.info("story %s: %d wav files, %d words, voice %s at %d wpm", story,
-                    len(story_sounds), len(story_words), voice, rate)
+        logger.info("story %s: %d wav files, %d words, voices %s", story, len(story_sounds),
+                    len(story_words), sorted({s["voice"] for s in story_sounds}))
     return Stimuli(pd.DataFrame(sounds), pd.DataFrame(words), transcripts)
 
 
-def _render_story(root: Path, story: str, grammar: StoryGrammar, voice: str, rate: int,
-                  story_duration: float, chunk_duration: float, gap: tuple[float, float],
+def _narrators(rng: np.random.Generator, voices: tuple[str, ...],
+               speech_rate: tuple[int, int]) -> Iterator[tuple[str, int]]:
+    """Endless (voice, words per minute) of a story's successive wav files: the voice drawn
+    uniformly among those other than the previous file's (any voice if there is only one)."""
+    previous = None
+    while True:
+        choices = [v for v in voices if v != previous] or list(voices)
+        previous = choices[int(rng.integers(len(choices)))]
+        yield previous, int(rng.integers(speech_rate[0], speech_rate[1] + 1))
+
+
+def _render_story(root: Path, story: str, grammar: StoryGrammar,
+                  narrators: Iterator[tuple[str, int]], story_duration: float,
+                  chunk_duration: float, gap: tuple[float, float],
                   rng: np.random.Generator) -> tuple[list[dict], list[dict], list[str]]:
     sounds, words, lines = [], [], []
     speech = 0.0
     sequence_index = 0
     while speech < story_duration:
         sound = (AUDIO_DIR / f"{story}_{len(sounds)}.wav").as_posix()
+        voice, rate = next(narrators)
         pieces = [np.zeros(int(_LEAD_SILENCE * SAMPLE_RATE), np.float32)]
         position = len(pieces[0])  # samples
         while position / SAMPLE_RATE < chunk_duration and speech < story_duration:
@@ -121,7 +138,7 @@ def _render_story(root: Path, story: str, grammar: StoryGrammar, voice: str, rat
             for word_index, (word, onset, end) in enumerate(
                     zip(utterance.words, utterance.onsets, ends)):
                 words.append(dict(
-                    story=story, sound=sound, sound_offset=position / SAMPLE_RATE + onset,
+                    story=story, sound=sound, voice=voice, sound_offset=position / SAMPLE_RATE + onset,
                     duration=end - onset, word=word, word_index=word_index,
                     sequence_id=sequence.sequence_id, condition=sequence.condition,
                     sequence_index=sequence_index))

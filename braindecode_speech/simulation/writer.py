@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..events import make_events
+from ..fileio import apply_umask
 from .brain import RecordingSimulator, SubjectModel, draw_artifacts, draw_bad_channels
 from .config import SimulationConfig
 from .raw import SimulatedRaw
@@ -51,7 +52,7 @@ __all__ = ["simulate", "is_complete", "summarize", "EVENT_COLUMNS", "GENERATOR_V
 logger = logging.getLogger(__name__)
 
 #: bump when the generator's output changes for a given configuration (invalidates caches)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = Path("sourcedata") / "simulation" / "complete.json"
 
 #: events.tsv columns and their descriptions (events.json)
@@ -69,6 +70,7 @@ EVENT_COLUMNS = {
                  "sentences).",
     "story": "Name of the story (one story per task).",
     "sound": "Wav file played, relative to the dataset root.",
+    "voice": "eSpeak NG voice of the wav file (each wav file has its own narrator).",
     "sound_offset": "Time of the event inside its wav file, s.",
     "sample": "Onset in samples (round(onset * sfreq)).",
 }
@@ -266,7 +268,7 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
     start = round(_PRE_SILENCE * sfreq) / sfreq
     for sound in sounds.itertuples():
         rows.append(dict(onset=start, duration=sound.duration, trial_type="sound",
-                         story=story, sound=sound.sound, sound_offset=0.0))
+                         story=story, sound=sound.sound, voice=sound.voice, sound_offset=0.0))
         in_sound = words[words["sound"] == sound.sound]
         for _, sequence in in_sound.groupby("sequence_index", sort=True):
             first, last = sequence.iloc[0], sequence.iloc[-1]
@@ -275,13 +277,13 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
                 duration=last.sound_offset + last.duration - first.sound_offset,
                 trial_type="sentence", sequence_id=first.sequence_id,
                 condition=first.condition, story=story, sound=sound.sound,
-                sound_offset=first.sound_offset))
+                voice=sound.voice, sound_offset=first.sound_offset))
         for word in in_sound.itertuples():
             rows.append(dict(
                 onset=start + word.sound_offset, duration=word.duration, trial_type="word",
                 word=word.word, word_index=word.word_index, sequence_id=word.sequence_id,
                 condition=word.condition, story=story, sound=sound.sound,
-                sound_offset=word.sound_offset))
+                voice=sound.voice, sound_offset=word.sound_offset))
         end = start + sound.duration
         start = round((end + rng.uniform(*_SOUND_GAP)) * sfreq) / sfreq
     n_times = int(np.ceil((end + _POST_SILENCE) * sfreq))
@@ -290,6 +292,8 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
     events = events.assign(_order=order).sort_values(["onset", "_order"], kind="stable")
     events = events.drop(columns="_order").reset_index(drop=True)
     events["word_index"] = events["word_index"].astype("Int64")
+    # onsets as written (6 decimals), so that ``sample`` is what a reader computes from them
+    events["onset"] = [float(f"{onset:.6f}") for onset in events["onset"]]
     events["sample"] = (events["onset"] * sfreq).round().astype("Int64")
     return events, n_times
 
@@ -375,4 +379,5 @@ def _write_json_atomic(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
         json.dump(content, f, indent=2)
+    apply_umask(f.name)
     os.replace(f.name, path)
