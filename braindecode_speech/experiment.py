@@ -36,7 +36,7 @@ from .segments import WindowConfig, make_windows
 from .speech import block_features
 from .splits import SplitConfig, assign_splits, audit_splits, make_blocks, sentences, sound_spans
 from .study import Recording, StudyError
-from .training import OptimConfig, Trainer
+from .training import CheckpointError, OptimConfig, Trainer, load_checkpoint
 
 __all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig", "PreparedData", "prepare_data",
            "run_experiment", "evaluate_run", "split_study", "study_blocks", "load_weights"]
@@ -413,14 +413,19 @@ def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, An
 
 
 def load_weights(folder: str | Path) -> tuple[ExperimentConfig, dict[str, torch.Tensor]]:
-    """The config and the best weights (``best.pt``) of the run in ``folder``."""
+    """The config and the best weights (``best.pt``) of the run in ``folder``.
+
+    ``best.pt`` is read with :func:`~braindecode_speech.training.load_checkpoint` (tensors and
+    plain types only: a crafted file cannot run code); a missing, damaged or crafted file is a
+    :class:`~braindecode_speech.training.CheckpointError` naming it.
+    """
     folder = Path(folder)
     config = ExperimentConfig.from_yaml(folder / "config.yaml")
     best = folder / "best.pt"
     if not best.exists():
-        raise FileNotFoundError(f"{best}: no trained model in this run folder")
-    state = torch.load(best, map_location="cpu", weights_only=False)
-    if state.get("signature") != config.signature():
+        raise CheckpointError(f"{best}: no trained model in this run folder")
+    state = load_checkpoint(best)
+    if state["signature"] != config.signature():
         raise ConfigError(f"{best} was trained with another config than {folder / 'config.yaml'}")
     return config, state["model"]
 

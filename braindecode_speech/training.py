@@ -20,7 +20,10 @@ import contextlib
 import json
 import logging
 import os
+import pickle
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +38,8 @@ from .config import Config
 from .contrastive_step import ContrastiveStep
 from .distributed import Negatives
 
-__all__ = ["OptimConfig", "Trainer", "CheckpointError", "resolve_device"]
+__all__ = ["OptimConfig", "Trainer", "CheckpointError", "load_checkpoint", "resolve_device",
+           "CHECKPOINT_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,45 @@ def _save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+#: entries of ``checkpoint.pt`` (``best.pt`` holds the first three)
+CHECKPOINT_KEYS = ("model", "signature", "epoch", "optimizer", "loss", "history", "best_loss",
+                   "bad_epochs")
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
+                    keys: tuple[str, ...] = CHECKPOINT_KEYS[:3]) -> dict[str, Any]:
+    """A ``best.pt`` or ``checkpoint.pt`` written by :class:`Trainer`, read with
+    ``torch.load(weights_only=True)``: tensors and plain types only (numbers, strings, lists,
+    dicts), so a crafted file in a shared run folder cannot run code when it is loaded.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, truncated or damaged,
+    holds anything else (a pickled object), or lacks one of ``keys``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():  # protocol warnings of hand-made pickles
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on damaged files
+        found = re.search(r"Unsupported global: GLOBAL \S+", str(exc))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused, it holds more than tensors and plain types ({found[0]}); "
+                "loading it could run code. Use checkpoints written by this package only") \
+                from None
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests unsafe loading
+            operand = re.search(r"Unsupported operand \d+", str(exc))
+            detail = f"UnpicklingError: {operand[0] if operand else 'unreadable content'}"
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint ({detail})") from None
+    missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint of this package (no {missing})")
+    return state
 
 
 class Trainer:
@@ -298,11 +341,11 @@ class Trainer:
     def _resume(self) -> None:
         if not self.checkpoint_path.exists():
             return
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        if state.get("signature") != self.signature:
+        state = load_checkpoint(self.checkpoint_path, self.device, CHECKPOINT_KEYS)
+        if state["signature"] != self.signature:
             raise CheckpointError(
                 f"{self.checkpoint_path} was written by a run with config signature "
-                f"{state.get('signature')}, not {self.signature}: use another output folder or "
+                f"{state['signature']}, not {self.signature}: use another output folder or "
                 "delete it")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -315,5 +358,4 @@ class Trainer:
         """Load the weights of the best epoch (lowest validation loss)."""
         best = self.folder / "best.pt"
         if best.exists():
-            state = torch.load(best, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(load_checkpoint(best, self.device)["model"])
