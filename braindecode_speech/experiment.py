@@ -394,8 +394,7 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData, path: Path)
 def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:
     """Run (or resume) the experiment of ``config`` in ``folder``; return ``{"results",
     "table"}`` (empty in the processes other than the first of a multi-process run)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)  # created by the Trainer, once the data are known to be usable
     torch.manual_seed(config.optim.seed)
     start = time.time()
     data = prepare_data(config)
