@@ -23,11 +23,12 @@ import torch
 from numpy.lib.format import open_memmap
 from pydantic import Field, model_validator
 
-from .cache import ArrayCache
+from .cache import ArrayCache, file_digest
 from .config import Config, stable_hash
 from .study import Recording, StudyError
 
-__all__ = ["PreprocessConfig", "PreprocessedRecording", "preprocess", "sensor_positions_2d"]
+__all__ = ["PreprocessConfig", "PreprocessedRecording", "preprocess", "sensor_positions_2d",
+           "source_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +140,18 @@ def preprocess(
 ) -> PreprocessedRecording:
     """Preprocess ``recording`` (or load it from the cache).
 
+    The cache entry is keyed by the content of the recording's files (:func:`source_files`)
+    and the configuration's signature: a file rewritten or replaced gives a new entry.
+
     Raises :class:`StudyError` naming the file when the data contain NaN/inf or have no data
     channels, or when events fall after the end of the recording.
     """
     cache = ArrayCache(cache_dir, "preprocessed")
+    path = Path(recording.path)
     identity = {
         "uid": recording.uid,
-        "path": str(Path(recording.path).resolve()),
-        "size": _size(Path(recording.path)),
+        "content": [(f.relative_to(path.parent).as_posix(), file_digest(f, cache_dir))
+                    for f in source_files(path)],
         "config": config.signature(),
     }
     key = stable_hash(identity, 20)
@@ -167,10 +172,18 @@ def preprocess(
     )
 
 
-def _size(path: Path) -> int:
+def source_files(path: Path) -> list[Path]:
+    """The files a raw recording ``path`` is read from, sorted: every file of a folder (a CTF
+    ``.ds``), or the file and its siblings of the same name (``x.vhdr``: ``x.eeg``, ``x.vmrk``;
+    a BIDS sidecar ``x.json``). Empty when ``path`` does not exist (reading it fails later,
+    naming it)."""
+    path = Path(path)
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size if path.exists() else -1
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    if not path.is_file():
+        return []
+    return sorted(p for p in path.parent.iterdir()
+                  if p.is_file() and (p == path or p.name.startswith(f"{path.stem}.")))
 
 
 def _filter_and_resample(x: np.ndarray, sfreq: float, ratio: Fraction,

@@ -3,8 +3,9 @@
 For every block the audio the participant heard is rebuilt at 16 kHz on the recording's clock
 (the sound files pasted at their onsets, silence elsewhere, cut at the block's edges so no audio
 context crosses a split boundary), the features are computed on it, and the ``[F, n_frames]``
-array is cached. The cache key is the audio content (files, regions, placement) and the
-features' signature, so subjects who heard the same block share one entry.
+array is cached. The cache key is the audio content (the SHA-256 of each sound file, regions,
+placement) and the features' signature, so subjects who heard the same block share one entry
+and a replaced sound file gives new features.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.format import open_memmap
 
-from .cache import ArrayCache
+from .cache import ArrayCache, file_digest, fingerprint
 from .config import stable_hash
 from .features import SpeechFeatures, load_wav
 
@@ -31,7 +32,8 @@ AUDIO_SFREQ = 16000
 
 
 @lru_cache(maxsize=8)
-def _wav(path: str) -> np.ndarray:
+def _wav(path: str, stat: tuple) -> np.ndarray:
+    """The sound file at ``path``, read again when its fingerprint ``stat`` changes."""
     return load_wav(path, sfreq=AUDIO_SFREQ)
 
 
@@ -57,7 +59,7 @@ def block_audio(start: float, stop: float, sounds: pd.DataFrame,
     n = int(round((stop - start) * AUDIO_SFREQ)) if n_samples is None else n_samples
     audio = np.zeros(n, dtype=np.float32)
     for p in _placements(start, stop, sounds):
-        wav = _wav(p["file"])
+        wav = _wav(p["file"], fingerprint(p["file"]))
         src = int(round(p["file_start"] * AUDIO_SFREQ))
         dst = int(round(p["at"] * AUDIO_SFREQ))
         count = min(int(round(p["length"] * AUDIO_SFREQ)), n - dst, len(wav) - src)
@@ -78,9 +80,10 @@ def block_features(
     # give the features one frame more or less than the brain clock (e.g. 6.21249 s is 745
     # frames at 120 Hz, but its 99,400 audio samples are 745.5 frames, rounded to 746)
     n_samples = int(round(n_frames / features.sfreq * AUDIO_SFREQ))
+    audio = [{**p, "file": file_digest(p["file"], cache_dir)}
+             for p in _placements(start, stop, sounds)]
     key = stable_hash({"features": features.signature(), "sfreq": AUDIO_SFREQ,
-                       "n_frames": n_frames, "n_samples": n_samples,
-                       "audio": _placements(start, stop, sounds)}, 20)
+                       "n_frames": n_frames, "n_samples": n_samples, "audio": audio}, 20)
 
     def build(folder: Path) -> dict[str, Any]:
         feats = features(block_audio(start, stop, sounds, n_samples), AUDIO_SFREQ)
