@@ -106,9 +106,9 @@ def validate_events(
     bad = ~np.isfinite(df["onset"].to_numpy())
     if bad.any():
         raise EventsError(f"{source}: {bad.sum()} events have a missing or infinite onset "
-                          f"(rows {list(np.flatnonzero(bad)[:5])})")
+                          f"(rows {np.flatnonzero(bad)[:5].tolist()})")
     if (df["onset"] < 0).any():
-        rows = list(np.flatnonzero(df["onset"].to_numpy() < 0)[:5])
+        rows = np.flatnonzero(df["onset"].to_numpy() < 0)[:5].tolist()
         raise EventsError(f"{source}: events with a negative onset (rows {rows})")
     if (df["duration"].fillna(0) < 0).any():
         raise EventsError(f"{source}: events with a negative duration")

@@ -35,6 +35,7 @@ from .report import format_table, write_report
 from .segments import WindowConfig, make_windows
 from .speech import block_features
 from .splits import SplitConfig, assign_splits, audit_splits, make_blocks, sentences, sound_spans
+from .stimuli import check_stimuli
 from .study import Recording, StudyError
 from .training import CheckpointError, OptimConfig, Trainer, load_checkpoint
 
@@ -140,21 +141,29 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     if config.study.root is None:
         raise ConfigError(f"study.root is not set: where is the local copy of {config.study.name!r}?")
+    options = {"strict": config.study.on_error == "raise", **config.study.options}
     study = get_study(config.study.name, config.study.root, subjects=config.study.subjects,
-                      **config.study.options)
-    skipped: list[dict[str, str]] = list(getattr(study, "skipped_records", []))
+                      **options)
+    found = study.recordings()
+    # read after discovery: the files the study left out, and why
+    skipped: list[dict[str, str]] = [{"item": str(item), "reason": reason}
+                                     for item, reason in study.skipped]
     recordings: list[PreprocessedRecording] = []
-    for rec in study.recordings():
+    for rec in found:
         try:
             _check_window_fits(rec, config.windows)
-            recordings.append(preprocess(rec, config.preprocess, cache_dir))
+            prepared = preprocess(rec, config.preprocess, cache_dir)
+            check_stimuli(prepared.events, rec.uid)
+            recordings.append(prepared)
         except (StudyError, ValueError, FileNotFoundError) as exc:
             if config.study.on_error == "raise":
                 raise
             logger.warning("Skipping %s: %s", rec.uid, exc)
             skipped.append({"item": rec.uid, "reason": str(exc)})
     if not recordings:
-        raise StudyError(f"{config.study.root}: no usable recording for {config.study.name!r}")
+        reasons = "".join(f"\n  - {s['item']}: {s['reason']}" for s in skipped)
+        raise StudyError(f"{config.study.root}: no usable recording for {config.study.name!r}"
+                         + (f"; {len(skipped)} left out:{reasons}" if skipped else ""))
     sfreq = config.preprocess.sfreq
     features = config.features.build()
 

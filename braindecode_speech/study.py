@@ -39,6 +39,8 @@ class Recording:
     path : the raw data file (or CTF ``.ds`` folder); used in messages and cache keys.
     load_raw : callable returning the ``mne.io.BaseRaw`` (not preloaded).
     load_events : callable returning the events table (validated by :meth:`events`).
+    events_path : the file the events are read from (``events.tsv``, a log...), named in the
+        messages about the events; ``path`` when None.
     """
 
     study: str
@@ -49,6 +51,7 @@ class Recording:
     path: Path
     load_raw: Callable[[], mne.io.BaseRaw] = field(repr=False)
     load_events: Callable[[], pd.DataFrame] = field(repr=False)
+    events_path: Path | None = None
     _events: pd.DataFrame | None = field(default=None, repr=False, init=False)
 
     @property
@@ -71,20 +74,40 @@ class Recording:
                 from exc
 
     def events(self, duration: float | None = None) -> pd.DataFrame:
-        """The validated events table (cached on the instance)."""
+        """The validated events table (cached on the instance).
+
+        Raises
+        ------
+        StudyError, EventsError : naming the events file (:attr:`events_path`).
+        """
         if self._events is None:
-            self._events = validate_events(self.load_events(), source=str(self.path),
-                                           duration=duration)
+            source = self.events_path or self.path
+            try:
+                table = self.load_events()
+            except StudyError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+                raise StudyError(f"{source}: cannot read events ({type(exc).__name__}: "
+                                 f"{exc})") from exc
+            self._events = validate_events(table, source=str(source), duration=duration)
         return self._events.copy()
 
 
 class Study(ABC):
     """Base class of the data sources. Subclasses implement :meth:`iter_recordings`.
 
+    A problem found while discovering the recordings (a missing events file, raw file or
+    wav...) goes through :meth:`problem`: with ``strict=True`` it raises a
+    :class:`StudyError` naming the file; with ``strict=False`` the recording is left out and
+    ``(file, reason)`` is appended to :attr:`skipped`, which is complete once
+    :meth:`recordings` has returned (``check`` lists it; ``train`` writes it to
+    ``skipped.csv`` and ``report.json``).
+
     Parameters
     ----------
     root : folder of the local copy of the study.
     subjects : optional subset of subject ids to keep (others are skipped, and logged).
+    strict : raise on a problem found during discovery (True) or skip the recording (False).
     """
 
     name: str = "study"
@@ -93,18 +116,36 @@ class Study(ABC):
     #: spoken language of the stimuli
     language: str = "english"
 
-    def __init__(self, root: str | Path, subjects: list[str] | None = None) -> None:
+    #: number of data channels every recording must have; None when the study defines none
+    #: (e.g. the simulated study mixes KIT-208 and CTF-275 subjects by design)
+    n_channels: int | None = None
+
+    def __init__(self, root: str | Path, subjects: list[str] | None = None,
+                 strict: bool = True) -> None:
         self.root = Path(root)
         if not self.root.exists():
             raise StudyError(f"{self.root}: study folder of {self.name!r} does not exist")
         self.subjects = None if subjects is None else [str(s) for s in subjects]
+        self.strict = strict
+        #: recordings left out because of a problem: ``(file, reason)``, filled by
+        #: :meth:`recordings`
+        self.skipped: list[tuple[Path, str]] = []
+
+    def problem(self, path: Path, reason: str) -> None:
+        """Report a problem with ``path``: raise when strict, else log and record a skip."""
+        if self.strict:
+            raise StudyError(f"{path}: {reason}")
+        logger.warning("%s: skipping %s: %s", self.name, path, reason)
+        self.skipped.append((Path(path), reason))
 
     @abstractmethod
     def iter_recordings(self) -> Iterator[Recording]:
         """Yield every recording of the local copy, in a deterministic order."""
 
     def recordings(self) -> list[Recording]:
-        """All recordings, filtered by ``subjects`` when given."""
+        """All recordings, filtered by ``subjects`` when given (:attr:`skipped` lists those
+        left out because of a problem)."""
+        self.skipped = []
         out = []
         for rec in self.iter_recordings():
             if self.subjects is not None and rec.subject not in self.subjects:
@@ -116,6 +157,9 @@ class Study(ABC):
             if missing:
                 raise StudyError(f"{self.root}: unknown subject ids {missing} for {self.name!r}")
         logger.info("%s: %d recordings in %s", self.name, len(out), self.root)
+        if self.skipped:
+            logger.warning("%s: %d recordings skipped because of problems", self.name,
+                           len(self.skipped))
         return out
 
     def __repr__(self) -> str:

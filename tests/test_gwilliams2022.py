@@ -169,7 +169,7 @@ def test_events_past_the_end_and_duplicates_are_errors(copy):
     tsv = pd.concat([tsv, tsv.iloc[[1]]], ignore_index=True)  # a duplicated word
     tsv.to_csv(path, sep="\t", index=False)
     rec = _recording(get("gwilliams2022", copy), task="1")
-    with pytest.raises(EventsError, match="task-1_meg.con: 2 duplicated events"):
+    with pytest.raises(EventsError, match="task-1_events.tsv: 2 duplicated events"):
         rec.events()
     tsv = tsv.iloc[:-1]
     tsv.loc[0, "onset"] = 500.0  # the sound (and so its words) after the end

@@ -5,7 +5,7 @@ that every file it needs exists. What happens on a problem depends on ``strict``
 
 - ``strict=True`` (default): a :class:`~braindecode_speech.study.StudyError` naming the file;
 - ``strict=False``: the recording is skipped, logged, and listed in ``study.skipped`` as
-  ``(path, reason)``.
+  ``(path, reason)`` (see :class:`~braindecode_speech.study.Study`).
 
 Problems found only when reading a recording (a damaged raw file, events past its end...)
 raise ``StudyError`` naming the file when the recording is read; ``braindecode-speech check``
@@ -44,7 +44,7 @@ class StudyAdapter(Study):
         (the native MNE reader, or the FIF reader for the FIF stand-ins of example layouts).
     """
 
-    #: number of data channels the paper keeps
+    #: number of data channels the paper keeps (checked for every recording)
     n_channels: int = 0
     #: sampling frequency of the released data, Hz
     sfreq: float = 0.0
@@ -52,24 +52,17 @@ class StudyAdapter(Study):
     def __init__(self, root: str | Path, subjects: Sequence[str] | None = None,
                  strict: bool = True,
                  raw_reader: Callable[[Path], mne.io.BaseRaw] | None = None) -> None:
-        super().__init__(root, None if subjects is None else list(subjects))
-        self.strict = strict
+        super().__init__(root, None if subjects is None else list(subjects), strict)
         self.raw_reader = raw_reader
-        #: recordings left out because of a problem: ``(path, reason)``
-        self.skipped: list[tuple[Path, str]] = []
         #: subjects left out by the paper's protocol (not problems)
         self.excluded: list[str] = []
 
     def iter_recordings(self) -> Iterator[Recording]:
-        self.skipped = []
         self.excluded = []
         yield from self._discover()
         if self.excluded:
             logger.info("%s: %d subjects excluded as in the paper: %s", self.name,
                         len(self.excluded), ", ".join(self.excluded))
-        if self.skipped:
-            logger.warning("%s: %d recordings skipped because of problems", self.name,
-                           len(self.skipped))
 
     @abstractmethod
     def _discover(self) -> Iterator[Recording]:
@@ -78,13 +71,6 @@ class StudyAdapter(Study):
     def wants(self, subject: str) -> bool:
         """Whether ``subject`` was asked for (all subjects when ``subjects`` is None)."""
         return self.subjects is None or subject in self.subjects
-
-    def problem(self, path: Path, reason: str) -> None:
-        """Report a problem with ``path``: raise when strict, else log and record a skip."""
-        if self.strict:
-            raise StudyError(f"{path}: {reason}")
-        logger.warning("%s: skipping %s: %s", self.name, path, reason)
-        self.skipped.append((Path(path), reason))
 
     def open_raw(self, path: Path) -> mne.io.BaseRaw:
         """Open ``path`` with the injected reader, else with :meth:`read_native` (or as FIF)."""
@@ -108,10 +94,13 @@ class StudyAdapter(Study):
     def make_recording(self, subject: str, session: str | None, task: str | None,
                        run: str | None, path: Path,
                        load_raw: Callable[[], mne.io.BaseRaw],
-                       load_events: Callable[[], pd.DataFrame]) -> Recording:
-        """A :class:`Recording` of this study."""
+                       load_events: Callable[[], pd.DataFrame],
+                       events_path: Path | None = None) -> Recording:
+        """A :class:`Recording` of this study (``events_path``: the file its events come
+        from, named in messages about them)."""
         return Recording(study=self.name, subject=subject, session=session, task=task,
-                         run=run, path=Path(path), load_raw=load_raw, load_events=load_events)
+                         run=run, path=Path(path), load_raw=load_raw, load_events=load_events,
+                         events_path=None if events_path is None else Path(events_path))
 
 
 def sentence_uid(prefix: str, words: Sequence[str]) -> str:

@@ -17,13 +17,14 @@ from typing import Any
 
 import mne
 import numpy as np
+import pandas as pd
 import scipy.io
-import soundfile
 
+from ..stimuli import sound_duration
 from ..study import StudyError
 
-__all__ = ["FIF_MAGIC", "is_fif", "read_raw", "read_mat", "wav_duration", "fif_path_of",
-           "as_column"]
+__all__ = ["FIF_MAGIC", "is_fif", "read_raw", "read_mat", "read_table", "wav_duration",
+           "fif_path_of", "as_column"]
 
 #: first 4 bytes of every FIF file: the tag kind FIFF_FILE_ID (100), big-endian
 FIF_MAGIC = b"\x00\x00\x00\x64"
@@ -100,16 +101,36 @@ def read_mat(path: Path, *variables: str) -> dict[str, Any]:
 
 
 def wav_duration(path: Path) -> float:
-    """Duration of a sound file in s (header only).
+    """Duration of a sound file in s (header only; see
+    :func:`braindecode_speech.stimuli.sound_duration`).
 
     Raises
     ------
-    StudyError : the file is missing or not a readable sound file.
+    StudyError : the file is missing, empty, truncated or not a readable sound file.
     """
+    return sound_duration(path)
+
+
+def read_table(path: Path, what: str, **kwargs: Any) -> pd.DataFrame:
+    """Read a text table (tab- or comma-separated, ``kwargs`` go to :func:`pandas.read_csv`).
+
+    Raises
+    ------
+    StudyError : naming ``path`` (``what`` it is, e.g. "events table") when the file is
+        missing, empty, not UTF-8 text or not a table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: {what} is missing")
+    if path.stat().st_size == 0:
+        raise StudyError(f"{path}: {what} is empty (0 bytes)")
     try:
-        return float(soundfile.info(str(path)).duration)
-    except (RuntimeError, OSError) as exc:
-        raise StudyError(f"{path}: cannot read the sound file ({exc})") from None
+        return pd.read_csv(path, encoding="utf-8", **kwargs)
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}: {what} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                         f"at position {exc.start})") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise StudyError(f"{path}: cannot read the {what} ({exc})") from None
 
 
 def as_column(values: Any) -> np.ndarray:

@@ -9,16 +9,22 @@
   sentences; sentence rows become ``block`` events (with their ``sequence_id``); rows of
   other kinds are left out (their count is logged);
 - the sound column holds wav paths relative to the BIDS root, resolved to absolute
-  ``filepath`` s (a missing wav is an error naming the events file and the wav);
+  ``filepath`` s; a path leaving the study folder (``../``, an absolute path, a symlink to
+  elsewhere) or a missing wav is an error naming the events file, the line and the wav;
 - the offset column gives the time of each event inside its wav file (``offset``; 0 for sound
   rows without one);
 - word, phoneme, sequence id, word index, condition, story and voice columns are copied.
 
 ``n/a`` cells are missing values; no other text is (a word "null" stays a word).
+
+A recording whose events file is missing is a problem of discovery (raised, or skipped and
+listed in ``study.skipped`` with ``strict=False``); an unreadable events file or JSON sidecar
+is an error naming that file when the recording is read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -31,7 +37,9 @@ import pandas as pd
 
 from ..config import Config
 from ..events import make_events
+from ..stimuli import inside_root
 from ..study import Recording, Study, StudyError
+from ._readers import read_table
 
 __all__ = ["BIDSColumns", "BIDSStudy", "RAW_EXTENSIONS"]
 
@@ -73,13 +81,16 @@ class BIDSStudy(Study):
     subjects : subject labels to keep (without ``sub-``); ``None`` for all.
     datatype : ``"meg"`` or ``"eeg"``; ``None`` for the only one present.
     columns : the events.tsv column mapping.
+    strict : raise on a missing events file (True) or skip the recording and list it in
+        ``skipped`` (False).
     """
 
     name = "bids"
 
     def __init__(self, root: str | Path, subjects: list[str] | None = None,
-                 datatype: str | None = None, columns: BIDSColumns | None = None) -> None:
-        super().__init__(root, subjects)
+                 datatype: str | None = None, columns: BIDSColumns | None = None,
+                 strict: bool = True) -> None:
+        super().__init__(root, subjects, strict)
         self.columns = columns if columns is not None else BIDSColumns()
         found = [d for d in mne_bids.get_datatypes(self.root) if d in _MODALITIES]
         if datatype is None:
@@ -109,23 +120,19 @@ class BIDSStudy(Study):
             path = recordings[key]
             events = path.copy().update(suffix="events", extension=".tsv")
             if not events.fpath.is_file():
-                raise StudyError(f"{events.fpath}: events file of {path.fpath.name} is missing")
+                self.problem(events.fpath, f"events file of {path.fpath.name} is missing")
+                continue
             yield Recording(study=self.name, subject=path.subject, session=path.session,
                             task=path.task, run=path.run, path=path.fpath,
-                            load_raw=partial(_read_raw, path),
-                            load_events=partial(self.read_events, events.fpath))
+                            load_raw=partial(_read_raw, path, self.root),
+                            load_events=partial(self.read_events, events.fpath),
+                            events_path=events.fpath)
 
     def read_events(self, path: str | Path) -> pd.DataFrame:
         """The events of ``path`` (an ``events.tsv``) in the common schema (not validated)."""
         path = Path(path)
         c = self.columns
-        try:
-            table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
-        except (OSError, pd.errors.ParserError) as exc:
-            raise StudyError(f"{path}: cannot read events ({exc})") from exc
-        for column in ("onset", "duration", c.kind):
-            if column not in table.columns:
-                raise StudyError(f"{path}: no {column!r} column (columns: {list(table.columns)})")
+        table = _read_tsv(path, "events file", ("onset", "duration", c.kind))
         kinds = {c.sound_value: "sound", c.word_value: "word", c.phoneme_value: "phoneme",
                  c.sentence_value: "block"}
         kinds.pop(None, None)
@@ -133,7 +140,8 @@ class BIDSStudy(Study):
         if kind.isna().any():
             left_out = table.loc[kind.isna(), c.kind].fillna("n/a").value_counts().to_dict()
             logger.info("%s: events of other kinds left out: %s", path, left_out)
-        table = table.assign(kind=kind)[kind.notna()].reset_index(drop=True)
+        table = table.assign(kind=kind, _line=table.index + 2)[kind.notna()] \
+            .reset_index(drop=True)
         needed = {"sound": c.sound, "word": c.word, "phoneme": c.phoneme}
         for kind_name, column in needed.items():
             if (table["kind"] == kind_name).any() and (column is None
@@ -156,19 +164,53 @@ class BIDSStudy(Study):
         out.loc[sounds, "offset"] = out.loc[sounds, "offset"].fillna(0.0)
         if c.sound in table.columns:
             out["sound_id"] = table[c.sound].where(table[c.sound].notna(), None)
-            out["filepath"] = [None if pd.isna(s) else str(self.root / s)
-                               for s in table[c.sound]]
+            lines = table["_line"]
+            out["filepath"] = [None if pd.isna(s) else str(inside_root(self.root, s, path, line))
+                               for s, line in zip(table[c.sound], lines)]
             no_path = sounds & out["filepath"].isna()
             if no_path.any():
                 raise StudyError(f"{path}: {int(no_path.sum())} sound events have no "
-                                 f"{c.sound!r} path")
-            for wav in dict.fromkeys(out.loc[sounds, "filepath"]):
+                                 f"{c.sound!r} path (first on line "
+                                 f"{int(lines[no_path].iloc[0])})")
+            for wav, line in zip(out.loc[sounds, "filepath"], lines[sounds]):
                 if not Path(wav).is_file():
-                    raise StudyError(f"{path}: sound file {wav} does not exist")
+                    raise StudyError(f"{path}: line {line}: sound file {wav} is missing")
         return make_events(out.to_dict("records"))
 
 
-def _read_raw(path: mne_bids.BIDSPath) -> mne.io.BaseRaw:
+def _read_tsv(path: Path, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A BIDS tsv file with (at least) ``columns``; a StudyError naming ``path`` else."""
+    table = read_table(path, what, sep="\t", na_values=["n/a"], keep_default_na=False)
+    for column in columns:
+        if column not in table.columns:
+            raise StudyError(f"{path}: no {column!r} column (columns: {list(table.columns)})")
+    return table
+
+
+def _check_sidecars(path: mne_bids.BIDSPath, root: Path) -> None:
+    """Read the files mne-bids reads with a recording before it does, so that a broken one is
+    named: the events and channels tsv files, and the JSON files of the recording's folder and
+    the folders above it, up to ``root``. Raises a :class:`StudyError` naming the file."""
+    for suffix, columns in (("events", ("onset", "duration")), ("channels", ("name",))):
+        tsv = path.copy().update(suffix=suffix, extension=".tsv").fpath
+        if tsv.is_file():
+            _read_tsv(tsv, f"{suffix} file", columns)
+    folder = Path(path.fpath).parent
+    candidates = []
+    while True:
+        candidates += sorted(folder.glob("*.json"))
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    for candidate in candidates:
+        try:
+            json.loads(candidate.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise StudyError(f"{candidate}: broken JSON sidecar ({exc})") from None
+
+
+def _read_raw(path: mne_bids.BIDSPath, root: Path) -> mne.io.BaseRaw:
+    _check_sidecars(path, Path(root))
     with warnings.catch_warnings():
         # participants.tsv columns other than age/sex/hand are expected
         warnings.filterwarnings("ignore", message="Unable to map the following column")

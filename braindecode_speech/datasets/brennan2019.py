@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 
 from ..events import make_events
+from ..stimuli import inside_root
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter
-from ._readers import as_column, read_mat, wav_duration
+from ._readers import as_column, read_mat, read_table, wav_duration
 
 __all__ = ["Brennan2019", "PAPER_SUBJECTS", "read_events", "read_eeg"]
 
@@ -55,7 +56,8 @@ _EEG_LABELS = tuple(str(i) for i in range(1, 62) if i != 29)
 
 
 def wav_path(root: Path, segment: int) -> Path:
-    return Path(root) / "audio" / f"DownTheRabbitHoleFinal_SoundFile{int(segment)}.wav"
+    """The wav of ``segment``; a StudyError if it resolves outside the study folder."""
+    return inside_root(root, f"audio/DownTheRabbitHoleFinal_SoundFile{int(segment)}.wav")
 
 
 def read_eeg(path: Path) -> mne.io.RawArray:
@@ -103,10 +105,7 @@ def _read_trl(path: Path) -> pd.DataFrame:
 
 def read_words_csv(path: Path) -> pd.DataFrame:
     """The word table ``AliceChapterOne-EEG.csv``."""
-    try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise StudyError(f"{path}: cannot read the word table ({exc})") from None
+    table = read_table(path, "word table")
     missing = {"Word", "Segment", "onset", "offset", "Order", "Position", "Sentence"} - \
         set(table.columns)
     if missing:
@@ -195,7 +194,10 @@ class Brennan2019(StudyAdapter):
                 raise StudyError(f"{self.root / name}: missing{hint}; is {self.root} the "
                                  "Brennan & Hale download folder?")
         csv = read_words_csv(self.root / CSV_NAME)
-        wavs = [wav_path(self.root, s) for s in sorted(csv["Segment"].unique())]
+        try:
+            wavs = [wav_path(self.root, s) for s in sorted(csv["Segment"].unique())]
+        except (TypeError, ValueError, StudyError) as exc:
+            raise StudyError(f"{self.root / CSV_NAME}: column 'Segment': {exc}") from None
         missing_wavs = [w for w in wavs if not w.is_file()]
         subjects = sorted(p.stem for p in (self.root / "proc").glob("S*.mat"))
         without_proc = sorted({p.stem for p in self.root.glob("S*.mat")} - set(subjects))
@@ -220,4 +222,5 @@ class Brennan2019(StudyAdapter):
             yield self.make_recording(
                 subject, None, None, None, raw_path,
                 load_raw=lambda p=raw_path: self._load_raw(p),
-                load_events=lambda p=proc_path: read_events(p, self.root))
+                load_events=lambda p=proc_path: read_events(p, self.root),
+                events_path=proc_path)

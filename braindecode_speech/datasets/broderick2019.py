@@ -19,8 +19,10 @@ Layout (Dryad doi:10.5061/dryad.070jc, ``Natural Speech.zip`` extracted)::
   run is one sequence (``run<k>``) and a warning says so.
 - Audio and phonemes: the release has no audio. With ``private/audio<k>.wav`` a sound event
   starts at 0; with ``private/align<k>.json`` (Gentle) phoneme events are added from each
-  successfully aligned word's phones. Without them the recording has no sound events, which
-  ``braindecode-speech check`` reports.
+  successfully aligned word's phones. Without a ``private/`` folder the recordings have no
+  sound events, which ``braindecode-speech check`` reports; with one, a run whose
+  ``audio<k>.wav`` is missing is a problem naming that file (raised, or skipped with
+  ``strict=False``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..events import make_events
+from ..stimuli import inside_root
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter
 from ._readers import as_column, read_mat, wav_duration
@@ -205,6 +208,10 @@ class Broderick2019(StudyAdapter):
         if len(runs) != N_RUNS:
             logger.warning("%s: %d runs with word timings, the full study has %d", text_dir,
                            len(runs), N_RUNS)
+        audio = {}
+        if self.private_dir.is_dir():
+            audio = {run: inside_root(self.root, self.private_dir / f"audio{run}.wav")
+                     for run in runs}
         folders = {p.name.removeprefix("Subject"): p for p in eeg_dir.glob("Subject*")
                    if p.is_dir()}
         for subject in sorted(folders, key=lambda s: (len(s), s)):
@@ -215,8 +222,13 @@ class Broderick2019(StudyAdapter):
                 if not raw_path.is_file():
                     self.problem(raw_path, "file is missing")
                     continue
+                if run in audio and not audio[run].is_file():
+                    self.problem(audio[run], f"sound file is missing (the audio of run {run}; "
+                                             f"{self.private_dir} holds the private files)")
+                    continue
                 yield self.make_recording(
                     subject, None, None, str(run), raw_path,
                     load_raw=lambda p=raw_path: self._load_raw(p),
                     load_events=lambda r=run: read_events(text_dir / f"Run{r}.mat", r,
-                                                          self.private_dir))
+                                                          self.private_dir),
+                    events_path=text_dir / f"Run{run}.mat")

@@ -4,15 +4,22 @@
 instead of errors) and :func:`check_study` opens every recording and reads its events and
 signal. It collects, without stopping at the first one:
 
-- files the adapter had to skip (missing raw files, logs, wavs...) and unknown subject ids;
+- files the adapter had to skip (missing raw files, events files, logs, wavs...; the
+  study's ``skipped`` list) and unknown subject ids;
 - unreadable or damaged raw files (e.g. truncated), and failures while reading the signal;
-- events that break the common schema: events past the end of the recording, duplicated
-  events, missing columns (:func:`braindecode_speech.events.validate_events`);
-- sound files that do not exist, recordings without sound or without word events (the
-  pipeline needs both);
+- unreadable events files (empty, not UTF-8, without ``onset``...) and JSON sidecars, named
+  as such, and events that break the common schema: events past the end of the recording,
+  duplicated events, missing columns (:func:`braindecode_speech.events.validate_events`);
+- every sound file the events play, opened (:mod:`braindecode_speech.stimuli`): missing,
+  empty, unreadable or truncated files, and files shorter than the last event that needs
+  them; paths that leave the study folder; recordings without sound or without word events
+  (the pipeline needs both);
 - NaNs in the signal (scanned in chunks, unless ``scan_signal=False``);
-- data-channel counts or sampling frequencies that differ from the paper's, or between
-  subjects.
+- per recording, a data-channel count or sampling frequency other than the study's
+  (``study.n_channels``, ``study.sfreq``; a study that defines none, such as the simulated
+  one mixing KIT and CTF subjects, may mix counts).
+
+A problem found several times (a truncated wav played in every recording) is listed once.
 
 The :class:`CheckReport` sums up subjects, recordings, hours, words and sentences.
 """
@@ -32,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..events import EventsError
+from ..stimuli import stimulus_problems
 from ..study import Recording, Study, StudyError
 from . import REGISTRY, names
 
@@ -142,9 +150,8 @@ def check_recording(rec: Recording, expected_channels: int | None,
         events = None
     if events is not None:
         sounds, words = events[events["kind"] == "sound"], events[events["kind"] == "word"]
-        for path in sorted(set(sounds["filepath"])):
-            if not Path(path).is_file():
-                problems.append(Problem(path, f"sound file is missing (played in {rec.uid})"))
+        problems += [Problem(path, message)
+                     for path, message in stimulus_problems(events, rec.uid)]
         if sounds.empty:
             problems.append(Problem(str(rec.path), "no sound events: speech features cannot "
                                                    "be computed for this recording"))
@@ -179,10 +186,10 @@ def _scan_signal(raw: mne.io.BaseRaw, path: Path) -> list[Problem]:
 
 def _problem(message: str, path: Path, prefix: str = "") -> Problem:
     """A problem from an error message ``"<file>: <what>"`` (or about ``path`` when the
-    message names no file)."""
+    message names no file); ``prefix`` goes before what is said about ``path`` itself."""
     head, sep, tail = message.partition(": ")
     if sep and "/" in head:
-        return Problem(head, prefix + tail)
+        return Problem(head, (prefix if head == str(path) else "") + tail)
     return Problem(str(path), prefix + message)
 
 
@@ -214,7 +221,7 @@ def check_study(study: Study, scan_signal: bool = True, progress: bool = False) 
     except (StudyError, OSError, ValueError) as exc:
         report.problems.append(_problem(str(exc), study.root))
         recordings = []
-    report.problems += [Problem(str(p), r) for p, r in getattr(study, "skipped", [])]
+    report.problems += [Problem(str(p), r) for p, r in study.skipped]
     report.excluded = list(getattr(study, "excluded", []))
     expected_channels = getattr(study, "n_channels", None) or None
     expected_sfreq = getattr(study, "sfreq", None) or None
@@ -232,13 +239,5 @@ def check_study(study: Study, scan_signal: bool = True, progress: bool = False) 
             report.sentences |= summary["sentences"]
             per_subject[rec.subject].add(summary["n_channels"])
     report.channels = dict(per_subject)
-    counts: dict[int, list[str]] = defaultdict(list)
-    for subject, ns in per_subject.items():
-        for n in ns:
-            counts[n].append(subject)
-    if len(counts) > 1:
-        detail = "; ".join(f"{n} channels: {', '.join(sorted(s))}" for n, s in sorted(
-            counts.items()))
-        report.problems.append(Problem(str(study.root), f"data-channel counts differ between "
-                                                        f"subjects ({detail})"))
+    report.problems = list(dict.fromkeys(report.problems))
     return report

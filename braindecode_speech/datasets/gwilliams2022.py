@@ -15,7 +15,9 @@ Layout (BIDS, OSF projects ag3kj + h2tzn + u5327 merged into one folder)::
   ``phoneme``; ``start`` is the time in the wav chunk, so word onset = sound onset + start
   (checked to within :data:`ONSET_TOLERANCE`).
 - Sound paths in the events (``stimuli/audio/The_Black_Willow_0.0.wav``) differ from the real
-  files (``the_black_willow_0.wav``): lower case, integer sound id.
+  files (``the_black_willow_0.wav``): lower case, integer sound id. A path that leaves the
+  study folder (``../``, absolute, a symlink to elsewhere) is an error naming the events file
+  and line.
 - Sentences: word ``sequence_id`` values are positions within the story; the common
   ``sequence_id`` is ``<story>:<sequence>:<hash of the words>``, identical across subjects.
   Word lists and pseudo-words keep their ``condition`` (``word_list``, ``pseudo_words``).
@@ -35,9 +37,10 @@ import mne
 import pandas as pd
 
 from ..events import make_events
+from ..stimuli import inside_root
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter, sentence_uid
-from ._readers import wav_duration
+from ._readers import read_table, wav_duration
 
 __all__ = ["Gwilliams2022", "STORIES", "read_events", "sound_file", "sound_files"]
 
@@ -52,12 +55,15 @@ _SOUND_PATH = re.compile(r"^(?P<folder>.*/)?(?P<story>[^/]+)_(?P<index>\d+)(\.0+
 
 def sound_file(root: Path, sound: str) -> Path:
     """The wav file named by an events ``sound`` entry, e.g.
-    ``stimuli/audio/The_Black_Willow_0.0.wav`` → ``<root>/stimuli/audio/the_black_willow_0.wav``."""
+    ``stimuli/audio/The_Black_Willow_0.0.wav`` → ``<root>/stimuli/audio/the_black_willow_0.wav``.
+
+    Raises ``ValueError`` for an unexpected name and :class:`StudyError` for a path outside
+    ``root`` (:func:`~braindecode_speech.stimuli.inside_root`)."""
     match = _SOUND_PATH.match(str(sound))
     if match is None:
         raise ValueError(f"unexpected sound path {sound!r}")
     folder = match["folder"] or "stimuli/audio/"
-    return Path(root) / f"{folder}{match['story'].lower()}_{int(match['index'])}.wav"
+    return inside_root(root, f"{folder}{match['story'].lower()}_{int(match['index'])}.wav")
 
 
 def _parse_trial_types(table: pd.DataFrame, path: Path) -> list[dict]:
@@ -75,10 +81,7 @@ def _parse_trial_types(table: pd.DataFrame, path: Path) -> list[dict]:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, sep="\t", dtype={"trial_type": str})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise StudyError(f"{path}: cannot read events table ({exc})") from None
+    table = read_table(path, "events table", sep="\t", dtype={"trial_type": str})
     missing = {"onset", "duration", "trial_type"} - set(table.columns)
     if missing:
         raise StudyError(f"{path}: events table lacks columns {sorted(missing)}")
@@ -90,7 +93,14 @@ def sound_files(path: Path, root: Path) -> list[Path]:
     table = _read_table(path)
     is_sound = table["trial_type"].str.contains("'kind': 'sound'", regex=False, na=False)
     infos = _parse_trial_types(table[is_sound], path)
-    return sorted({sound_file(root, info["sound"]) for info in infos})
+    files = set()
+    for index, info in zip(table.index[is_sound], infos):
+        try:
+            files.add(sound_file(root, info["sound"]))
+        except (KeyError, ValueError, StudyError) as exc:
+            raise StudyError(f"{path}: line {index + 2}: bad 'sound' event "
+                             f"({type(exc).__name__}: {exc})") from None
+    return sorted(files)
 
 
 def _event_row(info: dict, onset: float, duration: float, root: Path,
@@ -241,5 +251,5 @@ class Gwilliams2022(StudyAdapter):
         return self.make_recording(
             subject, session, task, None, raw_path,
             load_raw=lambda: self._load_raw(raw_path),
-            load_events=lambda: read_events(events_path, self.root))
+            load_events=lambda: read_events(events_path, self.root), events_path=events_path)
 

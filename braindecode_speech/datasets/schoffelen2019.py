@@ -40,6 +40,7 @@ import mne
 import pandas as pd
 
 from ..events import make_events
+from ..stimuli import inside_root
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter
 from ._readers import wav_duration
@@ -140,7 +141,8 @@ class Schoffelen2019(StudyAdapter):
         self.alignment_tolerance = alignment_tolerance
 
     def wav(self, uid: int) -> Path:
-        return self.root / "stimuli" / "audio_files" / f"EQ_Ramp_Int2_Int1LPF{uid:03d}.wav"
+        """The wav of stimulus ``uid``; a StudyError if it resolves outside the study."""
+        return inside_root(self.root, f"stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{uid:03d}.wav")
 
     def textgrid(self, uid: int) -> Path:
         return self.root / "derivatives" / "phonemes" / f"EQ_Ramp_Int2_Int1LPF{uid:03d}.TextGrid"
@@ -191,7 +193,11 @@ class Schoffelen2019(StudyAdapter):
                 self.problem(log_path, str(exc).removeprefix(f"{log_path}: "))
                 continue
             unknown = [uid for uid in played if uid not in stimuli]
-            missing = [self.wav(uid) for uid in played if not self.wav(uid).is_file()]
+            try:
+                missing = [self.wav(uid) for uid in played if not self.wav(uid).is_file()]
+            except StudyError as exc:
+                self.problem(log_path, str(exc))
+                continue
             if not played:
                 self.problem(log_path, "no 'Start File <id>.wav' rows: not an auditory log")
             elif unknown:
@@ -202,7 +208,8 @@ class Schoffelen2019(StudyAdapter):
                 yield self.make_recording(
                     subject, None, "auditory", None, raw_path,
                     load_raw=lambda p=raw_path: self._load_raw(p),
-                    load_events=lambda p=raw_path, g=log_path: self.read_events(p, g))
+                    load_events=lambda p=raw_path, g=log_path: self.read_events(p, g),
+                    events_path=log_path)
 
     def read_events(self, raw_path: Path, log_path: Path) -> pd.DataFrame:
         """Sound, word and phoneme events of one subject, on the MEG clock."""

@@ -21,14 +21,16 @@ class SimulatedStudy(BIDSStudy):
     ----------
     root : the folder written by :func:`braindecode_speech.simulation.simulate`.
     subjects : subject labels to keep (``"01"``...); ``None`` for all.
+    strict : raise on a missing events file (True) or skip the recording (False).
     """
 
     name = "simulated"
 
-    def __init__(self, root: str | Path, subjects: list[str] | None = None) -> None:
+    def __init__(self, root: str | Path, subjects: list[str] | None = None,
+                 strict: bool = True) -> None:
         from ..simulation.writer import MARKER
 
         if not (Path(root) / MARKER).is_file():
             raise StudyError(f"{root}: not a complete simulated study (no {MARKER}); generate "
                              "it with `braindecode-speech simulate --out DIR`")
-        super().__init__(root, subjects, columns=BIDSColumns())
+        super().__init__(root, subjects, columns=BIDSColumns(), strict=strict)

@@ -15,6 +15,8 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from ..stimuli import wav_truncation
+
 __all__ = ["AudioError", "load_wav", "resample"]
 
 logger = logging.getLogger(__name__)
@@ -50,11 +52,15 @@ def load_wav(path: str | Path, sfreq: int = 16000) -> np.ndarray:
 
     Channels are averaged; the signal is resampled with :func:`resample` when the file's rate
     differs. Raises :class:`AudioError` (naming the file) when the file is missing, unreadable,
-    empty or contains non-finite samples.
+    empty, truncated (a WAV holding less audio than its header declares: the rest would be
+    silence) or contains non-finite samples.
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"Audio file not found: {path}")
+    truncated = wav_truncation(path)
+    if truncated:
+        raise AudioError(f"Audio file {path} is {truncated}")
     try:
         data, file_sfreq = soundfile.read(path, dtype="float32", always_2d=True)
     except soundfile.SoundFileError as exc:
