@@ -60,6 +60,7 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
 from .evaluation import LEVELS, RetrievalResult
+from .fileio import apply_umask
 
 __all__ = ["REPORT_FIELDS", "SCHEMA_VERSION", "format_table", "write_report"]
 
@@ -303,11 +304,13 @@ def _check_sentences(
 
 
 def _write_atomic(path: Path, write: Callable[[str], Any]) -> None:
-    """Call ``write(temporary_path)`` in ``path``'s folder, then move the file onto ``path``."""
+    """Call ``write(temporary_path)`` in ``path``'s folder, then move the file onto ``path``
+    (with the mode the umask gives new files, not ``mkstemp``'s 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
