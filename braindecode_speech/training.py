@@ -51,9 +51,11 @@ class CheckpointError(RuntimeError):
 class OptimConfig(Config):
     """Optimisation. Defaults are the paper's."""
 
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, ge=0)
+    """Adam learning rate (0: weights stay at their initial values)"""
     batch_size: int = Field(256, ge=1)
-    max_epochs: int = Field(200, ge=1)
+    max_epochs: int = Field(200, ge=0)
+    """0: no training, the randomly initialised model is evaluated (a baseline)"""
     batches_per_epoch: int = Field(1200, ge=1)
     """at most this many training batches per epoch"""
     patience: int = Field(10, ge=1)

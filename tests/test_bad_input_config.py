@@ -15,7 +15,10 @@ import pytest
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.config import Config, ConfigError
 from braindecode_speech.experiment import ExperimentConfig
+from braindecode_speech.grid import load_grid, resolve_runs
 from braindecode_speech.presets import demo_config, tiny_config
+
+REPO = Path(__file__).parents[1]
 
 #: modules defining the package's configs (imported so that every Config subclass is known)
 CONFIG_MODULES = ("experiment", "grid", "simulation.config")
@@ -37,7 +40,8 @@ def _train(tmp_path: Path, capsys: pytest.CaptureFixture, *args: str) -> tuple[i
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["optim.lr=-0.001"], ["optim.lr", "greater than 0", "-0.001"]),
+    (["optim.lr=-0.001"], ["optim.lr", "greater than or equal to 0", "-0.001"]),
+    (["optim.max_epochs=-1"], ["optim.max_epochs", "greater than or equal to 0"]),
     (["optim.batch_size=0"], ["optim.batch_size", "greater than or equal to 1", "got 0"]),
     (["optim.patience=0"], ["optim.patience", "greater than or equal to 1"]),
     (["splits.test_ratio=1.5"], ["splits.test_ratio", "less than 1", "1.5"]),
@@ -93,7 +97,7 @@ def test_unknown_study_lists_the_known_ones(tmp_path, capsys):
     ("optim:\n  lr: 0.1\n  batch_size: [1, 2\n", ["not valid YAML (line 4, column 1)"]),
     ("optim:\n\tlr: 0.1\n", ["not valid YAML (line 2, column 1)", "found character '\\t'"]),
     ("- optim.lr=0.1\n", ["must hold a mapping", "found a list"]),
-    ("optim:\n  lr: -1\n", ["optim.lr", "greater than 0"]),
+    ("optim:\n  lr: -1\n", ["optim.lr", "greater than or equal to 0", "got -1"]),
     ("optim:\n  learning_rate: 0.1\n", ["optim.learning_rate", "unknown key", "lr"]),
 ])
 def test_bad_config_files_name_the_file(tmp_path, capsys, content, expected):
@@ -131,6 +135,15 @@ def test_presets_and_paper_defaults_are_valid():
         assert ExperimentConfig.from_dict(config.to_dict()) == config
 
 
+@pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for folder in
+                                        ("grids", "studies") for p in (REPO / folder).glob("*.py")))
+def test_shipped_grids_hold_valid_configs(path, tmp_path):
+    """The bounds leave every run of the shipped grid and study scripts valid (an untrained
+    baseline has ``optim.max_epochs=0``)."""
+    runs = resolve_runs(load_grid(REPO / path), tmp_path)
+    assert runs and all(ExperimentConfig.from_dict(r.config.to_dict()) == r.config for r in runs)
+
+
 def _config_classes() -> list[type[Config]]:
     for name in CONFIG_MODULES:
         importlib.import_module(f"braindecode_speech.{name}")
@@ -166,8 +179,8 @@ def test_every_numeric_field_has_a_bound():
 
 
 def test_api_errors_are_config_errors_naming_the_key():
-    with pytest.raises(ConfigError, match=r"optim\.lr: Input should be greater than 0 "
-                                          r"\(got -1\)"):
+    with pytest.raises(ConfigError, match=r"optim\.lr: Input should be greater than or "
+                                          r"equal to 0 \(got -1\)"):
         ExperimentConfig().with_overrides({"optim.lr": -1})
     with pytest.raises(ConfigError, match=r"splits\.test_ratio.*less than 1"):
         ExperimentConfig.from_dict({"splits": {"test_ratio": 1.0}})
