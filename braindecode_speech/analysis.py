@@ -379,7 +379,7 @@ def attention_maps(folder: str | Path, recording: int = 0) -> tuple[np.ndarray, 
     if not (config.model.spatial_attention and config.model.merger == "positions"):
         raise ConfigError(f"{folder}: the model has no position-based spatial attention")
     attention = SpatialAttention(config.model.n_spatial, config.model.n_fourier,
-                                 config.model.dropout_radius)
+                                 config.model.dropout_radius, config.model.fourier_layout)
     attention.load_state_dict({"weight": state["merger.weight"]})
     study = get_study(config.study.name, config.study.root, subjects=config.study.subjects,
                       **config.study.options)
@@ -387,6 +387,7 @@ def attention_maps(folder: str | Path, recording: int = 0) -> tuple[np.ndarray, 
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     prepared = preprocess(rec, config.preprocess, cache)
     positions = torch.from_numpy(prepared.positions)[None]
+    positions = attention.clean_positions(positions, torch.ones(positions.shape[:2], dtype=bool))
     with torch.no_grad():
         weights = torch.softmax(attention.attention_logits(positions), dim=-1)[0].numpy()
     info = rec.raw().info

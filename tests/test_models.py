@@ -45,15 +45,20 @@ def padded_batch(layouts: list[torch.Tensor], n_times: int, seed: int = 0):
 
 
 # ----------------------------------------------------------------------------- spatial attention
-def test_spatial_attention_matches_fourier_formula():
+@pytest.mark.parametrize("layout", ["paper", "wrapped"])
+def test_spatial_attention_matches_fourier_formula(layout):
     torch.manual_seed(0)
-    layer = SpatialAttention(n_outputs=3, n_fourier=3).eval()
-    x, positions, mask = padded_batch([torch.rand(5, 2)], n_times=7)
+    layer = SpatialAttention(n_outputs=3, n_fourier=3, layout=layout).eval()
+    x, positions, mask = padded_batch([0.2 + 0.6 * torch.rand(5, 2)], n_times=7)
     k_sq = 9
     coef = layer.weight.detach().double()
     real, imag = coef[:, :k_sq].view(3, 3, 3), coef[:, k_sq:].view(3, 3, 3)
     logits = torch.zeros(3, 5, dtype=torch.float64)
-    for i, (px, py) in enumerate(positions[0].double()):
+    placed = positions[0].double()
+    if layout == "paper":  # each axis scaled to [0, 1], then margin 0.2 in a period of 1.4
+        low, high = placed.min(0).values, placed.max(0).values
+        placed = ((placed - low) / (high - low) + 0.2) / 1.4
+    for i, (px, py) in enumerate(placed):
         for k in range(3):
             for m in range(3):
                 phase = 2 * math.pi * (k * px + m * py)
@@ -75,6 +80,59 @@ def test_padding_sensors_have_no_influence():
     torch.testing.assert_close(layer(garbage_x, garbage_pos, mask), out)
     alone = layer(x[:1, :5], positions[:1, :5], mask[:1, :5])
     torch.testing.assert_close(alone, out[:1], atol=1e-6, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def system_layouts() -> dict[str, torch.Tensor]:
+    """2D layout positions ``[C, 2]`` (as preprocessing gives them) of three real systems."""
+    from braindecode_speech.preprocessing import sensor_positions_2d
+    from braindecode_speech.simulation.sensors import make_info
+
+    return {name: torch.from_numpy(sensor_positions_2d(make_info(name, 100.0)))
+            for name in ("KIT-208", "CTF-275", "biosemi128")}
+
+
+@pytest.mark.parametrize("system", ["KIT-208", "CTF-275", "biosemi128"])
+@pytest.mark.parametrize("layout", ["paper", "wrapped"])
+def test_distant_sensors_do_not_share_an_embedding(system_layouts, system, layout):
+    """Sensors more than 0.1 apart on the layout (each axis scaled to [0, 1]) must not get
+    (nearly) the same positional functions. Embedding: the first harmonic of the layer's own
+    series (``n_fourier=2``), the smoothest non-constant part of every attention map, so its
+    distance measures what a smooth map can tell apart (higher harmonics separate any two
+    points ~0.02 apart and would hide the aliasing). Threshold: the embedding distance of two
+    sensors 0.05 apart on one axis, half the layout separation asked for. The paper's layout
+    passes; the wrapped one fails (left and right temporal sensors meet at x = 0 ≡ 1)."""
+    positions = system_layouts[system][None]
+    mask = torch.ones(positions.shape[:2], dtype=torch.bool)
+    layer = SpatialAttention(n_outputs=1, n_fourier=2, layout=layout)
+    embedding = layer.fourier_features(layer.clean_positions(positions, mask))[0].double()
+    reference = layer.fourier_features(torch.tensor([[0.5, 0.5], [0.55, 0.5]]).double())
+    threshold = (reference[0] - reference[1]).norm()
+    xy = positions[0].double()
+    low, high = xy.min(0).values, xy.max(0).values
+    layout_xy = (xy - low) / (high - low)
+    far = torch.cdist(layout_xy, layout_xy) > 0.1
+    aliased = far & (torch.cdist(embedding, embedding) < threshold)
+    n_aliased = int(aliased.any(dim=1).sum())
+    if layout == "paper":
+        assert n_aliased == 0
+    else:
+        assert n_aliased > 0
+
+
+def test_paper_layout_scales_each_axis_over_the_real_sensors():
+    torch.manual_seed(0)
+    layout = torch.rand(6, 2)
+    stretched = layout * torch.tensor([0.5, 0.9]) + torch.tensor([0.3, 0.0])
+    x, positions, mask = padded_batch([layout, stretched, layout[:4]], n_times=5)
+    x[1] = x[0]
+    positions[2, 4:] = 7.0  # padding positions do not enter the scaling
+    for name, same in (("paper", True), ("wrapped", False)):
+        layer = SpatialAttention(n_outputs=3, n_fourier=3, layout=name).eval()
+        out = layer(x, positions, mask)
+        assert torch.allclose(out[0], out[1], atol=1e-5) == same
+        alone = layer(x[2:, :4], positions[2:, :4], mask[2:, :4])
+        torch.testing.assert_close(out[2:], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_mixed_layouts_in_one_batch_match_separate_batches():
@@ -149,8 +207,29 @@ def test_channel_reordering_ignores_sensor_order_and_padding():
 
 
 # ------------------------------------------------------------------------------ subject layers
-def test_subject_layers_start_as_identity_and_group_by_subject():
-    layers = SubjectLayers(n_channels=4, n_subjects=3)
+def test_subject_layers_start_random_with_the_papers_statistics():
+    torch.manual_seed(0)
+    weight = SubjectLayers(n_channels=200, n_subjects=3).weight.detach()
+    assert abs(float(weight.mean())) < 0.002
+    assert float(weight.std()) == pytest.approx(1 / math.sqrt(200), rel=0.02)
+    assert not torch.allclose(weight[0], weight[1])
+    # output keeps the input's scale
+    x = torch.randn(4, 200, 50)
+    with torch.no_grad():
+        out = SubjectLayers(n_channels=200, n_subjects=1)(x, torch.zeros(4, dtype=torch.long))
+    assert float(out.std()) == pytest.approx(1.0, rel=0.05)
+    config = EncoderConfig()
+    assert (config.subject_init, config.fourier_layout) == ("random", "paper")
+    encoder = small_config().build(n_subjects=2, n_outputs=3)
+    assert not torch.allclose(encoder.subject_layers.weight[0], torch.eye(6))
+    assert encoder.merger.layout == "paper"
+    encoder = small_config(subject_init="identity", fourier_layout="wrapped").build(2, 3)
+    torch.testing.assert_close(encoder.subject_layers.weight.detach(), torch.eye(6).expand(2, 6, 6))
+    assert encoder.merger.layout == "wrapped"
+
+
+def test_subject_layers_identity_option_and_grouping_by_subject():
+    layers = SubjectLayers(n_channels=4, n_subjects=3, init="identity")
     x = torch.randn(6, 4, 5)
     subjects = torch.tensor([2, 0, -1, 2, 1, 0])
     torch.testing.assert_close(layers(x, subjects), x)

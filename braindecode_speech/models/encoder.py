@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from ..config import Config, ConfigError
 from .channel_reordering import ChannelReordering
 from .conv import Activation, DilatedConvStack, make_activation
-from .spatial_attention import SpatialAttention
-from .subject_layers import SubjectEmbedding, SubjectLayers
+from .spatial_attention import FourierLayout, SpatialAttention
+from .subject_layers import SubjectEmbedding, SubjectInit, SubjectLayers
 
 __all__ = ["TABLE4_ABLATIONS", "BrainEncoder", "EncoderConfig"]
 
@@ -43,6 +43,12 @@ class EncoderConfig(Config):
     """frequencies per axis of the positional Fourier series (positions merger)"""
     dropout_radius: float = Field(0.2, ge=0)
     """radius of the spatial dropout disc, normalised position units; 0 disables it"""
+    fourier_layout: FourierLayout = "paper"
+    """where the sensors sit in the period of the positional Fourier series: ``"paper"`` scales
+    each layout axis to [0, 1] separately and evaluates the series with a 0.2 margin (period
+    1.4), so opposite edges of the layout do not alias; ``"wrapped"`` (departure, earlier runs)
+    keeps the jointly scaled positions with period 1, which gives the left and right edges the
+    same functions (:mod:`~braindecode_speech.models.spatial_attention`)"""
     signal_embedding_dim: int = Field(32, gt=0)
     """size of the per-sensor keys (signal merger)"""
     signal_kernel_size: int = Field(24, gt=0)
@@ -51,6 +57,9 @@ class EncoderConfig(Config):
     """1×1 conv after the merger (same number of channels)"""
     subject_layers: bool = True
     """one channel-mixing matrix per subject"""
+    subject_init: SubjectInit = "random"
+    """start of the subject matrices: ``"random"`` (paper: ``randn(C, C) / sqrt(C)`` each) or
+    ``"identity"`` (departure: every subject starts as a pass-through)"""
     subject_embedding: bool = False
     """append a learned per-subject vector to the channels (ablation)"""
     subject_embedding_dim: int = Field(64, gt=0)
@@ -116,7 +125,8 @@ class BrainEncoder(nn.Module):
     - ``x [B, C, T]`` float: brain windows, zero-padded to the batch's max sensor count C;
     - ``subjects [B]`` long: index into the training subjects, ``-1`` for an unknown subject
       (uses the mean subject layer / embedding);
-    - ``positions [B, C, 2]``: sensor positions normalised to [0, 1] (positions merger only);
+    - ``positions [B, C, 2]``: sensor layout positions in [0, 1] (positions merger only; see
+      ``EncoderConfig.fourier_layout`` for how the merger rescales them);
     - ``mask [B, C]`` bool: True for real sensors (default: all real);
 
     returns ``[B, n_outputs, T]`` (any T).
@@ -137,7 +147,8 @@ class BrainEncoder(nn.Module):
         if config.spatial_attention:
             if config.merger == "positions":
                 self.merger = SpatialAttention(
-                    config.n_spatial, config.n_fourier, config.dropout_radius
+                    config.n_spatial, config.n_fourier, config.dropout_radius,
+                    config.fourier_layout,
                 )
             else:
                 self.merger = ChannelReordering(
@@ -150,7 +161,8 @@ class BrainEncoder(nn.Module):
             channels = n_channels
         self.initial_linear = nn.Conv1d(channels, channels, 1) if config.initial_linear else None
         self.subject_layers = (
-            SubjectLayers(channels, n_subjects) if config.subject_layers else None
+            SubjectLayers(channels, n_subjects, config.subject_init)
+            if config.subject_layers else None
         )
         self.subject_embedding = None
         if config.subject_embedding:

@@ -5,17 +5,26 @@
 channels (the paper's "subject embedding" ablation).
 
 Unknown subjects (index ``-1``, e.g. a subject never seen in training) use the *mean* of the
-learned subject matrices (resp. embeddings), i.e. the subject-average model.
+learned subject matrices (resp. embeddings), i.e. the subject-average model. With the paper's
+random start, the mean of S untrained matrices is small (entries of std 1/√(SC)); it becomes
+the subject-average model as the matrices learn what the subjects share.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SubjectEmbedding", "SubjectLayers", "UNKNOWN_SUBJECT", "check_subjects"]
+__all__ = ["SubjectEmbedding", "SubjectInit", "SubjectLayers", "UNKNOWN_SUBJECT",
+           "check_subjects"]
 
 UNKNOWN_SUBJECT = -1
+
+#: start of the subject matrices: ``randn(C, C) / sqrt(C)`` each (paper) or the identity
+SubjectInit = Literal["random", "identity"]
 
 
 def check_subjects(subjects: Tensor, batch: int, n_subjects: int) -> None:
@@ -35,17 +44,28 @@ def check_subjects(subjects: Tensor, batch: int, n_subjects: int) -> None:
 
 
 class SubjectLayers(nn.Module):
-    """One ``C × C`` matrix per subject, initialised to the identity.
+    """One ``C × C`` matrix per subject.
 
     ``forward(x [B, C, T], subjects [B]) -> [B, C, T]`` with ``out_b = W[subjects_b] @ x_b``.
     The batch is grouped by subject, so each group is a single matrix product and no per-sample
     ``[B, C, C]`` weight tensor is ever gathered.
+
+    ``init="random"`` (the paper's) draws each matrix ``randn(C, C) / sqrt(C)`` (entries of std
+    1/√C, so the output keeps the input's scale); ``init="identity"`` starts every subject at the
+    identity (the layer passes its input through until trained).
     """
 
-    def __init__(self, n_channels: int, n_subjects: int):
+    def __init__(self, n_channels: int, n_subjects: int, init: SubjectInit = "random"):
         super().__init__()
+        if init not in ("random", "identity"):
+            raise ValueError(f"init must be 'random' or 'identity', got {init!r}")
         self.n_subjects = n_subjects
-        self.weight = nn.Parameter(torch.eye(n_channels).repeat(n_subjects, 1, 1))
+        self.init = init
+        if init == "random":
+            weight = torch.randn(n_subjects, n_channels, n_channels) / math.sqrt(n_channels)
+        else:
+            weight = torch.eye(n_channels).repeat(n_subjects, 1, 1)
+        self.weight = nn.Parameter(weight)
 
     def forward(self, x: Tensor, subjects: Tensor) -> Tensor:
         check_subjects(subjects, x.shape[0], self.n_subjects)
@@ -60,7 +80,7 @@ class SubjectLayers(nn.Module):
 
     def extra_repr(self) -> str:
         n_subjects, n_channels, _ = self.weight.shape
-        return f"n_channels={n_channels}, n_subjects={n_subjects}"
+        return f"n_channels={n_channels}, n_subjects={n_subjects}, init={self.init!r}"
 
 
 class SubjectEmbedding(nn.Module):
