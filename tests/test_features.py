@@ -200,6 +200,27 @@ def test_wav2vec2_runs_only_the_needed_layers_with_identical_outputs(checkpoint)
     np.testing.assert_allclose(features._layer_mean(segment), expected, atol=1e-5)
 
 
+def test_wav2vec2_default_layers_equal_the_full_models_hidden_states(tmp_path):
+    """xlsr-53 depth (24 layers, stable layer norm) at toy width: the extractor truncated to 18
+    layers gives the full model's ``hidden_states[14..18]``, each one (transformers < 5.16
+    recorded the final layer norm's output as the truncated model's last state, 18)."""
+    folder = _save_checkpoint(tmp_path / "deep", num_hidden_layers=24)
+    features = Wav2Vec2Features(folder)
+    assert features.layers == (14, 15, 16, 17, 18)
+    full = Wav2Vec2Model.from_pretrained(folder).eval()
+    inputs = torch.from_numpy(_noise(0.6))[None]
+    with torch.no_grad():
+        states = full(inputs, output_hidden_states=True).hidden_states
+        truncated = features.model(inputs, output_hidden_states=True).hidden_states
+    assert len(features.model.encoder.layers) == 18 and len(truncated) == 19
+    for layer in features.layers:
+        torch.testing.assert_close(truncated[layer], states[layer], atol=1e-5, rtol=1e-5)
+        # neighbouring states differ: an off-by-one index would not pass
+        assert (states[layer] - states[layer - 1]).abs().max() > 1e-2
+    expected = torch.stack(states[14:19]).mean(0)[0].numpy()
+    np.testing.assert_allclose(features._layer_mean(_noise(0.6)), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("n_samples", [400, 719, 720, 16000 * 3 + 17])
 def test_time_major_conv_encoder_gives_the_original_frames(checkpoint, n_samples):
     original = Wav2Vec2Model.from_pretrained(checkpoint).eval().feature_extractor

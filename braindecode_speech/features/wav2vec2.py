@@ -39,7 +39,9 @@ class Wav2Vec2Features(SpeechFeatures):
     - **Layers**: indices into transformers' ``hidden_states``: 0 is the input of the first
       transformer layer (projected convolutional features plus positional embedding), ``k >= 1``
       the output of transformer layer ``k``. Only layers ``1..max(layers)`` (at least one) are
-      loaded and run: the layers above cannot change the states below. The convolutional
+      loaded and run: the layers above cannot change the states below (exact with
+      transformers >= 5.16, which records every state from the layer outputs; earlier releases
+      gave the truncated model's last state after the final layer norm). The convolutional
       encoder of layer-norm checkpoints (xlsr-53, large models) runs time-major, in pieces
       (:class:`TimeMajorConvEncoder`: the same frames up to float rounding, about twice as fast
       on CPU).
