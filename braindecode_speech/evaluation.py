@@ -28,6 +28,24 @@ Chance levels:
 
 Confidence intervals are percentile bootstrap 95 % intervals over test windows.
 
+Controls (``EvaluationConfig.controls``, segment level, same top-k; computed in the same pass
+over the candidates as the main ranks):
+
+- ``within_recording`` / ``within_story``: the rank of the true candidate among the distinct
+  test segments of the window's own recording (``windows["recording_uid"]``) or story
+  (``windows["story"]``) only: accuracy that recognising the recording or story cannot give.
+  Chance: the mean over windows of ``min(k, n_g) / n_g``, ``n_g`` the candidates of the group.
+- ``identity_ceiling[group]``: the top-k of an oracle that knows the window's group and guesses
+  uniformly among its ``n_g`` candidates, against all ``M`` candidates: the same closed form,
+  ``mean(min(k, n_g) / n_g)``, the level a group shortcut alone reaches.
+- ``shuffled``: each window's prediction scored against the true segment of another window of
+  the same subject (a random derangement within subject, seeded; subjects with one test window
+  are left out): must be at chance, ``k / M``, within its interval.
+
+Groups are skipped when their column is missing or has missing values. The pipeline adds
+``surrogate`` (phase-randomised brain windows, :func:`phase_randomized`) and ``train_null``
+(a model trained on mismatched pairs) with the same fields (``accuracy``, ``ci``, ``chance``).
+
 Memory: candidates are never loaded whole. They are streamed in chunks of ``chunk_size``: a
 ``np.memmap`` has each chunk of its file mapped on its own and unmapped after use (so at most one
 chunk's pages count in the resident set, and nothing is copied), an in-memory array or tensor is
@@ -48,7 +66,7 @@ import mmap
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -64,6 +82,10 @@ __all__ = [
     "EvaluationConfig",
     "RetrievalEvaluator",
     "RetrievalResult",
+    "GROUP_COLUMNS",
+    "within_subject_derangement",
+    "phase_randomized",
+    "control_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +95,9 @@ log = logging.getLogger(__name__)
 CandidateSource = np.ndarray | torch.Tensor | Callable[[int, int], Any]
 
 LEVELS = ("segment", "word")
+
+#: group of the within-group controls and identity ceilings -> the ``windows`` column naming it
+GROUP_COLUMNS = {"recording": "recording_uid", "story": "story"}
 
 #: pre-fault mapped chunks in one system call where the platform allows it (Linux)
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
@@ -96,8 +121,16 @@ class EvaluationConfig(Config):
     #: dtype of the score matrix products; scores and norms are accumulated in float32 (float64
     #: when dtype is float64)
     dtype: Literal["float32", "float64", "bfloat16"] = "float32"
+    #: compute the controls (module docstring): within-recording/story accuracy, identity
+    #: ceilings, shuffled pairs and, in the pipeline, phase-randomised surrogate brain windows
+    controls: bool = True
+    #: pipeline only: also train a null model on brain windows paired with the speech of other
+    #: windows of the same subject, and report its accuracy among the controls (``train_null``);
+    #: doubles the training time. Off by default (not in the paper); on in ``studies/`` and
+    #: ``grids/simulated.py``
+    train_null: bool = False
 
-    _exclude_from_signature = ("chunk_size",)
+    _exclude_from_signature = ("chunk_size", "controls", "train_null")
 
     @field_validator("topk")
     @classmethod
@@ -118,6 +151,12 @@ class RetrievalResult:
     candidates). ``metrics[level]["top{k}"]``, ``ci[level]["top{k}"] = (low, high)``,
     ``chance["segment" | "word" | "word_frequency"]["top{k}"]``. ``per_subject``: one row per
     subject with ``n_windows``, ``{level}_top{k}`` and their ``_ci_low`` / ``_ci_high``.
+    ``controls`` (empty when switched off): ``within_recording`` / ``within_story`` /
+    ``shuffled`` -> ``accuracy``, ``ci``, ``chance`` (``{"top{k}": ...}``) and ``n_windows``
+    (plus ``n_groups`` and ``mean_candidates`` for the within-group ones);
+    ``identity_ceiling[group]["top{k}"]``. Their ranks are the per-window columns
+    ``within_recording_rank``, ``within_story_rank`` and ``shuffled_rank`` (``shuffled_target``:
+    the candidate it was scored against; -1 where left out).
     """
 
     per_window: pd.DataFrame
@@ -128,6 +167,7 @@ class RetrievalResult:
     n_candidates: int
     n_words: int
     topk: tuple[int, ...]
+    controls: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_windows(self) -> int:
@@ -153,6 +193,7 @@ class RetrievalResult:
             "ci": {lvl: {m: list(v) for m, v in d.items()} for lvl, d in self.ci.items()},
             "chance": self.chance,
             "per_subject": per_subject,
+            "controls": self.controls,
         }
 
 
@@ -196,11 +237,17 @@ class RetrievalEvaluator:
         vocabulary, word_of_candidate = np.unique(words.astype(str), return_inverse=True)
         true_word = word_of_candidate[target]
 
+        groups = _control_groups(windows, target, n_candidates) if cfg.controls else {}
+        decoy = None
+        if cfg.controls:
+            partner = within_subject_derangement(windows["subject"].to_numpy(),
+                                                 np.random.default_rng(cfg.seed))
+            decoy = np.where(partner >= 0, target[partner], -1)
         source = _open_candidates(candidates, n_candidates, feature_shape)
         try:
             stream = _stream_scores(
                 z.to(_TORCH_DTYPES[cfg.dtype]), source, target, word_of_candidate,
-                len(vocabulary), cfg.chunk_size, min(cfg.n_best, n_candidates),
+                len(vocabulary), cfg.chunk_size, min(cfg.n_best, n_candidates), groups, decoy,
             )
         finally:
             source.close()
@@ -223,6 +270,13 @@ class RetrievalEvaluator:
         columns["predicted_word"] = vocabulary[stream.word_log_scores.argmax(axis=1)]
         for j in range(stream.best_index.shape[1]):
             columns[f"best_{j + 1}"] = stream.best_index[:, j]
+        for name, rank in stream.group_rank.items():
+            columns[f"within_{name}_rank"] = rank
+        if decoy is not None:
+            columns["shuffled_target"] = decoy
+            shuffled_rank = pd.array(stream.decoy_rank, dtype="Int64")
+            shuffled_rank[decoy < 0] = pd.NA
+            columns["shuffled_rank"] = shuffled_rank
         clash = sorted(set(columns) & set(per_window.columns))
         if clash:
             raise ValueError(f"windows has columns reserved for the results: {clash}")
@@ -238,6 +292,9 @@ class RetrievalEvaluator:
             "word": self._shuffled_word_chance(stream.word_log_scores, true_word),
             "word_frequency": _frequency_baseline(word_of_candidate, true_word, cfg.topk),
         }
+        controls = {}
+        if cfg.controls:
+            controls = self._controls(stream, groups, decoy, n_candidates)
         return RetrievalResult(
             per_window=per_window,
             per_subject=self._per_subject(per_window, hit_columns),
@@ -247,7 +304,31 @@ class RetrievalEvaluator:
             n_candidates=n_candidates,
             n_words=len(vocabulary),
             topk=cfg.topk,
+            controls=controls,
         )
+
+    def _controls(self, stream: _StreamedScores, groups: dict[str, tuple[np.ndarray, np.ndarray]],
+                  decoy: np.ndarray, n_candidates: int) -> dict[str, Any]:
+        """The controls of the module docstring from the streamed ranks."""
+        cfg = self.config
+        controls: dict[str, Any] = {}
+        ceiling = {}
+        for name, (code, member) in groups.items():
+            n_group = member.sum(axis=1)[code]  # [N] candidates of each window's group
+            ceiling[name] = {f"top{k}": float(np.mean(np.minimum(k, n_group) / n_group))
+                             for k in cfg.topk}
+            controls[f"within_{name}"] = {
+                **control_summary(stream.group_rank[name], ceiling[name], cfg),
+                "n_groups": len(member), "mean_candidates": float(n_group.mean()),
+            }
+        if ceiling:
+            controls["identity_ceiling"] = ceiling
+        kept = decoy >= 0
+        if kept.any():
+            controls["shuffled"] = control_summary(
+                stream.decoy_rank[kept], {f"top{k}": min(1.0, k / n_candidates)
+                                          for k in cfg.topk}, cfg)
+        return controls
 
     def _shuffled_word_chance(
         self, word_log_scores: np.ndarray, true_word: np.ndarray
@@ -274,12 +355,79 @@ class RetrievalEvaluator:
         return pd.DataFrame(rows)
 
 
+def control_summary(rank: np.ndarray, chance: dict[str, float],
+                    config: EvaluationConfig) -> dict[str, Any]:
+    """``accuracy`` (top-k of ``rank [N]``, 1 = best), bootstrap ``ci``, the given ``chance``
+    and ``n_windows`` of one control."""
+    hits = np.asarray(rank)[:, None] <= np.array(config.topk)[None, :]
+    low, high = _bootstrap_ci(hits.astype(float), config.n_bootstrap, config.seed)
+    return {
+        "accuracy": {f"top{k}": float(h) for k, h in zip(config.topk, hits.mean(axis=0))},
+        "ci": {f"top{k}": [float(lo), float(hi)] for k, lo, hi in zip(config.topk, low, high)},
+        "chance": dict(chance),
+        "n_windows": len(hits),
+    }
+
+
+def within_subject_derangement(subjects: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``[N]`` partner of each window: another window of the same subject (a random cyclic
+    permutation within each subject, so no window is its own partner); -1 for the windows of
+    subjects that have a single one."""
+    subjects = np.asarray(subjects)
+    partner = np.full(len(subjects), -1, dtype=np.int64)
+    for subject in pd.unique(subjects):
+        rows = np.flatnonzero(subjects == subject)
+        if len(rows) < 2:
+            continue
+        order = rows[rng.permutation(len(rows))]
+        partner[order] = np.roll(order, -1)  # each to the next in a random cycle
+    return partner
+
+
+def phase_randomized(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Phase-randomised surrogates of ``x [..., C, T]`` (float): every channel keeps its
+    amplitude spectrum exactly, the phases of every frequency (but 0 and, for even T, the
+    Nyquist frequency) are shifted by uniform random angles, the same for all channels of a
+    window (so cross-channel covariance is kept too), drawn anew for every window."""
+    spectrum = np.fft.rfft(x, axis=-1)
+    n_freq = spectrum.shape[-1]
+    angle = rng.uniform(0.0, 2 * np.pi, (*x.shape[:-2], 1, n_freq))
+    angle[..., 0] = 0.0
+    if x.shape[-1] % 2 == 0:
+        angle[..., -1] = 0.0
+    out = np.fft.irfft(spectrum * np.exp(1j * angle), n=x.shape[-1], axis=-1)
+    return out.astype(x.dtype, copy=False)
+
+
+def _control_groups(windows: pd.DataFrame, target: np.ndarray,
+                    n_candidates: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Group name -> (``[N]`` group code of each window, ``[G, M]`` bool: candidates of each
+    group, i.e. the distinct targets of its windows), for the columns of :data:`GROUP_COLUMNS`
+    that ``windows`` has without missing values."""
+    out = {}
+    for name, column in GROUP_COLUMNS.items():
+        if column not in windows.columns:
+            continue
+        labels = windows[column]
+        if labels.isna().any():
+            log.info("within_%s control skipped: %d windows have no %r", name,
+                     int(labels.isna().sum()), column)
+            continue
+        code, uniques = pd.factorize(labels.astype(str), sort=True)
+        member = np.zeros((len(uniques), n_candidates), dtype=bool)
+        member[code, target] = True
+        out[name] = (code.astype(np.int64), member)
+    return out
+
+
 @dataclass
 class _StreamedScores:
     segment_rank: np.ndarray  # [N] int, 1 = best
     target_score: np.ndarray  # [N] S_i,target
     best_index: np.ndarray  # [N, n_best] candidate indices, best first
     word_log_scores: np.ndarray  # [N, W] float64, log sum_{m in word} exp(S_im)
+    group_rank: dict[str, np.ndarray]  # [N] rank among the candidates of the window's group
+    decoy_rank: np.ndarray  # [N] rank of the decoy target among all (meaningless where none)
 
 
 def _stream_scores(
@@ -290,8 +438,13 @@ def _stream_scores(
     n_words: int,
     chunk_size: int,
     n_best: int,
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    decoy: np.ndarray | None = None,
 ) -> _StreamedScores:
-    """One pass over the candidates: ranks, best candidates and per-word log-sum-exps.
+    """One pass over the candidates: ranks, best candidates and per-word log-sum-exps; with
+    ``groups`` (name -> ``[N]`` group code, ``[G, M]`` candidate membership), the rank of the
+    true candidate among its group's; with ``decoy [N]`` (candidate index, -1: none), the rank
+    of the decoy among all candidates, from its own score.
 
     ``z`` is ``[N, D]`` in the compute dtype. The products run in torch (the caller's threads);
     the small per-chunk bookkeeping on ``[N, chunk_size]`` scores runs in numpy, single-threaded,
@@ -301,6 +454,15 @@ def _stream_scores(
     score_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     target_score = _target_scores(z, source, target, score_dtype)
     rows = np.arange(n_windows)
+    groups = groups or {}
+    group_above = {name: np.zeros(n_windows, dtype=np.int64) for name in groups}
+    if decoy is None:
+        decoy = np.full(n_windows, -1)
+    has_decoy = decoy >= 0
+    decoy_score = np.full(n_windows, np.inf)
+    decoy_score[has_decoy] = _target_scores(z[torch.from_numpy(rows[has_decoy])], source,
+                                            decoy[has_decoy], score_dtype)
+    decoy_above = np.zeros(n_windows, dtype=np.int64)
 
     n_above = np.zeros(n_windows, dtype=np.int64)
     best_score = np.empty((n_windows, 0))
@@ -314,6 +476,13 @@ def _stream_scores(
         own = (target >= start) & (target < stop)
         above[rows[own], target[own] - start] = False
         n_above += above.sum(axis=1)
+        for name, (code, member) in groups.items():
+            group_above[name] += (above & member[:, start:stop][code]).sum(axis=1)
+        if has_decoy.any():
+            above = scores > decoy_score[:, None]
+            own = (decoy >= start) & (decoy < stop)
+            above[rows[own], decoy[own] - start] = False
+            decoy_above += above.sum(axis=1)
 
         best_score, best_index = _best(
             np.concatenate([best_score, scores], axis=1),
@@ -328,6 +497,8 @@ def _stream_scores(
         target_score=target_score,
         best_index=best_index,
         word_log_scores=word_log_scores,
+        group_rank={name: above + 1 for name, above in group_above.items()},
+        decoy_rank=decoy_above + 1,
     )
 
 

@@ -8,8 +8,11 @@ out, and why). Running again in the same folder resumes training from the last c
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +29,13 @@ from .config import Config, ConfigError
 from .data import FeatureScaler, NormConfig, Window, WindowDataset, fit_robust_scaler
 from .datasets import get as get_study
 from .datasets import names as study_names
-from .evaluation import EvaluationConfig, RetrievalEvaluator
+from .evaluation import (
+    EvaluationConfig,
+    RetrievalEvaluator,
+    control_summary,
+    phase_randomized,
+    within_subject_derangement,
+)
 from .features import FeaturesConfig
 from .losses import LossConfig
 from .models import EncoderConfig, RidgeDecoder
@@ -298,14 +307,17 @@ def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module
 
 
 def _predict(model: torch.nn.Module, dataset: WindowDataset, path: Path, batch_size: int,
-             device: torch.device) -> np.ndarray:
-    """Brain-encoder outputs of every window of ``dataset``, ``[N, F, T]`` memory-mapped."""
+             device: torch.device,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+    """Brain-encoder outputs of every window of ``dataset``, ``[N, F, T]`` memory-mapped;
+    ``transform`` maps each batch of brain windows ``[B, C, T]`` before the model."""
     model.eval()
     out = None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     with torch.no_grad():
         for batch in loader:
-            z = model(batch["brain"].to(device), batch["subject"].to(device),
+            brain = batch["brain"] if transform is None else transform(batch["brain"])
+            z = model(brain.to(device), batch["subject"].to(device),
                       batch["positions"].to(device), batch["mask"].to(device)).float().cpu()
             if out is None:
                 out = open_memmap(path, mode="w+", dtype=np.float32,
@@ -335,16 +347,18 @@ def _candidates(data: PreparedData, test: pd.DataFrame, path: Path) -> tuple[np.
 
 
 def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.nn.Module,
-                    folder: Path) -> dict[str, Any]:
-    """Retrieval evaluation of the brain encoder (and the ridge baseline); writes the report."""
+                    folder: Path, null_model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Retrieval evaluation of the brain encoder (and the ridge baseline) with the controls of
+    :mod:`~braindecode_speech.evaluation` (plus, for the brain encoder, phase-randomised
+    surrogate windows and the ``null_model`` trained on mismatched pairs); writes the report."""
     folder = Path(folder)
     device = next(model.parameters()).device
     test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
     candidates, targets, first = _candidates(data, test, folder / "candidates.npy")
     words = [str(w).lower() for w in first["word"]]
     evaluator = RetrievalEvaluator(config.evaluation)
-    meta = test[["subject", "recording_uid", "anchor", "word", "sequence_id", "word_index",
-                 "segment"]]
+    meta = pd.concat([test[["subject", "recording_uid", "anchor", "word", "sequence_id",
+                            "word_index", "segment"]], _anchor_labels(data, test)], axis=1)
     results = {}
     predictions = _predict(model, data.datasets["test"], folder / "predictions.npy",
                            config.optim.batch_size, device)
@@ -353,6 +367,24 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
         ridge = _ridge_predictions(config, data, folder / "predictions_ridge.npy")
         results["ridge"] = evaluator.evaluate(ridge,
                                               candidates, targets, words, meta)
+    start = time.time()
+    plain = RetrievalEvaluator(config.evaluation.model_copy(update={"controls": False}))
+    others: dict[str, tuple[torch.nn.Module, Callable | None]] = {}
+    if config.evaluation.controls:
+        rng = np.random.default_rng(config.evaluation.seed)
+        others["surrogate"] = (model, lambda brain: torch.from_numpy(
+            phase_randomized(brain.numpy(), rng)))
+    if null_model is not None:
+        others["train_null"] = (null_model, None)
+    for name, (encoder, transform) in others.items():
+        outputs = _predict(encoder, data.datasets["test"], folder / f"predictions_{name}.npy",
+                           config.optim.batch_size, device, transform)
+        scored = plain.evaluate(outputs, candidates, targets, words, meta)
+        results["model"].controls[name] = control_summary(
+            scored.per_window["segment_rank"].to_numpy(), scored.chance["segment"],
+            config.evaluation)
+    if others:
+        logger.info("controls %s: %.1f s", ", ".join(others), time.time() - start)
     sentences_text = _segment_sentences(data, first)
     extra = {"split_audit": data.audit, "skipped": data.skipped,
              "windows_per_split": data.windows["split"].value_counts().to_dict(),
@@ -364,6 +396,21 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     table = format_table(results)
     (folder / "table.txt").write_text(table + "\n")
     return {"results": results, "table": table}
+
+
+def _anchor_labels(data: PreparedData, test: pd.DataFrame,
+                   columns: tuple[str, ...] = ("story", "voice")) -> pd.DataFrame:
+    """Per test window, the ``columns`` of its anchor word's event (None where the study's
+    events have no such column)."""
+    out = pd.DataFrame(None, index=test.index, columns=list(columns), dtype=object)
+    for i, rec in enumerate(data.recordings):
+        rows = test.index[test["recording"] == i]
+        words = rec.events[rec.events["kind"] == "word"].drop_duplicates("onset")
+        for column in columns:
+            if len(rows) and column in words:
+                out.loc[rows, column] = words.set_index("onset")[column].reindex(
+                    test.loc[rows, "anchor"]).to_numpy()
+    return out
 
 
 def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
@@ -412,9 +459,10 @@ def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, An
     if distributed.is_main_process():
         config.to_yaml(folder / "config.yaml")
     trainer.fit(data.datasets["train"], data.datasets["valid"])
+    null_model = _train_null(config, data, folder) if config.evaluation.train_null else None
     out: dict[str, Any] = {}
     if distributed.is_main_process():  # one process evaluates and writes the report
-        out = evaluate_models(config, data, trainer.model, folder)
+        out = evaluate_models(config, data, trainer.model, folder, null_model)
         logger.info("Experiment done in %.0f s", time.time() - start)
     distributed.barrier()
     return out
@@ -444,4 +492,29 @@ def evaluate_run(folder: str | Path) -> dict[str, Any]:
     data = prepare_data(config)
     model = build_model(config, data)
     model.load_state_dict(weights)
-    return evaluate_models(config, data, model, Path(folder))
+    null_model = None
+    if config.evaluation.train_null:
+        null_model = _train_null(config, data, Path(folder))  # resumes: trained already
+    return evaluate_models(config, data, model, Path(folder), null_model)
+
+
+def _train_null(config: ExperimentConfig, data: PreparedData, folder: Path) -> torch.nn.Module:
+    """The null model of ``evaluation.train_null``: the same encoder and training, in
+    ``folder / "null"``, on training and validation windows whose brain data are paired with
+    the speech of another window of the same subject (a seeded derangement; windows of a
+    subject with a single window are left out). Resumes or reuses a finished training."""
+    rng = np.random.default_rng([config.optim.seed, 7])
+    mismatched = {}
+    for split in ("train", "valid"):
+        dataset = data.datasets[split]
+        subjects = data.windows.loc[data.windows["split"] == split, "subject"].to_numpy()
+        partner = within_subject_derangement(subjects, rng)
+        windows = [dataclasses.replace(w, block=dataset.windows[p].block,
+                                       speech_start=dataset.windows[p].speech_start)
+                   for w, p in zip(dataset.windows, partner) if p >= 0]
+        mismatched[split] = copy.copy(dataset)
+        mismatched[split].windows = windows
+    trainer = Trainer(build_model(config, data), config.loss.build(), config.optim,
+                      folder / "null", config.signature())
+    trainer.fit(mismatched["train"], mismatched["valid"])
+    return trainer.model

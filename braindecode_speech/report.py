@@ -37,6 +37,18 @@ Schema of ``report.json`` (``schema_version`` 1); every accuracy is a fraction i
       "files": {"per_subject": "per_subject.csv",
                 "per_window": {"model": "per_window_model.csv", ...},
                 "figures": ["accuracy_per_subject.png", "decoded_examples.png"]},
+      "controls": {                # per model; {} when evaluation.controls is off
+        "model": {
+          "within_recording": {    # ranked among the test segments of its own recording
+            "accuracy": {"top1": .., ...}, "ci": {"top1": [low, high], ...},
+            "chance": {"top1": .., ...},   # mean over windows of min(k, n_r) / n_r
+            "n_windows": 5231, "n_groups": 40, "mean_candidates": 75.2},
+          "within_story": {...},   # the same among the segments of its story (if known)
+          "identity_ceiling": {"recording": {"top1": .., ...}, "story": {...}},
+          "shuffled": {"accuracy", "ci", "chance" (k / M), "n_windows"},  # mismatched pairs
+          "surrogate": {...},      # phase-randomised brain windows (pipeline, brain encoder)
+          "train_null": {...}      # a model trained on mismatched pairs (on request)
+        }, "ridge": {...}},
       ...                          # the entries of ``extra`` (e.g. split leak audit, skipped items)
     }
 
@@ -69,7 +81,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 #: top-level fields of report.json written by :func:`write_report` (``extra`` may not use them)
 REPORT_FIELDS = ("schema_version", "n_candidates", "n_words", "topk", "n_windows", "chance",
-                 "chance_shuffled", "metrics", "ci", "per_subject", "files")
+                 "chance_shuffled", "metrics", "ci", "per_subject", "files", "controls")
 #: words shown on each side of the anchor word in the decoded examples
 CONTEXT_WORDS = 7
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -148,6 +160,7 @@ def write_report(
             "per_window": per_window_files,
             "figures": list(figures),
         },
+        "controls": {name: r.controls for name, r in results.items()},
     }
     report.update(extra)
     path = folder / "report.json"
@@ -157,14 +170,43 @@ def write_report(
 
 
 def format_table(results: dict[str, RetrievalResult]) -> str:
-    """Terminal table: one row per model plus chance, segment/word top-k accuracy in %."""
+    """Terminal table: one row per model plus chance and the identity ceilings (segment level
+    only), segment/word top-k accuracy in %; then, when the results have controls, one row per
+    model and control: its top-k, the matching chance and the interval of the largest k."""
     _check_results(results)
     first = next(iter(results.values()))
     rows = {name: _flat_metrics(r.metrics, r.topk) for name, r in results.items()}
     rows["chance"] = _flat_metrics(
         {"segment": first.chance["segment"], "word": first.chance["word_frequency"]}, first.topk
     )
+    for group, ceiling in first.controls.get("identity_ceiling", {}).items():
+        rows[f"{group} ceiling"] = {f"segment top{k}": ceiling[f"top{k}"] for k in first.topk}
     table = pd.DataFrame.from_dict(rows, orient="index") * 100
+    text = table.to_string(float_format=lambda v: f"{v:.1f}", na_rep="-")
+    controls = _controls_table(results)
+    if controls:
+        text += "\n\ncontrols (segment level, %)\n" + controls
+    return text
+
+
+def _controls_table(results: dict[str, RetrievalResult]) -> str:
+    """The controls of every model (not the ceilings): top-k, chance top-k and the 95 %
+    interval of the largest k; "" when there are none."""
+    rows = {}
+    for name, result in results.items():
+        k_max = f"top{max(result.topk)}"
+        for control, values in result.controls.items():
+            if "accuracy" not in values:
+                continue
+            low, high = values["ci"][k_max]
+            rows[f"{name} {control.replace('_', ' ')}"] = {
+                **{k: 100 * v for k, v in values["accuracy"].items()},
+                **{f"chance {k}": 100 * v for k, v in values["chance"].items()},
+                f"{k_max} 95% CI": f"{100 * low:.1f}-{100 * high:.1f}",
+            }
+    if not rows:
+        return ""
+    table = pd.DataFrame.from_dict(rows, orient="index")
     return table.to_string(float_format=lambda v: f"{v:.1f}")
 
 

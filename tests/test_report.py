@@ -68,6 +68,8 @@ def test_report_json_schema(tmp_path, evaluated):
     assert report["leak_audit"] == {"shared_sentences": 0}
     assert report["skipped"] == ["sub-07: no events"]
     assert report["files"]["figures"] == ["accuracy_per_subject.png", "decoded_examples.png"]
+    assert report["controls"]["ridge"] == evaluated["results"]["ridge"].controls
+    assert set(report["controls"]["model"]) == {"shuffled"}
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left no temporary file
 
 
@@ -100,9 +102,12 @@ def test_no_sentences_no_examples_figure(tmp_path, evaluated):
 
 def test_format_table(evaluated):
     text = format_table(evaluated["results"])
-    lines = text.splitlines()
+    main, controls = text.split("\n\n")  # the main table, then the controls
+    lines = main.splitlines()
     assert "segment top1" in lines[0] and "word top10" in lines[0]
     assert [line.split()[0] for line in lines[1:]] == ["model", "ridge", "chance"]
+    assert [line.split()[:2] for line in controls.splitlines()[2:]] == [
+        ["model", "shuffled"], ["ridge", "shuffled"]]  # no recording/story in the windows
     top10 = evaluated["results"]["model"].metrics["segment"]["top10"] * 100
     assert f"{top10:.1f}" == lines[1].split()[3]
     assert lines[3].split()[3] == f"{1000 / 27:.1f}"  # chance 10 / 27
