@@ -34,7 +34,8 @@ from .preprocessing import preprocess
 
 __all__ = ["PAPER_RESULTS_SOURCE", "paper_results", "compare_with_paper",
            "compare_paper_configuration", "RunResults",
-           "load_run", "retrieve", "decoded_examples", "accuracy_by", "confusions",
+           "load_run", "retrieve", "decoded_examples", "accuracy_by", "within_recording_chance",
+           "controls_table", "confusions",
            "same_sentence_errors", "sentence_confusion", "plot_accuracy_by", "plot_per_subject",
            "plot_sentence_confusion", "load_weights", "attention_maps",
            "plot_attention_maps", "subject_layer_similarity", "plot_similarity"]
@@ -133,7 +134,7 @@ def compare_paper_configuration(summary: pd.DataFrame) -> pd.DataFrame:
 # -- a trained run ------------------------------------------------------------------------------
 
 _TEXT_COLUMNS = ("subject", "recording_uid", "word", "sequence_id", "segment", "target_word",
-                 "predicted_word")
+                 "predicted_word", "story", "voice")
 
 
 @dataclass
@@ -143,7 +144,8 @@ class RunResults:
     ``windows``: one row per test window (``per_window_<model>.csv``) plus
     ``sentence_length`` (words of the heard sentence), ``word_frequency`` (occurrences of the
     anchor word in the study's distinct sentences) and ``words_in_window`` (word onsets inside
-    the window). ``candidates``: one row per candidate segment (``sequence_id``,
+    the window); ``story`` and ``voice`` of the anchor word (missing where the study's events
+    do not tell them). ``candidates``: one row per candidate segment (``sequence_id``,
     ``word_index``, ``word``, ``sentence``), indexed like ``target`` and ``best_*``.
     """
 
@@ -153,6 +155,8 @@ class RunResults:
     windows: pd.DataFrame
     candidates: pd.DataFrame
     per_subject: pd.DataFrame
+    model: str = "model"
+    """which of the run's models (``model``, ``ridge``) the results are of"""
 
 
 def _study_events(config: ExperimentConfig) -> dict[str, pd.DataFrame]:
@@ -204,7 +208,13 @@ def load_run(folder: str | Path, model: str = "model") -> RunResults:
     windows["words_in_window"] = [
         int(np.searchsorted(onsets[uid], a + tmax) - np.searchsorted(onsets[uid], a + tmin))
         for uid, a in zip(windows["recording_uid"], windows["anchor"])]
-    return RunResults(folder, config, report, windows, candidates, per_subject)
+    for column in ("story", "voice"):  # runs written before the pipeline recorded them
+        if column not in windows:
+            label = {(uid, onset): value for uid, table in events.items() if column in table
+                     for onset, value in zip(table["onset"], table[column])}
+            windows[column] = [label.get((uid, a)) for uid, a in
+                               zip(windows["recording_uid"], windows["anchor"])]
+    return RunResults(folder, config, report, windows, candidates, per_subject, model)
 
 
 def retrieve(run: RunResults, rows: Sequence[int], k: int = 10,
@@ -259,21 +269,58 @@ def decoded_examples(run: RunResults, n: int = 8, k: int = 10, seed: int = 0) ->
 
 
 def accuracy_by(run: RunResults, column: str, bins: Sequence[float] | None = None,
-                topk: Sequence[int] = (1, 10)) -> pd.DataFrame:
+                topk: Sequence[int] = (1, 10), rank: str = "segment_rank") -> pd.DataFrame:
     """Segment top-k accuracy of the test windows grouped by ``column`` of ``run.windows``
-    (e.g. ``word_index``, ``word_frequency``, ``sentence_length``, ``words_in_window``), cut
-    into ``bins`` when given: columns ``n_windows``, ``top{k}`` and ``top{k}_sem``."""
-    if column not in run.windows.columns:
-        raise KeyError(f"no column {column!r} in the run's windows "
-                       f"(have: {', '.join(run.windows.columns)})")
+    (e.g. ``word_index``, ``word_frequency``, ``sentence_length``, ``words_in_window``,
+    ``voice``), cut into ``bins`` when given: columns ``n_windows``, ``top{k}`` and
+    ``top{k}_sem``. ``rank`` is the rank column scored: ``segment_rank`` (among all
+    candidates) or a control's, e.g. ``within_recording_rank`` (among the candidates of the
+    window's own recording); windows without a value of ``column`` are left out."""
+    for name in (column, rank):
+        if name not in run.windows.columns:
+            raise KeyError(f"no column {name!r} in the run's windows "
+                           f"(have: {', '.join(run.windows.columns)})")
     key = run.windows[column] if bins is None else pd.cut(run.windows[column], bins)
-    grouped = run.windows.groupby(key, observed=True)
+    hits = pd.DataFrame({f"top{k}": run.windows[rank] <= k for k in topk})
+    grouped = hits.groupby(key, observed=True)
     out = pd.DataFrame({"n_windows": grouped.size()})
     for k in topk:
-        hits = grouped[f"segment_top{k}"]
-        out[f"top{k}"], out[f"top{k}_sem"] = hits.mean(), hits.sem()
+        out[f"top{k}"], out[f"top{k}_sem"] = grouped[f"top{k}"].mean(), \
+            grouped[f"top{k}"].sem()
     out.index.name = column
     return out
+
+
+def within_recording_chance(run: RunResults, column: str,
+                            topk: Sequence[int] = (1, 10)) -> pd.DataFrame:
+    """Chance of the within-recording accuracy per value of ``column`` (as grouped by
+    :func:`accuracy_by`): the mean over its windows of ``min(k, n_r) / n_r``, ``n_r`` the
+    distinct test segments of the window's recording (the identity ceiling of those windows)."""
+    n_segments = run.windows.groupby("recording_uid")["target"].transform("nunique")
+    chance = pd.DataFrame({f"top{k}": np.minimum(k, n_segments) / n_segments for k in topk})
+    out = chance.groupby(run.windows[column], observed=True).mean()
+    out.index.name = column
+    return out
+
+
+def controls_table(run: RunResults) -> pd.DataFrame:
+    """The controls of the run's report (``report.json`` ``controls``) for its model: one row
+    per control with its top-k accuracy, the matching chance (``chance top{k}``) and the 95 %
+    interval of the largest k, in %; the identity ceilings as rows without interval."""
+    controls = run.report.get("controls", {}).get(run.model, {})
+    rows = {}
+    for control, values in controls.items():
+        if control == "identity_ceiling":
+            for group, ceiling in values.items():
+                rows[f"{group} ceiling"] = {k: 100 * v for k, v in ceiling.items()}
+            continue
+        k_max = max(values["accuracy"], key=lambda k: int(k[3:]))
+        rows[control.replace("_", " ")] = {
+            **{k: 100 * v for k, v in values["accuracy"].items()},
+            **{f"chance {k}": 100 * v for k, v in values["chance"].items()},
+            f"{k_max} CI low": 100 * values["ci"][k_max][0],
+            f"{k_max} CI high": 100 * values["ci"][k_max][1]}
+    return pd.DataFrame.from_dict(rows, orient="index").round(1)
 
 
 def confusions(run: RunResults, n: int = 20, context: int = 4) -> pd.DataFrame:

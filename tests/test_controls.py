@@ -4,11 +4,14 @@ pairs, phase-randomised surrogates and the null model trained on mismatched pair
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from braindecode_speech import analysis
 from braindecode_speech.evaluation import (
     EvaluationConfig,
     RetrievalEvaluator,
@@ -173,11 +176,18 @@ def test_table_prints_ceilings_beside_chance_and_every_control():
         assert "100.0" in row or control == "shuffled"
 
 
-def test_controls_in_the_report_of_a_tiny_run(tiny_meg_root, tmp_path):
-    config = tiny_config(tiny_meg_root, cache_dir=tmp_path / "cache").with_overrides({
+@pytest.fixture(scope="module")
+def tiny_run(tiny_meg_root, tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny run of one short epoch with the null model, for this module."""
+    folder = tmp_path_factory.mktemp("controls")
+    config = tiny_config(tiny_meg_root, cache_dir=folder / "cache").with_overrides({
         "optim.max_epochs": 1, "optim.batches_per_epoch": 3, "evaluation.train_null": True})
-    result = run_experiment(config, tmp_path / "run")
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    return folder / "run", run_experiment(config, folder / "run")
+
+
+def test_controls_in_the_report_of_a_tiny_run(tiny_run):
+    folder, result = tiny_run
+    report = json.loads((folder / "report.json").read_text())
     controls = report["controls"]["model"]
     assert {"within_recording", "within_story", "identity_ceiling", "shuffled", "surrogate",
             "train_null"} <= set(controls)
@@ -189,11 +199,44 @@ def test_controls_in_the_report_of_a_tiny_run(tiny_meg_root, tmp_path):
             assert 0 < controls[name]["chance"][k] <= 1
     assert controls["surrogate"]["chance"]["top10"] == pytest.approx(10 / report["n_candidates"])
     assert set(controls["identity_ceiling"]) == {"recording", "story"}
-    assert (tmp_path / "run" / "null" / "best.pt").exists()
-    table = (tmp_path / "run" / "table.txt").read_text()
+    assert (folder / "null" / "best.pt").exists()
+    table = (folder / "table.txt").read_text()
     assert table.strip() == result["table"].strip()
     for label in ("recording ceiling", "model within recording", "model surrogate",
                   "model train null", "ridge shuffled"):
         assert label in table
-    per_window = pd.read_csv(tmp_path / "run" / "per_window_model.csv")
+    per_window = pd.read_csv(folder / "per_window_model.csv")
     assert per_window["voice"].nunique() >= 2 and per_window["story"].notna().all()
+
+
+def test_accuracy_by_voice_and_the_controls_table_agree_with_the_report(tiny_run, tmp_path):
+    folder, _ = tiny_run
+    report = json.loads((folder / "report.json").read_text())
+    run = analysis.load_run(folder)
+    n = len(run.windows)
+    within = report["controls"]["model"]["within_recording"]
+    for rank, expected in (("segment_rank", report["metrics"]["model"]["segment"]),
+                           ("within_recording_rank", within["accuracy"])):
+        table = analysis.accuracy_by(run, "voice", rank=rank)
+        assert len(table) >= 2 and table["n_windows"].sum() == n
+        for k in ("top1", "top10"):
+            assert (table[k] * table["n_windows"]).sum() / n == pytest.approx(expected[k])
+    chance = analysis.within_recording_chance(run, "voice")
+    assert list(chance.index) == list(table.index)
+    assert (chance["top10"] * table["n_windows"]).sum() / n == pytest.approx(
+        within["chance"]["top10"])
+    controls = analysis.controls_table(run)
+    assert {"within recording", "shuffled", "surrogate", "train null",
+            "recording ceiling"} <= set(controls.index)
+    assert controls.at["within recording", "top10"] == round(100 * within["accuracy"]["top10"], 1)
+    assert controls.at["within recording", "chance top10"] == round(
+        100 * within["chance"]["top10"], 1)
+    # a run written before windows carried story and voice: read from the study's events
+    for name in ("config.yaml", "report.json", "per_subject.csv"):
+        shutil.copy(folder / name, tmp_path / name)
+    windows = pd.read_csv(folder / "per_window_model.csv", dtype=str, keep_default_na=False)
+    windows.drop(columns=["story", "voice"]).to_csv(tmp_path / "per_window_model.csv",
+                                                    index=False)
+    old = analysis.load_run(tmp_path)
+    assert list(old.windows["voice"]) == list(run.windows["voice"])
+    assert list(old.windows["story"]) == list(run.windows["story"])

@@ -52,7 +52,7 @@ def test_notebook_runs_on_a_trained_run(path, tiny_run, monkeypatch):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(figures) == (6 if path.stem == "decoded_segments" else 2)
+    assert len(figures) == (8 if path.stem == "decoded_segments" else 2)
 
 
 @pytest.mark.slow
