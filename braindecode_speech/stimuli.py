@@ -9,8 +9,10 @@ Three checks shared by every study adapter, ``braindecode-speech check`` and ``t
   bytes than the file holds: libsndfile would read the part that is there, and the rest would
   become silence);
 - :func:`stimulus_problems` / :func:`check_stimuli`: every sound file of an events table is
-  long enough for the last event that needs it (a sound event's ``offset + duration``; a word
-  or phoneme's end, placed in the sound playing at its onset), within :data:`LENGTH_TOLERANCE`.
+  long enough for the last event that needs it, within :data:`LENGTH_TOLERANCE`: a sound
+  event's ``offset + duration``, and the onset of each word or phoneme placed in the sound
+  playing at that time (its onset only: forced alignments may let a last word end a little
+  after the end of its file, which is no reason to refuse a recording).
 """
 
 from __future__ import annotations
@@ -116,8 +118,9 @@ def sound_duration(path: str | Path) -> float:
 
 
 def _needs(events: pd.DataFrame) -> pd.DataFrame:
-    """Per event that needs a sound file: ``filepath``, ``needed`` (s into the file at which
-    the event ends), ``kind``, ``onset``, ``label``."""
+    """Per event that needs a sound file: ``filepath``, ``needed`` (s into the file that must
+    exist: where a sound event ends, where a word or phoneme starts), ``kind``, ``onset``,
+    ``label``."""
     sounds = events[events["kind"] == "sound"].sort_values("onset", kind="stable")
     if sounds.empty:
         return pd.DataFrame(columns=["filepath", "needed", "kind", "onset", "label"])
@@ -130,15 +133,12 @@ def _needs(events: pd.DataFrame) -> pd.DataFrame:
     if not others.empty:
         onset = others["onset"].to_numpy(dtype=float)
         index = np.searchsorted(start, onset + 1e-6, side="right") - 1
-        inside = index >= 0
-        end = np.where(duration > 0, start + duration, np.inf)
-        inside[inside] &= onset[inside] <= end[index[inside]] + LENGTH_TOLERANCE
-        index, onset, others = index[inside], onset[inside], others[inside]
+        heard = index >= 0  # words before the first sound have no file to check
+        index, onset, others = index[heard], onset[heard], others[heard]
         labels = others["word"].where(others["kind"] == "word", others["phoneme"])
         rows.append(pd.DataFrame({
             "filepath": sounds["filepath"].to_numpy()[index],
-            "needed": offset[index] + onset - start[index]
-            + others["duration"].fillna(0.0).to_numpy(dtype=float),
+            "needed": offset[index] + onset - start[index],
             "kind": others["kind"].to_numpy(), "onset": onset,
             "label": labels.fillna("").astype(str).to_numpy()}))
     return pd.concat(rows, ignore_index=True)
