@@ -14,6 +14,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
+from fixtures import example_layout
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.cli import evaluate as evaluate_command
@@ -56,6 +57,23 @@ def test_unknown_adapter_option_is_named(tmp_path, capsys):
                      "study.options={colour: red}")
     assert code == EXIT_INPUT_ERROR
     assert "study 'bids' takes no option 'colour'" in err and "its options:" in err
+
+
+@pytest.mark.parametrize("option, exit_code, expected", [
+    ("colour=red", 1, "study 'brennan2019' takes no option 'colour'; its options: subjects"),
+    ("selection=[all", EXIT_INPUT_ERROR, "--option 'selection=[all': the value is not valid"),
+    ("selection", EXIT_INPUT_ERROR, "--option 'selection' is not of the form KEY=VALUE"),
+])
+def test_check_names_a_bad_adapter_option(tmp_path_factory, capsys, option, exit_code,
+                                          expected):
+    """An unknown option is a problem found (listed, exit 1); a malformed one is refused."""
+    root = example_layout("brennan2019", tmp_path_factory)
+    code = main(["check", "--study", "brennan2019", "--data", str(root), "--no-signal",
+                 "--option", option])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert code == exit_code
+    assert expected in captured.out + captured.err
 
 
 def test_window_longer_than_the_recordings_is_refused_before_preprocessing(

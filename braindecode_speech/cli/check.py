@@ -23,14 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from ..config import ConfigError
     from ..datasets.check import check
 
     options = {}
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--option {item!r} is not of the form KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"--option {item!r} is not of the form KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--option {item!r}: the value is not valid YAML "
+                              f"({getattr(exc, 'problem', None) or exc})") from None
     report = check(args.study, args.data, subjects=args.subjects,
                    scan_signal=not args.no_signal, progress=True, **options)
     print(report.format())

@@ -26,8 +26,6 @@ The :class:`CheckReport` sums up subjects, recordings, hours, words and sentence
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ from tqdm import tqdm
 from ..events import EventsError
 from ..stimuli import stimulus_problems
 from ..study import Recording, Study, StudyError
-from . import REGISTRY, names
+from . import get
 
 __all__ = ["Problem", "CheckReport", "check", "check_study", "check_recording"]
 
@@ -107,17 +105,12 @@ class CheckReport:
 
 
 def _build(name: str, root: Path, subjects: list[str] | None, options: dict[str, Any]) -> Study:
-    """The study adapter, non-strict when it supports ``strict``."""
-    if name not in REGISTRY:
-        raise KeyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")
-    module_name, class_name = REGISTRY[name].split(":")
-    cls = getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
-    kwargs = dict(options)
-    if "strict" in inspect.signature(cls).parameters:
-        kwargs.setdefault("strict", False)
+    """The study adapter, non-strict (a bad recording is listed, not raised); an unknown study
+    or option is a :class:`StudyError`."""
+    kwargs = {"strict": False, **options}
     if subjects is not None:
         kwargs["subjects"] = subjects
-    return cls(root, **kwargs)
+    return get(name, root, **kwargs)
 
 
 def check_recording(rec: Recording, expected_channels: int | None,
