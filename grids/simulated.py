@@ -18,7 +18,9 @@ MODELS = {
 }
 
 GRID = Grid(
-    base=ExperimentConfig().with_overrides({**TINY_OVERRIDES, "study.name": "simulated"}),
+    # with the controls' null model (trained on mismatched brain/speech pairs) beside each run
+    base=ExperimentConfig().with_overrides({**TINY_OVERRIDES, "study.name": "simulated",
+                                            "evaluation.train_null": True}),
     points=product(variants("model", MODELS), values("optim.seed", [2036, 2037])),
     slurm=SlurmConfig(gpus_per_task=0, cpus_per_task=2, timeout_min=60),
 )

@@ -23,7 +23,9 @@ from braindecode_speech.experiment import ExperimentConfig
 from braindecode_speech.grid import Grid, SlurmConfig, product, values
 
 GRID = Grid(
-    base=ExperimentConfig().with_overrides({"optim.negatives": "per_process"}),
+    # the controls' null model (trained on mismatched brain/speech pairs) beside each run
+    base=ExperimentConfig().with_overrides({"optim.negatives": "per_process",
+                                            "evaluation.train_null": True}),
     points=product(values("study.name", ["broderick2019"]),
                    values("optim.seed", [2036, 2037, 2038])),
     slurm=SlurmConfig(tasks_per_node=2, gpus_per_task=1),

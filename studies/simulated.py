@@ -18,7 +18,8 @@ from braindecode_speech.grid import Grid, SlurmConfig, product, values
 from braindecode_speech.presets import TINY_OVERRIDES
 
 GRID = Grid(
-    base=ExperimentConfig().with_overrides(TINY_OVERRIDES),
+    # the controls' null model (trained on mismatched brain/speech pairs) beside each run
+    base=ExperimentConfig().with_overrides({**TINY_OVERRIDES, "evaluation.train_null": True}),
     points=product(values("study.name", ["simulated"]),
                    values("optim.seed", [2036, 2037, 2038])),
     slurm=SlurmConfig(gpus_per_task=0, cpus_per_task=2, timeout_min=60),

@@ -33,8 +33,8 @@ def test_real_study_scripts_run_the_paper_configuration(study, tmp_path, monkeyp
     assert [r.config.optim.seed for r in runs] == [2036, 2037, 2038]
     paper = ExperimentConfig().with_overrides(
         {"study.name": study, "study.root": str(tmp_path / study),
-         "optim.negatives": "per_process"})
-    assert runs[0].config == paper
+         "optim.negatives": "per_process", "evaluation.train_null": True})
+    assert runs[0].config == paper  # with the controls' null model beside each run
     assert grid.slurm.tasks_per_node == 2  # the paper's 2 GPUs
 
     code = _run_script(study, ["--data", str(tmp_path / study), "--executor", "slurm",
@@ -71,6 +71,7 @@ def test_simulated_study_script_runs_here(tiny_meg_root, tmp_path, monkeypatch, 
     reports = [json.loads(p.read_text())
                for p in sorted((root / "reproduce_simulated").glob("*/report.json"))]
     assert len(reports) == 3 and table["n_seeds"].tolist() == [3]
+    assert all("train_null" in r["controls"]["model"] for r in reports)  # the null models
     top10 = [r["metrics"]["model"]["segment"]["top10"] for r in reports]
     assert table["model.segment.top10"][0] == pytest.approx(sum(top10) / 3)
     assert (root / "reproduce_simulated" / "table.md").read_text().startswith(
