@@ -2,8 +2,13 @@
 resume after interruption.
 
 Determinism: the order of the training windows and the random state of each epoch (spatial
-dropout, dropout) derive from ``(seed, epoch)`` alone, so an interrupted run resumed from its
-last checkpoint reproduces the uninterrupted run exactly (on the same device).
+dropout, dropout) derive from ``(seed, epoch)`` alone, and on CPU every operation of the model
+and the loss is deterministic (no atomic adds: see ``SpatialAttention.attention_logits``), so two
+runs with the same seed, and an interrupted run resumed from its last checkpoint, give the
+same weights and history bit for bit, provided they use the same device type, number of
+intra-op threads (``torch.get_num_threads()``, which changes how sums are split) and torch
+version. The checkpoint records those; resuming under others logs a WARNING. On CUDA, bit-exact
+runs need ``OptimConfig.deterministic`` (deterministic cuDNN/cuBLAS kernels).
 
 Several processes (``torchrun``, or several SLURM/submitit tasks; see
 :mod:`braindecode_speech.distributed`): the trainer joins the process group the environment
@@ -24,6 +29,7 @@ import pickle
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,14 +88,43 @@ class OptimConfig(Config):
     :mod:`braindecode_speech.contrastive_step`"""
     micro_batch: int = Field(32, ge=1)
     """micro-batch size of the ``fast`` and ``lean`` steps"""
+    deterministic: bool = False
+    """train under ``torch.use_deterministic_algorithms(True)`` (and deterministic cuDNN and
+    cuBLAS on CUDA, slower): an operation without a deterministic implementation is an error
+    instead of a source of run-to-run differences. Not needed on CPU, where the model is
+    deterministic for a given number of threads (see :mod:`braindecode_speech.training`)"""
 
-    _exclude_from_signature = ("device", "num_workers", "progress", "step", "micro_batch")
+    _exclude_from_signature = ("device", "num_workers", "progress", "step", "micro_batch",
+                               "deterministic")
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` and no cuDNN benchmarking inside the block
+    when ``enabled``; the previous settings are restored after it."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    """What a run's floating-point results depend on besides its config and seed."""
+    return {"device": device.type, "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__)}
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -170,6 +205,8 @@ class Trainer:
                 logger.info("%s has no logits(): it is averaged over the processes' shares "
                             "(no negatives to gather)", type(loss).__name__)
         self.config = config
+        if config.deterministic:  # read when cuBLAS starts (ignored on CPU)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.signature = signature
@@ -255,7 +292,13 @@ class Trainer:
 
     def fit(self, train: torch.utils.data.Dataset, valid: torch.utils.data.Dataset) -> \
             list[dict[str, float]]:
-        """Train until early stopping or ``max_epochs``; resumes from ``checkpoint.pt``."""
+        """Train until early stopping or ``max_epochs``; resumes from ``checkpoint.pt``
+        (under deterministic algorithms with ``OptimConfig.deterministic``)."""
+        with _deterministic_algorithms(self.config.deterministic):
+            return self._fit(train, valid)
+
+    def _fit(self, train: torch.utils.data.Dataset, valid: torch.utils.data.Dataset) -> \
+            list[dict[str, float]]:
         if len(train) < 2 or len(valid) < 2:
             raise ValueError(f"Not enough windows to train: {len(train)} train, "
                              f"{len(valid)} valid (need at least 2 each)")
@@ -337,7 +380,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "loss": self.loss.state_dict(), "epoch": self.epoch, "history": self.history,
             "best_loss": self.best_loss, "bad_epochs": self.bad_epochs,
-            "signature": self.signature,
+            "signature": self.signature, "environment": _environment(self.device),
         }, self.checkpoint_path)
 
     def _resume(self) -> None:
@@ -355,6 +398,11 @@ class Trainer:
         self.epoch, self.history = state["epoch"], state["history"]
         self.best_loss, self.bad_epochs = state["best_loss"], state["bad_epochs"]
         logger.info("Resumed %s at epoch %d", self.folder, self.epoch)
+        before, now = state.get("environment"), _environment(self.device)
+        if before != now:
+            logger.warning("%s was written with %s, resumed with %s: the run goes on, but not "
+                           "bit for bit as it would have without the interruption",
+                           self.checkpoint_path, before, now)
 
     def load_best(self) -> None:
         """Load the weights of the best epoch (lowest validation loss)."""

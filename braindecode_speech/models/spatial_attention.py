@@ -125,7 +125,10 @@ class SpatialAttention(nn.Module):
         )
         features = self.fourier_features(layouts.view(-1, channels, 2))
         logits = (features @ self.weight.T).transpose(1, 2)
-        return logits[layout_of_sample]
+        # index_select, not logits[layout_of_sample]: the backward of advanced indexing sums
+        # the gradients of repeated indices with atomic adds on multi-threaded CPUs, in an
+        # order that changes from run to run; index_select's backward is deterministic
+        return logits.index_select(0, layout_of_sample)
 
     def dropped_sensors(self, positions: Tensor, mask: Tensor) -> Tensor:
         """Random spatial dropout ``[B, C]`` bool: True for the real sensors within

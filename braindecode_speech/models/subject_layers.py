@@ -97,6 +97,7 @@ class SubjectEmbedding(nn.Module):
     def forward(self, x: Tensor, subjects: Tensor) -> Tensor:
         check_subjects(subjects, x.shape[0], self.n_subjects)
         table = torch.cat([self.embedding.weight, self.embedding.weight.mean(0, keepdim=True)])
-        # index -1 picks the last row of `table`: the mean embedding
-        vectors = table[subjects]
+        # index -1 picks the last row of `table`: the mean embedding (index_select: a
+        # deterministic backward on multi-threaded CPUs, see SpatialAttention.attention_logits)
+        vectors = table.index_select(0, subjects.remainder(len(table)))
         return torch.cat([x, vectors[:, :, None].expand(-1, -1, x.shape[-1])], dim=1)
