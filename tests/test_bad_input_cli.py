@@ -144,6 +144,13 @@ def test_missing_grid_file(tmp_path, capsys):
     assert code == EXIT_INPUT_ERROR and f"{tmp_path / 'grid.py'}: no such grid file" in err
 
 
+def test_grid_data_folders_that_contradict_each_other(tmp_path, capsys):
+    grid = Path(__file__).parents[1] / "grids" / "simulated.py"
+    code, err = _run(capsys, "grid", "run", str(grid), "--root", str(tmp_path), "--dry-run",
+                     "--data", str(tmp_path / "a"), "--data", str(tmp_path / "b"))
+    assert code == EXIT_INPUT_ERROR and "give either one folder of studies" in err
+
+
 def test_traceback_only_under_vv(tmp_path, capsys):
     args = ["train", "--study", "bids", "--data", str(tmp_path / "missing")]
     assert main(["-vv", *args]) == EXIT_INPUT_ERROR

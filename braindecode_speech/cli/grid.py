@@ -83,7 +83,10 @@ def _parse_data(items: list[str]) -> dict[str, str] | str | None:
     pairs = [item.split("=", 1) for item in items if "=" in item]
     folders = [item for item in items if "=" not in item]
     if folders and (pairs or len(folders) > 1):
-        raise SystemExit("--data: give either one folder of studies, or STUDY=PATH pairs")
+        from ..config import ConfigError
+
+        raise ConfigError(f"--data {' '.join(items)}: give either one folder of studies, or "
+                          "STUDY=PATH pairs")
     return folders[0] if folders else dict(pairs)
 
 
