@@ -1,7 +1,8 @@
 """Window datasets: brain and speech windows, normalised, as PyTorch tensors.
 
-Brain windows are read from the preprocessing cache (memory maps), baseline-corrected (mean of
-the part before the anchor), robust-scaled per recording and channel (median / IQR fitted on
+Brain windows are read from the preprocessing cache (memory maps), baseline-corrected (per
+channel, the mean of the brain over the 0.5 s before the anchor, before the brain lag shift: the
+paper's ``[a - 0.5, a]`` s), robust-scaled per recording and channel (median / IQR fitted on
 training windows) and clamped. Speech windows are read from the block-feature cache and
 standard-scaled with statistics fitted on training windows. Each switch is a config field, as
 the paper's ablations turn them off.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from .cache import RowReader
 from .config import Config
 
 __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
-           "fit_robust_scaler"]
+           "fit_robust_scaler", "read_brain_window"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,12 @@ class NormConfig(Config):
     """Normalisation of brain and speech windows. Defaults are the paper's."""
 
     baseline: bool = True
-    """subtract, per channel, the mean of the brain window before the anchor"""
+    """subtract, per channel, the mean of the brain over the ``-windows.tmin`` s (0.5 s) before
+    the anchor"""
+    baseline_window: Literal["paper", "shifted"] = "paper"
+    """where that interval is taken: brain ``[a - 0.5, a]`` s, before the ``brain_lag`` shift
+    (``paper``), or the first 0.5 s of the lag-shifted brain window, brain
+    ``[a - 0.5 + lag, a + lag]`` s (``shifted``, ours before)"""
     robust_scale: bool = True
     """per recording and channel: (x - median) / (q75 - q25), fitted on training windows"""
     clamp: float | None = Field(20.0, gt=0)
@@ -103,6 +110,9 @@ class WindowDataset(torch.utils.data.Dataset):
     n_times : samples per window.
     baseline_samples : samples averaged for the baseline (0: off).
     clamp : clamp value (None: off).
+    baseline_offset : first baseline sample relative to each window's brain start (the paper's
+        ``-lag`` samples: the baseline is taken before the brain lag shift; 0: the first
+        samples of the brain window).
 
     Items are dicts: ``brain [C, T]``, ``mask [C]`` (True on real sensors), ``positions [C, 2]``,
     ``subject`` (long), ``speech [F, T]``, ``index`` (position in ``windows``).
@@ -112,7 +122,7 @@ class WindowDataset(torch.utils.data.Dataset):
                  features: list[RowReader], windows: list[Window],
                  scalers: list[RobustScaler | None], feature_scaler: FeatureScaler | None,
                  n_channels: int, n_times: int, baseline_samples: int,
-                 clamp: float | None) -> None:
+                 clamp: float | None, baseline_offset: int = 0) -> None:
         self.brains = brains
         self.positions = positions
         self.features = features
@@ -122,6 +132,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.n_channels = n_channels
         self.n_times = n_times
         self.baseline_samples = baseline_samples
+        self.baseline_offset = baseline_offset
         self.clamp = clamp
 
     def __len__(self) -> int:
@@ -130,10 +141,8 @@ class WindowDataset(torch.utils.data.Dataset):
     def brain_window(self, i: int) -> np.ndarray:
         """The normalised ``[C_r, T]`` brain window ``i`` (unpadded)."""
         w = self.windows[i]
-        x = np.ascontiguousarray(
-            self.brains[w.recording].read(w.brain_start, w.brain_start + self.n_times).T)
-        if self.baseline_samples:
-            x -= x[:, :self.baseline_samples].mean(axis=1, keepdims=True)
+        x = read_brain_window(self.brains[w.recording], w.brain_start, self.n_times,
+                              self.baseline_samples, self.baseline_offset)
         scaler = self.scalers[w.recording]
         if scaler is not None:
             x = scaler(x)
@@ -168,13 +177,29 @@ class WindowDataset(torch.utils.data.Dataset):
         }
 
 
-def fit_robust_scaler(brain: RowReader, starts: np.ndarray, n_times: int,
-                      baseline_samples: int, n_windows: int,
-                      rng: np.random.Generator) -> RobustScaler:
-    """Fit a :class:`RobustScaler` on up to ``n_windows`` baseline-corrected windows of the
-    ``[T, C]`` samples of ``brain`` starting at the samples ``starts``."""
-    chosen = np.sort(rng.choice(starts, size=min(n_windows, len(starts)), replace=False))
-    x = np.stack([brain.read(s, s + n_times).T for s in chosen])
+def read_brain_window(brain: RowReader, start: int, n_times: int, baseline_samples: int,
+                      baseline_offset: int = 0) -> np.ndarray:
+    """The ``[C, n_times]`` brain samples from sample ``start`` of ``brain`` (``[T, C]``), minus,
+    per channel, the mean of the ``baseline_samples`` samples from ``start + baseline_offset``
+    (no baseline when ``baseline_samples`` is 0)."""
+    lo = min(0, baseline_offset) if baseline_samples else 0
+    hi = max(n_times, baseline_offset + baseline_samples) if baseline_samples else n_times
+    data = brain.read(start + lo, start + hi).T
+    x = np.ascontiguousarray(data[:, -lo:n_times - lo])
     if baseline_samples:
-        x -= x[:, :, :baseline_samples].mean(axis=2, keepdims=True)
+        first = baseline_offset - lo
+        x -= data[:, first:first + baseline_samples].mean(axis=1, keepdims=True)
+    return x
+
+
+def fit_robust_scaler(brains: list[tuple[RowReader, np.ndarray]], n_times: int,
+                      baseline_samples: int, n_windows: int, rng: np.random.Generator,
+                      baseline_offset: int = 0) -> RobustScaler:
+    """Fit a :class:`RobustScaler` on up to ``n_windows`` baseline-corrected windows (see
+    :func:`read_brain_window`) drawn from ``(reader of [T, C] samples, window start samples)``
+    pairs: one recording, or a subject's recordings pooled."""
+    pool = [(r, int(s)) for r, starts in brains for s in starts]
+    chosen = np.sort(rng.choice(len(pool), size=min(n_windows, len(pool)), replace=False))
+    x = np.stack([read_brain_window(pool[k][0], pool[k][1], n_times, baseline_samples,
+                                    baseline_offset) for k in chosen])
     return RobustScaler.fit(x)

@@ -180,14 +180,23 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
         [(r.uid, r.events, r.duration) for r in recordings], config.splits)
 
     n_times = config.windows.n_times(sfreq)
+    candidates = [(rec, make_windows(blocks[rec.uid], rec.events, config.windows, sfreq,
+                                     rec.n_times)) for rec in recordings]
+    trained = {rec.subject for rec, table in candidates if (table["split"] == "train").any()}
     tables, block_arrays, kept = [], [], []
-    for rec in recordings:
-        table = make_windows(blocks[rec.uid], rec.events, config.windows, sfreq, rec.n_times)
+    for rec, table in candidates:
         if table.empty:
             logger.warning("%s: no window fits in its blocks (recording of %.1f s)",
                            rec.uid, rec.duration)
             skipped.append({"item": rec.uid, "reason": "no complete window inside a block "
                             f"(duration {rec.duration:.1f} s, {len(blocks[rec.uid])} blocks)"})
+            continue
+        if config.norm.robust_scale and rec.subject not in trained:
+            # the scaler is never fitted on valid or test windows
+            reason = (f"subject {rec.subject} has no training window to fit the robust scaler "
+                      "of this recording on (it is never fitted on valid or test windows)")
+            logger.warning("Skipping %s: %s", rec.uid, reason)
+            skipped.append({"item": rec.uid, "reason": reason})
             continue
         offset = len(block_arrays)
         for b in sorted(table["block"].unique()):
@@ -220,19 +229,25 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     readers = [RowReader(a) for a in block_arrays]
     rng = np.random.default_rng(config.optim.seed)
     baseline = int(round(-config.windows.tmin * sfreq)) if config.norm.baseline else 0
+    # the paper's baseline is brain [a - 0.5, a] s, before the lag shift (as make_windows)
+    lag = int(round(config.windows.brain_lag * sfreq))
+    baseline_offset = -lag if config.norm.baseline_window == "paper" else 0
+    train_windows = windows[windows["split"] == "train"]
     scalers = []
     for i, rec in enumerate(recordings):
         if not config.norm.robust_scale:
             scalers.append(None)
             continue
-        own = windows[windows["recording"] == i]
-        train = own[own["split"] == "train"]
-        if train.empty:
-            logger.info("%s has no training window: its scaler is fitted on all its windows",
-                        rec.uid)
-            train = own
-        scalers.append(fit_robust_scaler(brains[i], train["brain_start"].to_numpy(), n_times,
-                                         baseline, config.norm.n_scaling_windows, rng))
+        train = train_windows[train_windows["recording"] == i]
+        if train.empty:  # pooled over the subject's other recordings (kept only if any)
+            train = train_windows[train_windows["subject"] == rec.subject]
+            logger.warning("%s has no training window: its robust scaler is fitted on the "
+                           "%d training windows of subject %s's other recordings", rec.uid,
+                           len(train), rec.subject)
+        sources = [(brains[int(j)], part["brain_start"].to_numpy())
+                   for j, part in train.groupby("recording")]
+        scalers.append(fit_robust_scaler(sources, n_times, baseline,
+                                         config.norm.n_scaling_windows, rng, baseline_offset))
     feature_scaler = None
     if config.norm.standardize_features:
         train = windows[windows["split"] == "train"]
@@ -249,7 +264,8 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
                         int(r.speech_start), int(r.subject_index)) for r in part.itertuples()]
         datasets[split] = WindowDataset(
             brains, [r.positions for r in recordings], readers,
-            items, scalers, feature_scaler, n_channels, n_times, baseline, config.norm.clamp)
+            items, scalers, feature_scaler, n_channels, n_times, baseline, config.norm.clamp,
+            baseline_offset)
     logger.info("Windows: %s", windows["split"].value_counts().to_dict())
     return PreparedData(recordings=recordings, windows=windows, datasets=datasets,
                         subjects=list(subjects), n_features=features.dimension, audit=audit,
@@ -273,7 +289,7 @@ def _split(recordings: list[tuple[str, pd.DataFrame, float]], config: SplitConfi
         tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict[str, Any]]:
     """Blocks with their split, sound spans and the leak audit of ``(uid, events, duration)``."""
     sounds = {uid: sound_spans(events) for uid, events, _ in recordings}
-    blocks = {uid: make_blocks(sentences(events, duration), config)
+    blocks = {uid: make_blocks(sentences(events, duration, config.block_end), config)
               for uid, events, duration in recordings}
     blocks = assign_splits(blocks, config)
     return blocks, sounds, audit_splits(blocks, sounds)

@@ -3,7 +3,8 @@
 A window around an anchor time ``a`` covers the speech in ``[a + tmin, a + tmax]`` and the brain
 in the same span shifted by ``brain_lag`` (the brain responds after the sound). Train and valid
 anchors are placed every ``stride`` seconds; test anchors at every word onset. A window is kept
-only when both its speech and brain spans lie inside one block of its split.
+only when both its speech and brain spans lie inside one block of its split (and so does the
+paper's baseline, brain ``[a + tmin, a]`` s before the lag shift: a part of the speech span).
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ def make_windows(
             anchors = [(float(a), None) for a in np.arange(first, block["stop"], config.stride)]
         for anchor, word in anchors:
             speech0 = int(round((anchor + config.tmin) * sfreq))
-            if speech0 < start_frame or speech0 + length + lag > stop_frame:
+            brain0 = speech0 + lag
+            if min(speech0, brain0) < start_frame or \
+                    max(speech0, brain0) + length > stop_frame:
                 continue
-            if speech0 + lag + length > n_times:
+            if brain0 < 0 or brain0 + length > n_times:
                 continue
             row = {"split": block["split"], "block": b, "anchor": anchor,
-                   "brain_start": speech0 + lag, "speech_start": speech0 - start_frame}
+                   "brain_start": brain0, "speech_start": speech0 - start_frame}
             if word is not None:
                 row.update(word=str(word["word"]), sequence_id=str(word["sequence_id"]),
                            word_index=int(word["word_index"]),

@@ -1,26 +1,36 @@
 """Sentences → blocks → train/valid/test splits, and the split leak audit.
 
 Protocol (paper, see ``shared/datasets.md`` §7): the speech of a recording is cut into
-*sentences* (runs of word events sharing a ``sequence_id``), consecutive sentences are merged into
-*blocks* of at least ``min_block_duration`` seconds, and each block is assigned to a split by a
-hash of its content, so that an identical sentence lands in the same split for every subject.
+*sentences* (runs of word events sharing a ``sequence_id``); a sentence starts at its first word
+(or at the onset of a sound file that begins between the previous sentence and that word: MOUS,
+where a block is one sound) and runs until the next sentence starts, the last one until 1e-7 s
+after the end of the last event (``block_end="next_block"``), so the silence after a sentence
+belongs to its block. Consecutive sentences are merged into *blocks* of at least
+``min_block_duration`` seconds, except sentences with a study-given ``sequence_uid`` (MOUS:
+``stimuli.txt``), which are blocks of their own. Each block has a uid (its words joined by
+spaces; merged blocks: the uids joined by commas; or the ``sequence_uid``) and its split is drawn
+from it: ``score = random.Random(int(sha256(uid), 16) + seed).random()``, test below
+``test_ratio``, valid below ``test_ratio + valid_ratio``, train otherwise
+(``assignment="paper"``), so an identical sentence lands in the same split for every subject.
 
 One refinement makes the split leak-free by construction: sentences that ever share a block (in
-any recording) and sentences with identical text are grouped (union-find), and the hash of the
-group decides the split of all its blocks. When every subject hears the same stories in the same
-order this is exactly the paper's assignment (a group is a block); when a sentence is repeated in
-another context, the two contexts are tied together instead of leaking the sentence.
+any recording) and sentences with identical text are grouped (union-find), and all blocks of a
+group take one split: the split most of its blocks draw (every occurrence counts; a tie goes to
+the earliest block, recordings in study order). When every subject hears the same stories in the
+same order a group is one block and this is exactly the paper's assignment; otherwise the blocks
+that tying moves away from their own draw are counted (``moved_blocks`` in the audit).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,12 +39,18 @@ from pydantic import Field, model_validator
 
 from .config import Config
 
-__all__ = ["SplitConfig", "SPLITS", "sentences", "make_blocks", "assign_splits", "audit_splits"]
+__all__ = ["SplitConfig", "SPLITS", "sentences", "make_blocks", "assign_splits", "audit_splits",
+           "paper_score", "paper_split"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 
+#: a study's own uid of a sentence (MOUS: the ``stimuli.txt`` id), a column of its word events
+SEQUENCE_UID = "sequence_uid"
+
+#: the last block ends this long after the end of the last event, s (the paper's epsilon)
+LAST_BLOCK_MARGIN = 1e-7
 
 #: audio shared by two splits in pieces shorter than this (s) is not a leak but the rounding of
 #: event times to the recording's samples at block boundaries (2 ms at 500 Hz, 7.8 ms at 128 Hz)
@@ -50,6 +66,15 @@ class SplitConfig(Config):
     valid_ratio: float = Field(0.1, ge=0, lt=1)
     seed: int = Field(12, ge=0)
     """salt of the split hash (the paper's value)"""
+    block_end: Literal["next_block", "sound_end"] = "next_block"
+    """where a sentence (and so a block) ends: where the next one starts, the last one 1e-7 s
+    after the last event's end (``next_block``, the paper's), or at the end of the sound of its
+    last word, at the latest (``sound_end``, ours before: the silence after a sentence and the
+    gaps between sounds belong to no block)"""
+    assignment: Literal["paper", "sorted_ids"] = "paper"
+    """split of a group of tied blocks: the paper's draw from each block's uid, by majority in
+    the group (``paper``), or one draw from ``sha256("<seed>:<sorted sequence ids>")`` of the
+    group (``sorted_ids``, ours before)"""
 
     @model_validator(mode="after")
     def _train_left(self) -> SplitConfig:
@@ -81,19 +106,28 @@ def sound_spans(events: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["start", "stop", "filepath", "offset"])
 
 
-def sentences(events: pd.DataFrame, duration: float) -> pd.DataFrame:
+def sentences(events: pd.DataFrame, duration: float,
+              block_end: Literal["next_block", "sound_end"] = "next_block") -> pd.DataFrame:
     """Sentence occurrences of one recording, in time order.
 
     A sentence is a run of consecutive word events with the same ``sequence_id`` (a new run
-    also starts when ``word_index`` goes back). It spans from its first word onset to the next
-    sentence's onset, cut at the end of the sound that contains it and at ``duration`` (s).
+    also starts when ``word_index`` goes back). It starts at its first word onset, or, with
+    ``block_end="next_block"``, at the onset of a sound that begins after the previous
+    sentence's last word and not after this first word (the sound's lead-in belongs to the
+    sentence it introduces). It runs until the next sentence's start; the last sentence until
+    1e-7 s after the end of the last event (``next_block``) or, with ``sound_end``, every
+    sentence stops at the end of the sound that contains its last word, at the latest. All
+    are cut at ``duration`` (s).
 
     Returns columns ``start``, ``stop`` (s), ``sequence_id``, ``text`` (lower-cased words joined
-    by spaces), ``n_words``.
+    by spaces), ``uid`` (the paper's block uid: the words joined by spaces, or the study's
+    ``sequence_uid``), ``fixed_uid`` (True when the uid is the study's: never merged),
+    ``n_words``.
     """
+    columns = ["start", "stop", "sequence_id", "text", "uid", "fixed_uid", "n_words"]
     words = events[events["kind"] == "word"].sort_values("onset", kind="stable")
     if words.empty:
-        return pd.DataFrame(columns=["start", "stop", "sequence_id", "text", "n_words"])
+        return pd.DataFrame(columns=columns)
     seq = words["sequence_id"].to_numpy()
     idx = words["word_index"].to_numpy(dtype=float)
     new = np.ones(len(words), dtype=bool)
@@ -101,54 +135,77 @@ def sentences(events: pd.DataFrame, duration: float) -> pd.DataFrame:
     group = np.cumsum(new)
     sounds = sound_spans(events)
     rows = []
+    previous_last = -np.inf
     for _, part in words.groupby(group, sort=True):
-        last = part.iloc[-1]
+        first, last = part.iloc[0], part.iloc[-1]
+        start = float(first["onset"])
         end = last["onset"] + max(float(last["duration"]), 0.0)
         containing = sounds[(sounds["start"] <= last["onset"]) & (sounds["stop"] > last["onset"])]
         sound_stop = float(containing["stop"].max()) if len(containing) else end
+        if block_end == "next_block":
+            lead_in = sounds["start"][(sounds["start"] > previous_last)
+                                      & (sounds["start"] <= start)]
+            start = min(start, float(lead_in.min())) if len(lead_in) else start
+        previous_last = float(last["onset"])
+        study_uids = part[SEQUENCE_UID].dropna().unique() if SEQUENCE_UID in part else []
+        words_text = [str(w) for w in part["word"]]
         rows.append({
-            "start": float(part["onset"].iloc[0]),
+            "start": start,
             "stop": min(sound_stop, duration),
-            "sequence_id": str(part["sequence_id"].iloc[0]),
-            "text": " ".join(str(w).lower() for w in part["word"]),
+            "sequence_id": str(first["sequence_id"]),
+            "text": " ".join(w.lower() for w in words_text),
+            "uid": str(study_uids[0]) if len(study_uids) == 1 else " ".join(words_text),
+            "fixed_uid": len(study_uids) == 1,
             "n_words": len(part),
         })
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=columns)
     nxt = out["start"].shift(-1).to_numpy()
     has_next = ~np.isnan(nxt)
-    out.loc[has_next, "stop"] = np.minimum(out.loc[has_next, "stop"], nxt[has_next])
+    if block_end == "next_block":
+        ends = events["onset"] + events["duration"].fillna(0.0).clip(lower=0.0)
+        last_end = max(float(ends.max()), float(sounds["stop"].max()) if len(sounds) else 0.0)
+        out["stop"] = np.where(has_next, nxt, min(last_end + LAST_BLOCK_MARGIN, duration))
+    else:
+        out.loc[has_next, "stop"] = np.minimum(out.loc[has_next, "stop"], nxt[has_next])
     return out
 
 
 def make_blocks(sents: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
-    """Merge consecutive, contiguous sentences into blocks of at least ``min_block_duration``.
+    """Merge consecutive, contiguous sentences into blocks of at least ``min_block_duration``
+    (sentences with a study uid stay blocks of their own).
 
-    Returns columns ``start``, ``stop`` (s), ``sequence_ids`` (list), ``uid`` (comma-joined).
+    Returns columns ``start``, ``stop`` (s), ``sequence_ids`` (list), ``texts`` (list),
+    ``uid`` (the sentence uids joined by commas).
     """
     blocks: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for _, s in sents.iterrows():
-        contiguous = current is not None and abs(s["start"] - current["stop"]) < 1e-6
-        if current is not None and contiguous and \
+        mergeable = current is not None and not current["fixed_uid"] and not s["fixed_uid"] \
+            and abs(s["start"] - current["stop"]) < 1e-6
+        if current is not None and mergeable and \
                 current["stop"] - current["start"] < config.min_block_duration:
             current["stop"] = s["stop"]
             current["sequence_ids"].append(s["sequence_id"])
             current["texts"].append(s["text"])
+            current["uids"].append(s["uid"])
             continue
         if current is not None:
             blocks.append(current)
         current = {"start": s["start"], "stop": s["stop"], "sequence_ids": [s["sequence_id"]],
-                   "texts": [s["text"]]}
+                   "texts": [s["text"]], "uids": [s["uid"]], "fixed_uid": s["fixed_uid"]}
     if current is not None:
         blocks.append(current)
-    out = pd.DataFrame(blocks, columns=["start", "stop", "sequence_ids", "texts"])
-    out["uid"] = [",".join(ids) for ids in out["sequence_ids"]]
-    return out
+    out = pd.DataFrame(blocks, columns=["start", "stop", "sequence_ids", "texts", "uids"])
+    out["uid"] = [",".join(uids) for uids in out["uids"]]
+    return out.drop(columns="uids")
 
 
-def _split_of(key: str, config: SplitConfig) -> str:
-    digest = hashlib.sha256(f"{config.seed}:{key}".encode()).digest()
-    score = int.from_bytes(digest[:8], "big") / 2**64
+def paper_score(uid: str, seed: int) -> float:
+    """The paper's uniform score of a block uid: ``random.Random(sha256(uid) + seed)``."""
+    return random.Random(int(hashlib.sha256(uid.encode("utf-8")).hexdigest(), 16) + seed).random()
+
+
+def _threshold(score: float, config: SplitConfig) -> str:
     if score < config.test_ratio:
         return "test"
     if score < config.test_ratio + config.valid_ratio:
@@ -156,11 +213,23 @@ def _split_of(key: str, config: SplitConfig) -> str:
     return "train"
 
 
-def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[str, pd.DataFrame]:
-    """Add a ``split`` column to the blocks of every recording (``{recording uid: blocks}``).
+def paper_split(uid: str, config: SplitConfig) -> str:
+    """The paper's split of the block with ``uid``: test, valid or train."""
+    return _threshold(paper_score(uid, config.seed), config)
 
-    Sentences sharing a block anywhere, or sharing their text, form a group; a group's split
-    is drawn from the hash of its sorted sentence ids (see the module docstring).
+
+def _sorted_ids_split(key: str, config: SplitConfig) -> str:
+    digest = hashlib.sha256(f"{config.seed}:{key}".encode()).digest()
+    return _threshold(int.from_bytes(digest[:8], "big") / 2**64, config)
+
+
+def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[str, pd.DataFrame]:
+    """Add ``split`` and ``paper_split`` columns to the blocks of every recording
+    (``{recording uid: blocks}``, in study order).
+
+    ``paper_split`` is each block's own draw from its uid (:func:`paper_split`). Sentences
+    sharing a block anywhere, or sharing their text, form a group, and all blocks of a group
+    take one ``split`` (see ``SplitConfig.assignment`` and the module docstring).
     """
     parent: dict[str, str] = {}
 
@@ -182,17 +251,34 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
             for sid, text in zip(ids, texts):
                 union(f"id:{ids[0]}", f"id:{sid}")
                 union(f"id:{sid}", f"text:{text}")
-    members: dict[str, set[str]] = defaultdict(set)
-    for node in list(parent):
-        if node.startswith("id:"):
-            members[find(node)].add(node[3:])
-    split_of_root = {root: _split_of(",".join(sorted(ids)), config)
-                     for root, ids in members.items()}
+    own = {uid: [paper_split(b, config) for b in table["uid"]] for uid, table in blocks.items()}
+    if config.assignment == "sorted_ids":
+        members: dict[str, set[str]] = defaultdict(set)
+        for node in list(parent):
+            if node.startswith("id:"):
+                members[find(node)].add(node[3:])
+        split_of_root = {root: _sorted_ids_split(",".join(sorted(ids)), config)
+                         for root, ids in members.items()}
+    else:
+        draws: dict[str, list[str]] = defaultdict(list)
+        for uid, table in blocks.items():
+            for ids, split in zip(table["sequence_ids"], own[uid]):
+                draws[find(f"id:{ids[0]}")].append(split)
+        split_of_root = {}
+        for root, splits in draws.items():
+            counts = {s: splits.count(s) for s in splits}
+            best = max(counts.values())
+            split_of_root[root] = next(s for s in splits if counts[s] == best)
     out = {}
     for uid, table in blocks.items():
         table = table.copy()
         table["split"] = [split_of_root[find(f"id:{ids[0]}")] for ids in table["sequence_ids"]]
+        table["paper_split"] = own[uid]
         out[uid] = table
+    n_moved = sum(int((t["split"] != t["paper_split"]).sum()) for t in out.values())
+    if n_moved:
+        logger.info("Tying sentences shared across blocks moved %d of %d blocks away from "
+                    "their own draw", n_moved, sum(len(t) for t in out.values()))
     return out
 
 
@@ -205,9 +291,11 @@ def audit_splits(blocks: dict[str, pd.DataFrame],
     blocks : ``{recording uid: blocks with split}`` from :func:`assign_splits`.
     sounds : ``{recording uid: sound_spans(events)}``.
 
-    Returns a JSON-able dict: counts per split, the shared sentence texts and sequence ids
-    between train and test (and valid), the seconds of audio of a same file region used in two
-    splits, and ``ok`` (True when nothing is shared).
+    Returns a JSON-able dict: counts per split, ``moved_blocks`` (``count`` and ``fraction``
+    of the blocks whose split is not their own paper draw, ``paper_split``: moved by the tying),
+    the shared sentence texts and sequence ids between train and test (and valid), the seconds
+    of audio of a same file region used in two splits, and ``ok`` (True when nothing is
+    shared).
     """
     texts: dict[str, set[str]] = {s: set() for s in SPLITS}
     ids: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -231,6 +319,10 @@ def audit_splits(blocks: dict[str, pd.DataFrame],
         "hours": {s: round(seconds[s] / 3600, 4) for s in SPLITS},
         "n_blocks": {s: int(sum((t["split"] == s).sum() for t in blocks.values())) for s in SPLITS},
     }
+    n_blocks = sum(len(t) for t in blocks.values())
+    moved = sum(int((t["split"] != t["paper_split"]).sum()) for t in blocks.values()
+                if "paper_split" in t)
+    report["moved_blocks"] = {"count": moved, "fraction": round(moved / max(n_blocks, 1), 6)}
     ok = True
     for a, b in pairs:
         shared_text = sorted(texts[a] & texts[b])

@@ -66,6 +66,10 @@ class OptimConfig(Config):
     """at most this many training batches per epoch"""
     patience: int = Field(10, ge=1)
     """stop after this many epochs without a better validation loss"""
+    valid_shuffle: bool = True
+    """validation batches drawn in one fixed random order (from ``seed``, the same every
+    epoch, every window used), so their negatives are not consecutive, overlapping windows
+    (the paper's); False: in window order (ours before)"""
     seed: int = Field(2036, ge=0)
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``..."""
@@ -279,9 +283,14 @@ class Trainer:
                                            num_workers=self.config.num_workers)
 
     def validate(self, dataset: torch.utils.data.Dataset) -> float:
-        """Mean loss over the batches of ``dataset`` (eval mode, no gradient)."""
+        """Mean loss over the batches of ``dataset`` (eval mode, no gradient); batches in a
+        fixed random order when ``valid_shuffle``, in window order otherwise."""
         self.model.eval()
         batches = [b for b in self._global_batches(len(dataset), None, None) if len(b) >= 2]
+        if self.config.valid_shuffle:
+            gen = torch.Generator().manual_seed(self.config.seed * 100_003 - 1)
+            order = torch.randperm(len(dataset), generator=gen).tolist()
+            batches = [[order[i] for i in b] for b in batches]
         total = 0.0
         with torch.no_grad():
             for batch, indices in zip(self._loader(dataset, batches), batches):

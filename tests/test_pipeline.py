@@ -91,6 +91,8 @@ def test_check_splits_command(tiny_meg_root, tmp_path, capsys):
     assert code == 0 and "OK: no leak between splits" in out
     audit = json.loads((tmp_path / "audit.json").read_text())
     assert audit["train_test"]["n_shared_sentences"] == 0
+    moved = audit["moved_blocks"]
+    assert f"{moved['count']} blocks ({moved['fraction']:.1%}) moved away" in out
 
 
 def test_bad_inputs_are_clear_errors(tiny_meg_root, tmp_path):

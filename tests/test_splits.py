@@ -35,18 +35,23 @@ def _story(tmp_path, name, sentence_ids, sound_onset=2.0, sentence_s=4.0, words=
 
 def test_sentences_cover_the_speech_contiguously(tmp_path):
     events, duration = _story(tmp_path, "a", ["s1", "s2", "s3"])
-    sents = sentences(events, duration)
-    assert list(sents["sequence_id"]) == ["s1", "s2", "s3"]
-    assert np.allclose(sents["start"], [2.2, 6.2, 10.2])
-    assert np.allclose(sents["stop"][:2], [6.2, 10.2])
-    assert sents["stop"].iloc[-1] == pytest.approx(2.0 + 13.0)  # end of the wav
-    assert sents["text"].iloc[0] == "s1w0 s1w1 s1w2 s1w3"
+    # the sound's lead-in (2.0-2.2 s) belongs to the sentence it introduces
+    for block_end, first in (("next_block", 2.0), ("sound_end", 2.2)):
+        sents = sentences(events, duration, block_end)
+        assert list(sents["sequence_id"]) == ["s1", "s2", "s3"]
+        assert np.allclose(sents["start"], [first, 6.2, 10.2])
+        assert np.allclose(sents["stop"][:2], [6.2, 10.2])
+        assert sents["stop"].iloc[-1] == pytest.approx(2.0 + 13.0)  # end of the wav
+        assert sents["text"].iloc[0] == "s1w0 s1w1 s1w2 s1w3"
+        assert sents["uid"].iloc[0] == "s1w0 s1w1 s1w2 s1w3"
 
 
 def test_blocks_merge_to_min_duration(tmp_path):
     events, duration = _story(tmp_path, "a", [f"s{i}" for i in range(7)])
     blocks = make_blocks(sentences(events, duration), SplitConfig(min_block_duration=6.0))
-    assert list(blocks["uid"]) == ["s0,s1", "s2,s3", "s4,s5", "s6"]
+    assert list(map(list, blocks["sequence_ids"])) == [["s0", "s1"], ["s2", "s3"], ["s4", "s5"],
+                                                       ["s6"]]
+    assert blocks["uid"].iloc[0] == "s0w0 s0w1 s0w2 s0w3,s1w0 s1w1 s1w2 s1w3"
     assert (blocks["stop"] - blocks["start"]).iloc[:-1].min() >= 6.0
 
 

@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     for split in ("train", "valid", "test"):
         print(f"{split:>5}: {audit['n_blocks'][split]:6d} blocks "
               f"{audit['n_sentences'][split]:6d} sentences {audit['hours'][split]:8.3f} h")
+    moved = audit["moved_blocks"]
+    print(f"{moved['count']} blocks ({moved['fraction']:.1%}) moved away from their own paper "
+          "split by tying sentences shared across blocks")
     for pair in ("train_test", "train_valid", "valid_test"):
         item = audit[pair]
         print(f"{pair:>11}: {item['n_shared_sentences']} shared sentences, "

@@ -18,7 +18,8 @@ Layout (Donders repository ``DSC_3011020.09_236_v1``, registration required)::
   a poor fit is an error). The wav's time 0 is the **Audio onset** row (~46 ms after Start
   File). Sounds starting after the last sample of the recording are dropped with a warning.
 - Identity: ``sequence_id`` = the stimulus id (``<id>.wav``, a line of ``stimuli.txt``),
-  identical across subjects; ``condition`` = ``sentence`` in ``ZINNEN`` blocks, ``word_list``
+  identical across subjects, also in ``sequence_uid``: the paper's block uid (one block per
+  sound, never merged; see :mod:`braindecode_speech.splits`); ``condition`` = ``sentence`` in ``ZINNEN`` blocks, ``word_list``
   in ``WOORDEN`` blocks.
 - Words and phonemes come from the WebMAUS TextGrids (tiers ``ORT-MAU`` and ``MAU``; ``""``
   and ``<p:>`` intervals are pauses), which are not part of the official release. Without a
@@ -244,7 +245,8 @@ class Schoffelen2019(StudyAdapter):
                 late += 1
                 continue
             wav = self.wav(uid)
-            common = {"sequence_id": str(uid), "condition": condition, "sound_id": wav.stem}
+            common = {"sequence_id": str(uid), "sequence_uid": str(uid), "condition": condition,
+                      "sound_id": wav.stem}
             rows.append({**common, "onset": onset, "duration": wav_duration(wav),
                          "kind": "sound", "filepath": str(wav), "offset": 0.0})
             grid = self.textgrid(uid)
