@@ -146,16 +146,16 @@ def _needs(events: pd.DataFrame) -> pd.DataFrame:
 
 def stimulus_problems(events: pd.DataFrame, source: str) -> list[tuple[str, str]]:
     """Every problem with the sound files of ``events`` (validated, common schema), as
-    ``(file, message)``: a file missing, empty, unreadable or truncated, or shorter than the
-    last event that needs it. ``source`` (a recording or events file) is named in messages."""
+    ``(file, message)``: a file missing, empty, unreadable or truncated (the same message for
+    every recording that plays it), or shorter than the last event that needs it (naming the
+    event and ``source``, a recording or events file)."""
     problems = []
     needs = _needs(events)
     for path, rows in needs.groupby("filepath", sort=True):
         try:
             length = sound_duration(path)
         except StimulusError as exc:
-            problems.append((str(path), str(exc).removeprefix(f"{path}: ")
-                             + f" (played in {source})"))
+            problems.append((str(path), str(exc).removeprefix(f"{path}: ")))
             continue
         last = rows.loc[rows["needed"].idxmax()]
         if last["needed"] > length + LENGTH_TOLERANCE:
@@ -168,7 +168,10 @@ def stimulus_problems(events: pd.DataFrame, source: str) -> list[tuple[str, str]
 
 
 def check_stimuli(events: pd.DataFrame, source: str) -> None:
-    """Raise a :class:`StimulusError` listing every problem of :func:`stimulus_problems`."""
+    """Raise a :class:`StimulusError` listing every problem of :func:`stimulus_problems`,
+    each naming ``source``."""
     problems = stimulus_problems(events, source)
     if problems:
-        raise StimulusError("; ".join(f"{path}: {message}" for path, message in problems))
+        raise StimulusError("; ".join(
+            f"{path}: {message}" + ("" if source in message else f" (played in {source})")
+            for path, message in problems))

@@ -31,7 +31,9 @@ from fixtures import copy_layout, example_layout, rewrite_fif, truncate
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.datasets import get
 from braindecode_speech.experiment import prepare_data
+from braindecode_speech.features.audio import AudioError, load_wav
 from braindecode_speech.presets import tiny_config
+from braindecode_speech.stimuli import wav_truncation
 from braindecode_speech.study import StudyError
 
 STUDIES = ("simulated", "bids", "gwilliams2022", "schoffelen2019", "broderick2019",
@@ -338,3 +340,14 @@ def test_channel_count_is_checked_per_recording_where_the_study_defines_it(copy_
     problems = [line for line in out.splitlines() if line.startswith("  - ")]
     assert problems == [f"  - {con}: 207 MEG (without references) channels, expected 208 for "
                         "gwilliams2022"]
+
+
+def test_a_truncated_wav_is_listed_once_and_refused_when_loaded(copy_of, capsys):
+    root = copy_of("simulated")
+    wav = root / "stimuli" / "audio" / "the_happy_photograph_0.wav"
+    truncate(wav)
+    out = _check(capsys, "simulated", root)
+    assert out.count(f"{wav}: sound file is truncated") == 1  # played in two recordings
+    with pytest.raises(AudioError, match=f"Audio file {wav} is truncated: the header declares"):
+        load_wav(wav)
+    assert wav_truncation(root / "stimuli" / "audio" / "the_famous_wagon_0.wav") is None
