@@ -5,6 +5,7 @@ data, ``evaluate`` on a folder without a usable ``best.pt``... The traceback is 
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from fixtures import example_layout
 
-from braindecode_speech.cli import EXIT_INPUT_ERROR, main
+from braindecode_speech.cli import EXIT_INPUT_ERROR, EXPECTED_ERRORS, main
 from braindecode_speech.cli import evaluate as evaluate_command
 from braindecode_speech.presets import tiny_config
 
@@ -157,6 +158,13 @@ def test_traceback_only_under_vv(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "StudyError" in err
     assert err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("item", EXPECTED_ERRORS)
+def test_expected_error_types_exist(item):
+    """Each listed type can be found (a renamed class would silently lose its message)."""
+    module_name, name = item.split(":")
+    assert issubclass(getattr(importlib.import_module(module_name), name), Exception)
 
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path):
