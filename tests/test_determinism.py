@@ -60,9 +60,11 @@ def tiny_data(tiny_meg_root, tmp_path_factory):
     return config, prepare_data(config)
 
 
-def _train(config, data, folder, **optim):
+def _train(config, data, folder, init_seed=None, **optim):
+    """(history without timings, weights) of a short run; ``init_seed`` seeds the initial
+    weights and the global random state (default: the config's seed)."""
     optim = config.optim.model_copy(update={"max_epochs": 2, "batches_per_epoch": 4, **optim})
-    torch.manual_seed(config.optim.seed)
+    torch.manual_seed(config.optim.seed if init_seed is None else init_seed)
     model = build_model(config, data)
     trainer = Trainer(model, config.loss.build(), optim, folder, config.signature())
     history = [{k: v for k, v in h.items() if k != "seconds"}
@@ -79,6 +81,17 @@ def test_two_runs_are_bit_identical(tiny_data, tmp_path, two_threads, determinis
     assert first[1].keys() == second[1].keys()
     for name, value in first[1].items():
         assert torch.equal(value, second[1][name]), name
+
+
+def test_interrupted_run_resumes_bit_for_bit_with_two_threads(tiny_data, tmp_path, two_threads):
+    config, data = tiny_data
+    full = _train(config, data, tmp_path / "full", max_epochs=3)
+    _train(config, data, tmp_path / "resumed", max_epochs=1)  # stopped after epoch 1
+    # a new process: other initial weights and global random state
+    resumed = _train(config, data, tmp_path / "resumed", init_seed=123, max_epochs=3)
+    assert resumed[0] == full[0] and len(full[0]) == 3
+    for name, value in full[1].items():
+        assert torch.equal(value, resumed[1][name]), name
 
 
 class _Recorder(nn.MSELoss):
