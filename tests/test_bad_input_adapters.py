@@ -20,6 +20,7 @@ listed with its reason.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -241,6 +242,21 @@ def test_prepare_data_lists_the_skips_of_discovery(copy_of, tmp_path):
     assert data.skipped == [{"item": str(root / SIMULATED_EVENTS),
                              "reason": "events file of sub-01_ses-0_task-0_meg.fif is missing"}]
     assert len(data.recordings) == 3
+
+
+def test_train_lists_the_skips_in_skipped_csv_and_report_json(copy_of, capsys, tmp_path):
+    root = copy_of("simulated")
+    (root / SIMULATED_EVENTS).unlink()
+    config = tmp_path / "tiny.yaml"
+    tiny_config(root, cache_dir=tmp_path / "cache").to_yaml(config)
+    run = tmp_path / "run"
+    assert main(["train", "--study", "simulated", "--data", str(root), "--out", str(run),
+                 "--config", str(config), "study.on_error=skip"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    expected = {"item": str(root / SIMULATED_EVENTS),
+                "reason": "events file of sub-01_ses-0_task-0_meg.fif is missing"}
+    assert pd.read_csv(run / "skipped.csv").to_dict("records") == [expected]
+    assert json.loads((run / "report.json").read_text())["skipped"] == [expected]
 
 
 def test_train_where_every_recording_fails_lists_the_reasons(copy_of, capsys, tmp_path):
