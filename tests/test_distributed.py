@@ -121,7 +121,7 @@ def ranks(tmp_path_factory):
     """What each of 2 gloo processes computed (one spawn shared by the tests)."""
     folder = tmp_path_factory.mktemp("ddp")
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD_SIZE)
-    return [torch.load(folder / f"rank{r}.pt") for r in range(WORLD_SIZE)], folder
+    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)], folder
 
 
 def _reference(loss_fn) -> tuple[float, list[torch.Tensor]]:
