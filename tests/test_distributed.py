@@ -121,7 +121,8 @@ def ranks(tmp_path_factory):
     """What each of 2 gloo processes computed (one spawn shared by the tests)."""
     folder = tmp_path_factory.mktemp("ddp")
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD_SIZE)
-    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)], folder
+    ranks = [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+    return ranks, folder
 
 
 def _reference(loss_fn) -> tuple[float, list[torch.Tensor]]:
