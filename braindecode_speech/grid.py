@@ -63,7 +63,9 @@ Executor = Literal["slurm", "local", "debug"]
 SEED_KEY = "optim.seed"
 #: columns of the Markdown table, from the metrics of ``report.json``
 DEFAULT_TABLE_METRICS = ("model.segment.top1", "model.segment.top5", "model.segment.top10",
-                         "model.word.top10", "ridge.segment.top10", "chance.segment.top10")
+                         "model.word.top10", "ridge.segment.top10", "chance.segment.top10",
+                         "model.within_recording.top10", "chance.within_recording.top10",
+                         "ceiling.recording.top10")
 _STATE_FILE, _JOB_FILE, _LOGS = "status.json", "job.json", "_submitit"
 
 
@@ -462,7 +464,9 @@ def status(grid: Grid, root: str | Path, data: Mapping[str, str] | str | None = 
 
 
 def _flat_metrics(report: dict[str, Any], path: Path) -> dict[str, float]:
-    """``{"model.segment.top10": .., "chance.segment.top10": .., ...}`` from ``report.json``."""
+    """``{"model.segment.top10": .., "chance.segment.top10": .., ...}`` from ``report.json``,
+    with the controls (``model.within_recording.top10``, ``chance.within_recording.top10``,
+    ``ceiling.recording.top10``...)."""
     try:
         out = {f"{model}.{level}.{k}": float(v)
                for model, levels in report["metrics"].items()
@@ -470,6 +474,15 @@ def _flat_metrics(report: dict[str, Any], path: Path) -> dict[str, float]:
         for key, value in report["chance"].items():  # top10: segment level, word_top10: word
             level, k = key.split("_") if "_" in key else ("segment", key)
             out[f"chance.{level}.{k}"] = float(value)
+        for model, controls in report.get("controls", {}).items():
+            for name, control in controls.items():
+                if name == "identity_ceiling":  # the same for every model
+                    out.update({f"ceiling.{group}.{k}": float(v)
+                                for group, ks in control.items() for k, v in ks.items()})
+                    continue
+                out.update({f"{model}.{name}.{k}": float(v)
+                            for k, v in control["accuracy"].items()})
+                out.update({f"chance.{name}.{k}": float(v) for k, v in control["chance"].items()})
         out["n_candidates"] = int(report["n_candidates"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path}: not a report.json of this version ({exc!r})") from None

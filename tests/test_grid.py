@@ -271,6 +271,16 @@ def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, cache, tmp_path, 
         assert table.loc[row.Index, "model.segment.top10.sem"] == \
             pytest.approx(np.std(top10, ddof=1) / np.sqrt(2))
         assert f"| {row.model} |" in out
+        # the controls are columns too: within-recording accuracy, its chance, the ceiling
+        controls = [json.loads((r.folder / "report.json").read_text())["controls"]["model"]
+                    for r in group]
+        assert table.loc[row.Index, "model.within_recording.top10"] == pytest.approx(
+            np.mean([c["within_recording"]["accuracy"]["top10"] for c in controls]))
+        assert table.loc[row.Index, "chance.within_recording.top10"] == pytest.approx(
+            np.mean([c["within_recording"]["chance"]["top10"] for c in controls]))
+        assert table.loc[row.Index, "ceiling.recording.top10"] == pytest.approx(
+            np.mean([c["identity_ceiling"]["recording"]["top10"] for c in controls]))
+    assert "model.within_recording.top10 (%)" in (root / "sim" / "table.md").read_text()
     assert (root / "sim" / "table.png").stat().st_size > 1000
 
 
