@@ -2,9 +2,10 @@
 
 A run folder (written by :func:`~braindecode_speech.experiment.run_experiment`) holds
 ``config.yaml``, ``report.json``, ``per_window_model.csv`` (one row per test window: anchor
-word, true candidate ``target``, ``segment_rank``, hits, best candidates ``best_1``...),
-``predictions.npy`` ``[N, F, T]`` and ``candidates.npy`` ``[M, F, T]`` (decoded test windows
-and the speech features of the distinct test segments) and ``best.pt``. The functions here read
+word, true candidate ``target``, ``segment_rank``, hits, best candidates ``best_1``...) and
+``best.pt``; with ``evaluation.save_predictions``, also ``predictions.npy`` ``[N, F, T]`` and
+``candidates.npy`` ``[M, F, T]`` (decoded test windows and the speech features of the distinct
+test segments), needed only to list more best candidates than the run kept. The functions here read
 those files, plus the study's events (for sentence texts and word statistics) and, for the
 spatial-attention maps, the sensor layout of one recording. Accuracies are fractions in [0, 1].
 """
@@ -217,16 +218,23 @@ def load_run(folder: str | Path, model: str = "model") -> RunResults:
     return RunResults(folder, config, report, windows, candidates, per_subject, model)
 
 
-def retrieve(run: RunResults, rows: Sequence[int], k: int = 10,
+def retrieve(run: RunResults, rows: Sequence[int], k: int = 5,
              chunk_size: int = 1024) -> np.ndarray:
     """Indices ``[len(rows), k]`` of the ``k`` best-scored candidates (best first) of the test
-    windows ``rows``, with the paper's score (:func:`~braindecode_speech.losses.clip_scores`)
-    on the run's ``predictions.npy`` and ``candidates.npy``."""
+    windows ``rows``: the ``best_1`` ... columns kept by the evaluation when there are ``k`` of
+    them (``evaluation.n_best``), else the paper's score
+    (:func:`~braindecode_speech.losses.clip_scores`) on the run's ``predictions.npy`` and
+    ``candidates.npy`` (written with ``evaluation.save_predictions``)."""
+    kept = [f"best_{j}" for j in range(1, min(k, len(run.candidates)) + 1)]
+    if set(kept) <= set(run.windows.columns):
+        return run.windows[kept].to_numpy()[np.asarray(rows)].astype(np.int64)
     paths = [run.folder / "predictions.npy", run.folder / "candidates.npy"]
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; the run's decoded windows and candidate "
-                                    "features are needed to rank candidates")
+            raise FileNotFoundError(
+                f"{path}: missing; the run kept the {_n_best(run)} best candidates per window: "
+                f"ask for at most {_n_best(run)}, or rerun with evaluation.n_best={k} (or "
+                "evaluation.save_predictions=true)")
     predictions, candidates = (np.load(p, mmap_mode="r") for p in paths)
     z = torch.from_numpy(np.array(predictions[np.asarray(rows)], dtype=np.float32))
     scores = torch.cat([
@@ -234,6 +242,11 @@ def retrieve(run: RunResults, rows: Sequence[int], k: int = 10,
                                                  dtype=np.float32)))
         for i in range(0, len(candidates), chunk_size)], dim=1)
     return scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()
+
+
+def _n_best(run: RunResults) -> int:
+    """Number of best candidates per window kept in the run's per-window table."""
+    return sum(1 for c in run.windows.columns if c.startswith("best_"))
 
 
 def _marked(sentence: str, index: int, context: int | None = None) -> str:
@@ -245,7 +258,7 @@ def _marked(sentence: str, index: int, context: int | None = None) -> str:
     return ("… " if lo > 0 else "") + " ".join(words[lo:hi]) + (" …" if hi < len(words) else "")
 
 
-def decoded_examples(run: RunResults, n: int = 8, k: int = 10, seed: int = 0) -> pd.DataFrame:
+def decoded_examples(run: RunResults, n: int = 8, k: int = 5, seed: int = 0) -> pd.DataFrame:
     """``n`` test windows drawn at random (seeded, not chosen on accuracy): ``window``,
     ``subject``, ``heard`` (sentence, anchor word in brackets), ``segment_rank`` of the heard
     segment and

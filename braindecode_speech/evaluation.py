@@ -56,6 +56,13 @@ computed first (one read of each distinct target) so that ranks are counted whil
 per-word log-sum-exps are accumulated chunk by chunk (exactly: each chunk is reduced around its
 own per-word maxima, then merged with ``logaddexp``). The ``[N, M]`` score matrix is never
 stored: memory is ``O(N * F * T + N * W + chunk_size * F * T)``.
+
+Predictions too large to hold (paper scale: 80,000 windows × [1024, 360] is 118 GB) go through
+:meth:`RetrievalEvaluator.evaluate_batches`: each batch of windows, as it comes out of the model,
+is scored against all candidates (one pass over them per batch; hold them in memory, ~2.4 GB for
+1,600 candidates, or memory-map them) and only its per-window results are kept, so memory is
+``O(n_batch * F * T + N * W)`` plus the candidates, and nothing is written. A window's results
+depend on its own prediction only: they are the same whatever the batches.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ import logging
 import mmap
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -129,8 +136,13 @@ class EvaluationConfig(Config):
     #: doubles the training time. Off by default (not in the paper); on in ``studies/`` and
     #: ``grids/simulated.py``
     train_null: bool = False
+    #: pipeline only: also write the decoded test windows (``predictions.npy`` ``[N, F, T]``
+    #: float32, ``predictions_ridge.npy`` and those of the controls) and the candidates
+    #: (``candidates.npy`` ``[M, F, T]``) to the run folder. Off by default: they are scored as
+    #: they come out of the model (paper scale would write ~120 GB per model)
+    save_predictions: bool = False
 
-    _exclude_from_signature = ("chunk_size", "controls", "train_null")
+    _exclude_from_signature = ("chunk_size", "controls", "train_null", "save_predictions")
 
     @field_validator("topk")
     @classmethod
@@ -225,13 +237,39 @@ class RetrievalEvaluator:
         candidate_words : ``[M]`` the word at each candidate's anchor.
         windows : N rows describing the windows, with at least a ``subject`` column.
         """
+        if predictions.ndim != 3:
+            raise ValueError(f"predictions must be [N, F, T], got shape {tuple(predictions.shape)}")
+        if len(predictions) == 0:
+            raise ValueError("predictions hold no test window")
+        _check_targets(targets, len(predictions), len(candidate_words))
+        _check_windows(windows, len(predictions))
+        return self.evaluate_batches([predictions], candidates, targets, candidate_words, windows)
+
+    def evaluate_batches(
+        self,
+        batches: Iterable[np.ndarray | torch.Tensor],
+        candidates: CandidateSource,
+        targets: Sequence[int] | np.ndarray,
+        candidate_words: Sequence[str],
+        windows: pd.DataFrame,
+    ) -> RetrievalResult:
+        """:meth:`evaluate` on predictions that come in ``batches`` (``[n, F, T]`` each, the
+        windows in the order of ``targets`` and ``windows``), e.g. straight out of a model.
+
+        Each batch is scored against all candidates (one pass over them per batch) and only its
+        per-window results are kept (ranks, best candidates, per-word log-sum-exps): memory is
+        ``O(n * F * T + N * W + chunk_size * F * T)`` whatever ``N``, plus the candidates when
+        they are held in memory. Results equal those of :meth:`evaluate` on the concatenated
+        predictions (each window's scores are computed from its own prediction only).
+        """
         cfg = self.config
-        z = _predictions_matrix(predictions)
-        n_windows, feature_shape = z.shape[0], tuple(predictions.shape[1:])
         words = np.asarray(candidate_words, dtype=object)
         if words.ndim != 1 or not all(isinstance(w, str) for w in words):
             raise ValueError("candidate_words must be a flat sequence of str, one per candidate")
         n_candidates = len(words)
+        if not isinstance(windows, pd.DataFrame):
+            raise TypeError(f"windows must be a pandas DataFrame, got {type(windows).__name__}")
+        n_windows = len(windows)
         target = _check_targets(targets, n_windows, n_candidates)
         _check_windows(windows, n_windows)
         vocabulary, word_of_candidate = np.unique(words.astype(str), return_inverse=True)
@@ -243,14 +281,8 @@ class RetrievalEvaluator:
             partner = within_subject_derangement(windows["subject"].to_numpy(),
                                                  np.random.default_rng(cfg.seed))
             decoy = np.where(partner >= 0, target[partner], -1)
-        source = _open_candidates(candidates, n_candidates, feature_shape)
-        try:
-            stream = _stream_scores(
-                z.to(_TORCH_DTYPES[cfg.dtype]), source, target, word_of_candidate,
-                len(vocabulary), cfg.chunk_size, min(cfg.n_best, n_candidates), groups, decoy,
-            )
-        finally:
-            source.close()
+        stream = self._stream_batches(batches, candidates, n_candidates, target,
+                                      word_of_candidate, len(vocabulary), groups, decoy)
 
         per_window = windows.reset_index(drop=True).copy()
         word_rank = _word_ranks(stream.word_log_scores, true_word)
@@ -306,6 +338,51 @@ class RetrievalEvaluator:
             topk=cfg.topk,
             controls=controls,
         )
+
+    def _stream_batches(
+        self,
+        batches: Iterable[np.ndarray | torch.Tensor],
+        candidates: CandidateSource,
+        n_candidates: int,
+        target: np.ndarray,
+        word_of_candidate: np.ndarray,
+        n_words: int,
+        groups: dict[str, tuple[np.ndarray, np.ndarray]],
+        decoy: np.ndarray | None,
+    ) -> _StreamedScores:
+        """:func:`_stream_scores` of each batch of predictions, concatenated over windows."""
+        cfg = self.config
+        n_windows = len(target)
+        parts: list[_StreamedScores] = []
+        source: _CandidateReader | None = None
+        feature_shape: tuple[int, ...] = ()
+        done = 0
+        try:
+            for batch in batches:
+                z = _predictions_matrix(batch, first=done)
+                if source is None:
+                    feature_shape = tuple(batch.shape[1:])
+                    source = _open_candidates(candidates, n_candidates, feature_shape)
+                elif tuple(batch.shape[1:]) != feature_shape:
+                    raise ValueError(f"predictions of windows {done}.. have shape "
+                                     f"{tuple(batch.shape[1:])}, earlier ones {feature_shape}")
+                rows = slice(done, done + len(z))
+                done += len(z)
+                if done > n_windows:
+                    raise ValueError(f"predictions hold more than the {n_windows} windows")
+                parts.append(_stream_scores(
+                    z.to(_TORCH_DTYPES[cfg.dtype]), source, target[rows], word_of_candidate,
+                    n_words, cfg.chunk_size, min(cfg.n_best, n_candidates),
+                    {name: (code[rows], member) for name, (code, member) in groups.items()},
+                    None if decoy is None else decoy[rows],
+                ))
+        finally:
+            if source is not None:
+                source.close()
+        if done != n_windows:
+            raise ValueError(f"predictions hold {done} windows, expected {n_windows} "
+                             "(one per row of windows)")
+        return _StreamedScores.concatenate(parts)
 
     def _controls(self, stream: _StreamedScores, groups: dict[str, tuple[np.ndarray, np.ndarray]],
                   decoy: np.ndarray, n_candidates: int) -> dict[str, Any]:
@@ -428,6 +505,19 @@ class _StreamedScores:
     word_log_scores: np.ndarray  # [N, W] float64, log sum_{m in word} exp(S_im)
     group_rank: dict[str, np.ndarray]  # [N] rank among the candidates of the window's group
     decoy_rank: np.ndarray  # [N] rank of the decoy target among all (meaningless where none)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[_StreamedScores]) -> _StreamedScores:
+        """The scores of consecutive batches of windows as one."""
+        return cls(
+            segment_rank=np.concatenate([p.segment_rank for p in parts]),
+            target_score=np.concatenate([p.target_score for p in parts]),
+            best_index=np.concatenate([p.best_index for p in parts]),
+            word_log_scores=np.concatenate([p.word_log_scores for p in parts]),
+            group_rank={name: np.concatenate([p.group_rank[name] for p in parts])
+                        for name in parts[0].group_rank},
+            decoy_rank=np.concatenate([p.decoy_rank for p in parts]),
+        )
 
 
 def _stream_scores(
@@ -606,9 +696,10 @@ def _nest(columns: list[str], values: Sequence[Any]) -> dict[str, dict[str, Any]
 # Inputs
 
 
-def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
+def _predictions_matrix(predictions: np.ndarray | torch.Tensor, first: int = 0) -> torch.Tensor:
     """``[N, F, T]`` → float ``[N, F * T]`` tensor, checked for NaN/inf (memory shared with
-    ``predictions`` where possible; read-only arrays are copied)."""
+    ``predictions`` where possible; read-only arrays are copied); ``first``: the index of its
+    first window, for messages."""
     if predictions.ndim != 3:
         raise ValueError(f"predictions must be [N, F, T], got shape {tuple(predictions.shape)}")
     if len(predictions) == 0:
@@ -625,7 +716,7 @@ def _predictions_matrix(predictions: np.ndarray | torch.Tensor) -> torch.Tensor:
         for block in z.split(rows_per_block)
     ])
     if bad.any():
-        windows = np.flatnonzero(bad)[:10].tolist()
+        windows = (np.flatnonzero(bad)[:10] + first).tolist()
         raise ValueError(f"predictions of windows {windows} contain NaN/inf")
     return z
 

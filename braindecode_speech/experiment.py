@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -322,11 +322,13 @@ def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module
                               n_channels=data.datasets["train"].n_channels)
 
 
-def _predict(model: torch.nn.Module, dataset: WindowDataset, path: Path, batch_size: int,
+def _predict(model: torch.nn.Module, dataset: WindowDataset, batch_size: int,
              device: torch.device,
-             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
-    """Brain-encoder outputs of every window of ``dataset``, ``[N, F, T]`` memory-mapped;
-    ``transform`` maps each batch of brain windows ``[B, C, T]`` before the model."""
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             path: Path | None = None) -> Iterator[np.ndarray]:
+    """Brain-encoder outputs of the windows of ``dataset`` in order, one ``[B, F, T]`` float32
+    batch at a time (also written to ``path`` as ``[N, F, T]`` when given); ``transform`` maps
+    each batch of brain windows ``[B, C, T]`` before the model."""
     model.eval()
     out = None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -335,31 +337,30 @@ def _predict(model: torch.nn.Module, dataset: WindowDataset, path: Path, batch_s
             brain = batch["brain"] if transform is None else transform(batch["brain"])
             z = model(brain.to(device), batch["subject"].to(device),
                       batch["positions"].to(device), batch["mask"].to(device)).float().cpu()
-            if out is None:
-                out = open_memmap(path, mode="w+", dtype=np.float32,
-                                  shape=(len(dataset), *z.shape[1:]))
-            idx = batch["index"].numpy()
-            out[idx[0]:idx[-1] + 1] = z.numpy()
-    out.flush()
-    return np.load(path, mmap_mode="r")
+            if path is not None:
+                if out is None:
+                    out = open_memmap(path, mode="w+", dtype=np.float32,
+                                      shape=(len(dataset), *z.shape[1:]))
+                idx = batch["index"].numpy()
+                out[idx[0]:idx[-1] + 1] = z.numpy()
+            yield z.numpy()
+    if out is not None:
+        out.flush()
 
 
-def _candidates(data: PreparedData, test: pd.DataFrame, path: Path) -> tuple[np.ndarray,
-                                                                               np.ndarray, list]:
-    """Distinct test segments: speech windows ``[M, F, T]`` (memory map), the target index of
+def _candidates(data: PreparedData, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
+                                                                   pd.DataFrame]:
+    """Distinct test segments: speech windows ``[M, F, T]`` (in memory), the target index of
     every test window, and the segments' first occurrence (row of ``test``)."""
     segments = list(dict.fromkeys(test["segment"]))
     position = {s: i for i, s in enumerate(segments)}
     first = test.reset_index(drop=True).groupby("segment", sort=False).head(1)
     dataset = data.datasets["test"]
-    n_times = dataset.n_times
-    out = open_memmap(path, mode="w+", dtype=np.float32,
-                      shape=(len(segments), data.n_features, n_times))
+    out = np.empty((len(segments), data.n_features, dataset.n_times), dtype=np.float32)
     for row, seg in zip(first.index, first["segment"]):
         out[position[seg]] = dataset.speech_window(int(row))
-    out.flush()
     targets = test["segment"].map(position).to_numpy()
-    return np.load(path, mmap_mode="r"), targets, first
+    return out, targets, first
 
 
 def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.nn.Module,
@@ -370,19 +371,22 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     folder = Path(folder)
     device = next(model.parameters()).device
     test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
-    candidates, targets, first = _candidates(data, test, folder / "candidates.npy")
+    candidates, targets, first = _candidates(data, test)
+    save = config.evaluation.save_predictions
+    if save:
+        np.save(folder / "candidates.npy", candidates)
     words = [str(w).lower() for w in first["word"]]
     evaluator = RetrievalEvaluator(config.evaluation)
     meta = pd.concat([test[["subject", "recording_uid", "anchor", "word", "sequence_id",
                             "word_index", "segment"]], _anchor_labels(data, test)], axis=1)
     results = {}
-    predictions = _predict(model, data.datasets["test"], folder / "predictions.npy",
-                           config.optim.batch_size, device)
-    results["model"] = evaluator.evaluate(predictions, candidates, targets, words, meta)
+    predictions = _predict(model, data.datasets["test"], config.optim.batch_size, device,
+                           path=folder / "predictions.npy" if save else None)
+    results["model"] = evaluator.evaluate_batches(predictions, candidates, targets, words, meta)
     if config.ridge.enabled:
-        ridge = _ridge_predictions(config, data, folder / "predictions_ridge.npy")
-        results["ridge"] = evaluator.evaluate(ridge,
-                                              candidates, targets, words, meta)
+        ridge = _ridge_predictions(config, data,
+                                   folder / "predictions_ridge.npy" if save else None)
+        results["ridge"] = evaluator.evaluate_batches(ridge, candidates, targets, words, meta)
     start = time.time()
     plain = RetrievalEvaluator(config.evaluation.model_copy(update={"controls": False}))
     others: dict[str, tuple[torch.nn.Module, Callable | None]] = {}
@@ -393,9 +397,9 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     if null_model is not None:
         others["train_null"] = (null_model, None)
     for name, (encoder, transform) in others.items():
-        outputs = _predict(encoder, data.datasets["test"], folder / f"predictions_{name}.npy",
-                           config.optim.batch_size, device, transform)
-        scored = plain.evaluate(outputs, candidates, targets, words, meta)
+        outputs = _predict(encoder, data.datasets["test"], config.optim.batch_size, device,
+                           transform, folder / f"predictions_{name}.npy" if save else None)
+        scored = plain.evaluate_batches(outputs, candidates, targets, words, meta)
         results["model"].controls[name] = control_summary(
             scored.per_window["segment_rank"].to_numpy(), scored.chance["segment"],
             config.evaluation)
@@ -439,9 +443,11 @@ def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
     return [texts.get(s, "") for s in first["sequence_id"]]
 
 
-def _ridge_predictions(config: ExperimentConfig, data: PreparedData, path: Path) -> np.ndarray:
-    """Fit the ridge baseline on training windows; its predictions of the test windows,
-    ``[N, F, T]`` memory-mapped at ``path``."""
+def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
+                       path: Path | None = None) -> Iterator[np.ndarray]:
+    """Fit the ridge baseline on training windows; its predictions of the test windows in
+    order, ``[256, F, T]`` float32 at a time (also written to ``path`` as ``[N, F, T]`` when
+    given)."""
     rng = np.random.default_rng(config.optim.seed)
     train = data.datasets["train"]
     pick = np.sort(rng.choice(len(train), size=min(len(train), config.ridge.max_windows),
@@ -453,14 +459,17 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData, path: Path)
                          time_step=config.ridge.time_step,
                          lag_step=config.ridge.lag_step).fit(x, y)
     test = data.datasets["test"]
-    out = open_memmap(path, mode="w+", dtype=np.float32,
-                      shape=(len(test), data.n_features, test.n_times))
+    out = None if path is None else open_memmap(
+        path, mode="w+", dtype=np.float32, shape=(len(test), data.n_features, test.n_times))
     for start in range(0, len(test), 256):
         stop = min(start + 256, len(test))
-        out[start:stop] = ridge.predict(np.stack([test[i]["brain"].numpy()
-                                                  for i in range(start, stop)]))
-    out.flush()
-    return np.load(path, mmap_mode="r")
+        batch = ridge.predict(np.stack([test[i]["brain"].numpy()
+                                        for i in range(start, stop)])).astype(np.float32)
+        if out is not None:
+            out[start:stop] = batch
+        yield batch
+    if out is not None:
+        out.flush()
 
 
 def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:

@@ -54,6 +54,47 @@ def test_perfect_model_scores_100_percent_within_recording_and_story():
     assert result.controls["within_story"]["n_groups"] == 2
 
 
+def test_batches_scored_as_they_come_equal_the_stored_predictions(tmp_path):
+    """evaluate_batches (predictions in uneven batches, as out of a model; candidates in memory
+    or memory-mapped) gives the same per-window table, metrics, CIs, per-subject rows, chance
+    levels and controls as evaluate on the whole stored predictions: ranks are identical and,
+    the scores of a window depending on its own prediction only, so is everything else."""
+    case = _case(seed=3)
+    rng = np.random.default_rng(4)
+    predictions = (case["candidates"][case["targets"]]
+                   + 6.0 * rng.standard_normal(case["candidates"][case["targets"]].shape)
+                   ).astype(np.float32)
+    np.save(tmp_path / "predictions.npy", predictions)
+    np.save(tmp_path / "candidates.npy", case["candidates"])
+    stored = np.load(tmp_path / "predictions.npy", mmap_mode="r")
+    on_disk = np.load(tmp_path / "candidates.npy", mmap_mode="r")
+    evaluator = RetrievalEvaluator(EvaluationConfig(n_bootstrap=200, chunk_size=7))
+    dense = evaluator.evaluate(stored, on_disk, case["targets"], case["words"], case["windows"])
+    assert 0 < dense.metrics["segment"]["top1"] < 1  # neither trivial nor hopeless
+    bounds = [0, 1, 9, 10, 33, 60]
+    for candidates in (case["candidates"], on_disk):
+        batches = (predictions[a:b].copy() for a, b in zip(bounds[:-1], bounds[1:]))
+        streamed = evaluator.evaluate_batches(batches, candidates, case["targets"],
+                                              case["words"], case["windows"])
+        pd.testing.assert_frame_equal(streamed.per_window, dense.per_window)
+        pd.testing.assert_frame_equal(streamed.per_subject, dense.per_subject)
+        assert streamed.to_dict() == dense.to_dict()
+        for column in ("segment_rank", "word_rank", "within_recording_rank",
+                       "within_story_rank", "shuffled_rank", "best_1", "best_5"):
+            assert streamed.per_window[column].equals(dense.per_window[column])
+    with pytest.raises(ValueError, match="predictions hold 59 windows, expected 60"):
+        evaluator.evaluate_batches([predictions[:50], predictions[50:59]], case["candidates"],
+                                   case["targets"], case["words"], case["windows"])
+    with pytest.raises(ValueError, match="more than the 60 windows"):
+        evaluator.evaluate_batches([predictions, predictions[:1]], case["candidates"],
+                                   case["targets"], case["words"], case["windows"])
+    bad = predictions.copy()
+    bad[41, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"predictions of windows \[41\] contain NaN"):
+        evaluator.evaluate_batches([bad[:40], bad[40:]], case["candidates"], case["targets"],
+                                   case["words"], case["windows"])
+
+
 def test_within_group_ranks_match_dense_brute_force():
     case = _case(seed=1)
     rng = np.random.default_rng(2)

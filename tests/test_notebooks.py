@@ -61,10 +61,13 @@ def test_decoded_segment_analyses_agree_with_the_report(tiny_run):
     report = json.loads((tiny_run / "report.json").read_text())
     assert len(run.candidates) == report["n_candidates"]
     assert (run.candidates["sentence"].str.split().str.len() > run.candidates["word_index"]).all()
-    # the candidates ranked here are those the evaluator ranked
+    # the best candidates come from what the run kept: no predictions were written
+    assert not (tiny_run / "predictions.npy").exists()
     rows = np.arange(min(len(run.windows), 40))
     best = analysis.retrieve(run, rows, k=5)
     np.testing.assert_array_equal(best, run.windows.loc[rows, [f"best_{i}" for i in range(1, 6)]])
+    with pytest.raises(FileNotFoundError, match="kept the 5 best candidates.*n_best=8"):
+        analysis.retrieve(run, rows, k=8)
     # accuracy by any grouping averages back to the report's accuracy
     for column, bins in [("word_index", [-0.5, 0.5, 2.5, 1000]), ("words_in_window", None)]:
         table = analysis.accuracy_by(run, column, bins)
@@ -72,10 +75,10 @@ def test_decoded_segment_analyses_agree_with_the_report(tiny_run):
         mean = (table["top10"] * table["n_windows"]).sum() / len(run.windows)
         assert mean == pytest.approx(report["metrics"]["model"]["segment"]["top10"])
     assert (run.windows["words_in_window"] >= 1).all()  # the anchor word itself
-    examples = analysis.decoded_examples(run, n=5, k=10)
+    examples = analysis.decoded_examples(run, n=5)
     for example in examples.itertuples():
-        assert len(example.retrieved) == 10
-        assert any(s.startswith("* ") for s in example.retrieved) == (example.segment_rank <= 10)
+        assert len(example.retrieved) == 5
+        assert any(s.startswith("* ") for s in example.retrieved) == (example.segment_rank <= 5)
     errors = int((run.windows["best_1"] != run.windows["target"]).sum())
     assert analysis.confusions(run, n=10 ** 6)["count"].sum() == errors
     confusion = analysis.sentence_confusion(run)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from braindecode_speech import analysis
 from braindecode_speech.cli import main
 from braindecode_speech.config import ConfigError
 from braindecode_speech.experiment import (
@@ -58,6 +59,44 @@ def test_rerun_resumes_and_evaluate_reproduces(tiny_run):
     evaluate_run(folder)
     after = json.loads((folder / "report.json").read_text())
     assert after["metrics"] == before["metrics"]
+
+
+@pytest.mark.slow
+def test_predictions_are_written_only_on_request(tiny_run):
+    """By default a run keeps per-window results only; with evaluation.save_predictions the
+    decoded windows and candidates are written, and scoring them as stored gives the ranks and
+    metrics that were computed batch by batch as the model produced them."""
+    from braindecode_speech.evaluation import RetrievalEvaluator
+
+    config, folder, _ = tiny_run
+    assert not list(folder.glob("predictions*.npy")) and not (folder / "candidates.npy").exists()
+    streamed = json.loads((folder / "report.json").read_text())
+    per_window = pd.read_csv(folder / "per_window_model.csv", keep_default_na=False)
+    saving = config.with_overrides({"evaluation.save_predictions": True})
+    assert saving.signature() == config.signature()
+    run_experiment(saving, folder)  # finished: evaluates again, writing the predictions
+    names = {p.name for p in folder.glob("*.npy")}
+    assert names == {"predictions.npy", "predictions_ridge.npy", "predictions_surrogate.npy",
+                     "candidates.npy"}
+    stored = json.loads((folder / "report.json").read_text())
+    assert stored["metrics"] == streamed["metrics"] and stored["ci"] == streamed["ci"]
+    assert stored["controls"] == streamed["controls"]
+    predictions = np.load(folder / "predictions.npy")
+    candidates = np.load(folder / "candidates.npy")
+    assert predictions.shape[0] == len(per_window) and candidates.shape[1:] == \
+        predictions.shape[1:]
+    words = per_window.groupby("target").head(1).sort_values("target")["target_word"]
+    dense = RetrievalEvaluator(config.evaluation).evaluate(
+        predictions, candidates, per_window["target"].to_numpy(), [str(w) for w in words],
+        per_window[["subject", "recording_uid"]])
+    for column in ("segment_rank", "word_rank", "best_1", "best_5", "within_recording_rank"):
+        np.testing.assert_array_equal(dense.per_window[column], per_window[column])
+    # with the stored predictions, the analyses list more candidates than the run kept
+    run = analysis.load_run(folder)
+    rows = np.arange(min(len(per_window), 30))
+    best = analysis.retrieve(run, rows, k=8)
+    np.testing.assert_array_equal(best[:, :5], per_window.loc[rows, [f"best_{j}"
+                                                                      for j in range(1, 6)]])
 
 
 def test_windows_and_splits_of_the_tiny_study(tiny_meg_root, tmp_path):
