@@ -1,6 +1,6 @@
 """Run the benchmarks and print one line each.
 
-    python bench/run.py [--only NAME] [--json FILE] [--threads N]
+    python bench/run.py [--only NAME] [--json FILE] [--threads N] [--n-windows N]
 
 Each benchmark lives in ``bench/<module>.py`` as a function ``(threads) -> dict`` returning
 ``{"name", "seconds" (median), "seconds_min", "peak_rss_mb", "gflops", "config"}``; peak memory
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import subprocess
@@ -22,6 +23,7 @@ BENCHMARKS = {
     "train_step_b32": ("train_step", "bench_b32"),
     "train_step_b256": ("train_step", "bench_b256"),
     "retrieval_10k": ("retrieval", "bench"),
+    "eval_paper_scale": ("eval_paper_scale", "bench"),
     "wav2vec2_60s": ("wav2vec2", "bench"),
     "preprocess_10min": ("preprocess", "bench"),
     "gemm_peak": ("gemm_peak", "bench"),
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
     parser.add_argument("--json", help="write the result(s) to this JSON file")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--n-windows", type=int,
+                        help="test windows of the benchmarks that take them (eval_paper_scale: "
+                             "default 80,000)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     names = [args.only] if args.only else list(BENCHMARKS)
@@ -65,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         module, function = BENCHMARKS[name]
-        result = getattr(importlib.import_module(module), function)(args.threads)
+        run = getattr(importlib.import_module(module), function)
+        options = {}
+        if args.n_windows is not None and "n_windows" in inspect.signature(run).parameters:
+            options["n_windows"] = args.n_windows
+        result = run(args.threads, **options)
         result["name"] = name
         print(format_line(result), flush=True)
         results.append(result)

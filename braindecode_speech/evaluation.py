@@ -356,6 +356,7 @@ class RetrievalEvaluator:
         parts: list[_StreamedScores] = []
         source: _CandidateReader | None = None
         feature_shape: tuple[int, ...] = ()
+        norms: dict[tuple[int, int], np.ndarray] = {}  # candidate norms, computed once
         done = 0
         try:
             for batch in batches:
@@ -374,8 +375,9 @@ class RetrievalEvaluator:
                     z.to(_TORCH_DTYPES[cfg.dtype]), source, target[rows], word_of_candidate,
                     n_words, cfg.chunk_size, min(cfg.n_best, n_candidates),
                     {name: (code[rows], member) for name, (code, member) in groups.items()},
-                    None if decoy is None else decoy[rows],
+                    None if decoy is None else decoy[rows], norms,
                 ))
+                del batch, z  # before the next batch is made
         finally:
             if source is not None:
                 source.close()
@@ -530,11 +532,13 @@ def _stream_scores(
     n_best: int,
     groups: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     decoy: np.ndarray | None = None,
+    norms: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> _StreamedScores:
     """One pass over the candidates: ranks, best candidates and per-word log-sum-exps; with
     ``groups`` (name -> ``[N]`` group code, ``[G, M]`` candidate membership), the rank of the
     true candidate among its group's; with ``decoy [N]`` (candidate index, -1: none), the rank
-    of the decoy among all candidates, from its own score.
+    of the decoy among all candidates, from its own score. ``norms`` caches the candidates'
+    norms from one batch of windows to the next (:func:`_normalised_scores`).
 
     ``z`` is ``[N, D]`` in the compute dtype. The products run in torch (the caller's threads);
     the small per-chunk bookkeeping on ``[N, chunk_size]`` scores runs in numpy, single-threaded,
@@ -542,16 +546,14 @@ def _stream_scores(
     """
     n_windows, n_candidates = z.shape[0], source.n_candidates
     score_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    target_score = _target_scores(z, source, target, score_dtype)
+    target_score = _target_scores(z, source, target, score_dtype, norms)
     rows = np.arange(n_windows)
     groups = groups or {}
     group_above = {name: np.zeros(n_windows, dtype=np.int64) for name in groups}
     if decoy is None:
         decoy = np.full(n_windows, -1)
     has_decoy = decoy >= 0
-    decoy_score = np.full(n_windows, np.inf)
-    decoy_score[has_decoy] = _target_scores(z[torch.from_numpy(rows[has_decoy])], source,
-                                            decoy[has_decoy], score_dtype)
+    decoy_score = _target_scores(z, source, decoy, score_dtype, norms)
     decoy_above = np.zeros(n_windows, dtype=np.int64)
 
     n_above = np.zeros(n_windows, dtype=np.int64)
@@ -560,7 +562,8 @@ def _stream_scores(
     word_log_scores = np.full((n_windows, n_words), -np.inf)
     for start in range(0, n_candidates, chunk_size):
         stop = min(start + chunk_size, n_candidates)
-        scores = _normalised_scores(z, source.read(start, stop), start, score_dtype)  # [N, B]
+        scores = _normalised_scores(z, source.read(start, stop), start, score_dtype,
+                                    norms)  # [N, B]
 
         above = scores > target_score[:, None]
         own = (target >= start) & (target < stop)
@@ -603,29 +606,38 @@ def _best(
 
 
 def _normalised_scores(
-    z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype
+    z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype,
+    norms: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``S = z @ (Y / ||Y||).T`` for ``z [N, D]`` and ``chunk [B, D]``: ``[N, B]``."""
-    norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
-    norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype).numpy()
-    bad = ~(np.isfinite(norm) & (norm > 0))
-    if bad.any():
-        index = (np.flatnonzero(bad) + start).tolist()
-        raise ValueError(
-            f"candidates {index[:10]} have a zero or non-finite norm (NaN/inf values or all zeros)"
-        )
+    """``S = z @ (Y / ||Y||).T`` for ``z [N, D]`` and ``chunk [B, D]``: ``[N, B]``. ``norms``
+    keeps the norms of each chunk (by ``(start, stop)``) for the next batch of windows."""
+    key = (start, start + len(chunk))
+    norm = None if norms is None else norms.get(key)
+    if norm is None:
+        norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
+        norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype).numpy()
+        bad = ~(np.isfinite(norm) & (norm > 0))
+        if bad.any():
+            index = (np.flatnonzero(bad) + start).tolist()
+            raise ValueError(f"candidates {index[:10]} have a zero or non-finite norm (NaN/inf "
+                             "values or all zeros)")
+        if norms is not None:
+            norms[key] = norm
     return (z @ chunk.to(z.dtype).T).to(score_dtype).numpy() / norm
 
 
 def _target_scores(
-    z: torch.Tensor, source: _CandidateReader, target: np.ndarray, score_dtype: torch.dtype
+    z: torch.Tensor, source: _CandidateReader, target: np.ndarray, score_dtype: torch.dtype,
+    norms: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``S_i,target_i`` for every window, reading each distinct target once. → ``[N]``"""
-    out = np.empty(z.shape[0])  # float64 holds float32 scores exactly
-    for m in np.unique(target).tolist():
+    """``S_i,target_i`` for every window, reading each distinct target once; ``inf`` where the
+    target is -1 (none). → ``[N]``"""
+    out = np.full(z.shape[0], np.inf)  # float64 holds float32 scores exactly
+    for m in np.unique(target[target >= 0]).tolist():
         rows = np.flatnonzero(target == m)
         chunk = source.read(m, m + 1)
-        out[rows] = _normalised_scores(z[torch.from_numpy(rows)], chunk, m, score_dtype)[:, 0]
+        out[rows] = _normalised_scores(z[torch.from_numpy(rows)], chunk, m, score_dtype,
+                                       norms)[:, 0]
     return out
 
 

@@ -348,3 +348,24 @@ def test_retrieval_benchmark_runs_on_tiny_shapes(tmp_path):
     for key in ("segment_top1", "segment_top10"):
         assert from_file["config"][key] == generated_run["config"][key]
     assert 0 < from_file["config"]["segment_top10"] <= 1
+
+
+def test_paper_scale_benchmark_runs_on_tiny_shapes(tmp_path):
+    """bench/eval_paper_scale.py, through bench/run.py's driver code path: the JSON keys of
+    issue 13, nothing written, and the GEMM bound from the measured peak."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_eval_paper_scale", Path(__file__).parents[1] / "bench" / "eval_paper_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench._parser().parse_args([
+        "--n-windows", "70", "--n-candidates", "40", "--n-features", "4", "--n-times", "6",
+        "--batch-size", "32", "--chunk-size", "16", "--threads", "1",
+    ])
+    result = bench.run(args)
+    assert {"seconds", "peak_rss_gb", "bytes_written", "gemm_bound_s"} <= set(result)
+    assert result["bytes_written"] == 0 and 0 < result["peak_rss_gb"] < 4
+    flops = 2 * 70 * 40 * 4 * 6
+    assert result["config"]["flops"] == flops
+    assert result["gemm_bound_s"] == pytest.approx(
+        flops / result["config"]["gemm_peak_gflops"] / 1e9)
+    assert 0 < result["config"]["segment_top10"] <= 1
