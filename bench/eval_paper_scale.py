@@ -68,8 +68,8 @@ def _measure(args: argparse.Namespace) -> dict:
     shape = (args.n_features, args.n_times)
     generate = RolledBankCandidates(*shape)
     candidates = np.empty((args.n_candidates, *shape), dtype=np.float32)
-    for start in range(0, args.n_candidates, 256):
-        stop = min(start + 256, args.n_candidates)
+    for start in range(0, args.n_candidates, 64):  # the generator's buffer: 64 rows
+        stop = min(start + 64, args.n_candidates)
         candidates[start:stop] = generate(start, stop)
     del generate
     rng = np.random.default_rng(SEED)
