@@ -4,7 +4,7 @@ predictions.
 ``n_windows`` (default 80,000: ~1,600 test segments heard by 27 subjects in 2 sessions)
 predictions of shape [1024, 360] (wav2vec 2.0 dimension × 3 s at 120 Hz) are generated on the
 fly, ``--batch-size`` windows at a time (no model forward is timed), and scored by
-:meth:`braindecode_speech.evaluation.RetrievalEvaluator.evaluate_batches` against 1,600
+:meth:`braindecode_speech.evaluation.retrieval.RetrievalEvaluator.evaluate_batches` against 1,600
 candidates held in memory (2.4 GB float32), with the controls on (54 recordings of 27 subjects).
 Run in a fresh subprocess with ``threads`` threads. Reported:
 
@@ -62,7 +62,7 @@ def _measure(args: argparse.Namespace) -> dict:
     import pandas as pd
     import torch
 
-    from braindecode_speech.evaluation import EvaluationConfig, RetrievalEvaluator
+    from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
 
     torch.set_num_threads(args.threads)
     shape = (args.n_features, args.n_times)

@@ -38,8 +38,8 @@ def _folder() -> Path:
 def _measure(threads: int, preset: str, n_batches: int, sfreq: float, train_steps: int) -> dict:
     import torch
 
-    from braindecode_speech.experiment import prepare_data
-    from braindecode_speech.presets import demo_config
+    from braindecode_speech.experiments import prepare_data
+    from braindecode_speech.experiments.presets import demo_config
     from braindecode_speech.simulation import SimulationConfig, simulate
 
     torch.set_num_threads(threads)
@@ -85,9 +85,9 @@ def _train(data, batches, n_steps: int) -> list[float]:
     """``n_steps`` lean contrastive steps of the paper-sized encoder on the next batches."""
     import torch
 
-    from braindecode_speech.contrastive_step import ContrastiveStep
-    from braindecode_speech.losses import ClipLoss
     from braindecode_speech.models import EncoderConfig
+    from braindecode_speech.training.losses import ClipLoss
+    from braindecode_speech.training.steps import ContrastiveStep
 
     sys.path.insert(0, str(Path(__file__).parent))
     from train_step import native_bf16

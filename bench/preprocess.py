@@ -1,7 +1,7 @@
 """Benchmark ``preprocess_10min``: preprocessing of 10 min of 208-channel MEG at 1000 Hz.
 
 Writes a 10-minute KIT-208 recording (simulated sensor geometry, random data) to FIF once, then
-times :func:`braindecode_speech.preprocessing.preprocess` into a fresh cache (read, pick, resample
+times :func:`braindecode_speech.data.preprocessing.preprocess` into a fresh cache (read, pick, resample
 to 120 Hz, write the memory map) in a fresh subprocess. The reference figure is 0.55 s per recorded
 minute (MNE: resample to 120 Hz then filter, on this machine kind).
 
@@ -31,8 +31,8 @@ def _recording(folder: Path):
     import numpy as np
     import pandas as pd
 
+    from braindecode_speech.data.study import Recording
     from braindecode_speech.simulation.sensors import make_info
-    from braindecode_speech.study import Recording
 
     path = folder / "bench_meg.fif"
     if not path.exists():
@@ -50,7 +50,7 @@ def _recording(folder: Path):
 def _measure(threads: int, folder: Path) -> dict:
     import torch
 
-    from braindecode_speech.preprocessing import PreprocessConfig, preprocess
+    from braindecode_speech.data.preprocessing import PreprocessConfig, preprocess
 
     torch.set_num_threads(threads)
     recording = _recording(folder)

@@ -1,6 +1,6 @@
 """Benchmark ``retrieval_10k``: retrieval of 256 decoded windows among 10,000 candidates.
 
-Runs :class:`braindecode_speech.evaluation.RetrievalEvaluator` (float32, chunks of 512
+Runs :class:`braindecode_speech.evaluation.retrieval.RetrievalEvaluator` (float32, chunks of 512
 candidates) on ``n_windows`` predictions against ``n_candidates`` candidates of shape
 [1024, 360] (wav2vec 2.0 dimension × 3 s at 120 Hz), in a fresh subprocess with ``threads``
 threads. Reported: median and minimum time of ``--repeats`` evaluations, the worker's peak
@@ -114,7 +114,7 @@ def _measure(args: argparse.Namespace) -> dict:
     import pandas as pd
     import torch
 
-    from braindecode_speech.evaluation import EvaluationConfig, RetrievalEvaluator
+    from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
 
     torch.set_num_threads(args.threads)
     shape = (args.n_candidates, args.n_features, args.n_times)

@@ -90,9 +90,9 @@ def _measure(batch_size: int, threads: int, mode: str, bf16: bool, micro_batch: 
     """Run in the worker process: warm-up step, then ``repeats`` timed steps."""
     import torch
 
-    from braindecode_speech.contrastive_step import ContrastiveStep
-    from braindecode_speech.losses import ClipLoss
     from braindecode_speech.models import EncoderConfig
+    from braindecode_speech.training.losses import ClipLoss
+    from braindecode_speech.training.steps import ContrastiveStep
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -134,9 +134,9 @@ def compare_modes(batch_size: int, threads: int) -> dict:
     "grad_rel_error": ||g - g_plain|| / ||g_plain||, "grad_cosine": ...}}``."""
     import torch
 
-    from braindecode_speech.contrastive_step import ContrastiveStep
-    from braindecode_speech.losses import ClipLoss
     from braindecode_speech.models import EncoderConfig
+    from braindecode_speech.training.losses import ClipLoss
+    from braindecode_speech.training.steps import ContrastiveStep
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

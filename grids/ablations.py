@@ -8,9 +8,9 @@ each run on 2 GPUs with per-GPU negatives as in the paper. Row names follow Tabl
     braindecode-speech grid run grids/ablations.py --executor slurm --data /datasets
 """
 
-from braindecode_speech.analysis import compare_with_paper
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values, variants
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.analysis import compare_with_paper
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values, variants
 from braindecode_speech.models import TABLE4_ABLATIONS
 
 STUDIES = ["schoffelen2019", "gwilliams2022", "broderick2019", "brennan2019"]

@@ -11,9 +11,9 @@ own 128 segments: each run uses 2 processes with per-process negatives.
     braindecode-speech grid table grids/main_table.py
 """
 
-from braindecode_speech.analysis import compare_with_paper
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values, variants
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.analysis import compare_with_paper
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values, variants
 
 STUDIES = ["schoffelen2019", "gwilliams2022", "broderick2019", "brennan2019"]
 SEEDS = [2036, 2037, 2038]

@@ -7,8 +7,8 @@ subjects. Each run uses 2 GPUs with per-GPU negatives, as in the paper.
     braindecode-speech grid run grids/per_subject.py --executor slurm --data /datasets
 """
 
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values, variants
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values, variants
 
 SUBJECTS = [f"{i:02d}" for i in range(1, 28)]
 SEEDS = [2036, 2037, 2038]

@@ -8,9 +8,9 @@ and splits). Runs on a laptop CPU in about 3 minutes a point::
     braindecode-speech grid run grids/protocol.py --executor debug --data /tmp/demo_study --table
 """
 
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, variants
-from braindecode_speech.presets import DEMO_OVERRIDES
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, variants
+from braindecode_speech.experiments.presets import DEMO_OVERRIDES
 
 #: each protocol item's earlier (pre-audit) behaviour, as the option that keeps it reachable
 EARLIER = {

@@ -7,9 +7,9 @@ small encoder, 2 short epochs). Contrastive vs regression objective vs the untra
     braindecode-speech grid run grids/simulated.py --data /tmp/simulated --table
 """
 
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values, variants
-from braindecode_speech.presets import TINY_OVERRIDES
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values, variants
+from braindecode_speech.experiments.presets import TINY_OVERRIDES
 
 MODELS = {
     "contrastive": {},

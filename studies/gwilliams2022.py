@@ -17,10 +17,10 @@ grid file: ``braindecode-speech grid status studies/gwilliams2022.py``.
 
 import sys
 
-from braindecode_speech.analysis import compare_paper_configuration
 from braindecode_speech.cli import main
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.analysis import compare_paper_configuration
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values
 
 GRID = Grid(
     # the controls' null model (trained on mismatched brain/speech pairs) beside each run

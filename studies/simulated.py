@@ -13,9 +13,9 @@ import argparse
 import sys
 
 from braindecode_speech.cli import main
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values
-from braindecode_speech.presets import TINY_OVERRIDES
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values
+from braindecode_speech.experiments.presets import TINY_OVERRIDES
 
 GRID = Grid(
     # the controls' null model (trained on mismatched brain/speech pairs) beside each run

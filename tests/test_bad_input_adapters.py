@@ -30,12 +30,12 @@ import soundfile
 from fixtures import copy_layout, example_layout, rewrite_fif, truncate
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
-from braindecode_speech.datasets import get
-from braindecode_speech.experiment import prepare_data
+from braindecode_speech.data.stimuli import wav_truncation
+from braindecode_speech.data.studies import get
+from braindecode_speech.data.study import StudyError
+from braindecode_speech.experiments import prepare_data
+from braindecode_speech.experiments.presets import tiny_config
 from braindecode_speech.features.audio import AudioError, load_wav
-from braindecode_speech.presets import tiny_config
-from braindecode_speech.stimuli import wav_truncation
-from braindecode_speech.study import StudyError
 
 STUDIES = ("simulated", "bids", "gwilliams2022", "schoffelen2019", "broderick2019",
            "brennan2019")

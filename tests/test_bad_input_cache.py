@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import soundfile
 
-from braindecode_speech import cache as cache_module
-from braindecode_speech.cache import ArrayCache, file_digest
+from braindecode_speech.data.cache import ArrayCache, file_digest
+from braindecode_speech.data import cache as cache_module
+from braindecode_speech.data.preprocessing import PreprocessConfig, preprocess, source_files
+from braindecode_speech.data.splits import sound_spans
+from braindecode_speech.data.study import Recording
 from braindecode_speech.features import MelFeatures
-from braindecode_speech.preprocessing import PreprocessConfig, preprocess, source_files
-from braindecode_speech.speech import AUDIO_SFREQ, block_features
-from braindecode_speech.splits import sound_spans
-from braindecode_speech.study import Recording
+from braindecode_speech.features.blocks import AUDIO_SFREQ, block_features
 
 
 def _write_raw(path, seed, n_channels=16, sfreq=200.0, seconds=10.0):

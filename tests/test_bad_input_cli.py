@@ -19,7 +19,7 @@ from fixtures import example_layout
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, EXPECTED_ERRORS, main
 from braindecode_speech.cli import evaluate as evaluate_command
-from braindecode_speech.presets import tiny_config
+from braindecode_speech.experiments.presets import tiny_config
 
 
 def _run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:

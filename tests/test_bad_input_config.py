@@ -14,9 +14,9 @@ import pytest
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.config import Config, ConfigError
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import load_grid, resolve_runs
-from braindecode_speech.presets import demo_config, tiny_config
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import load_grid, resolve_runs
+from braindecode_speech.experiments.presets import demo_config, tiny_config
 
 REPO = Path(__file__).parents[1]
 

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from braindecode_speech.cache import ArrayCache
-from braindecode_speech.evaluation import EvaluationConfig, RetrievalEvaluator
+from braindecode_speech.data.cache import ArrayCache
+from braindecode_speech.evaluation.report import write_report
+from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
 from braindecode_speech.fileio import apply_umask, umask
-from braindecode_speech.report import write_report
 from braindecode_speech.simulation.writer import _write_json_atomic
-from braindecode_speech.training import OptimConfig, Trainer
+from braindecode_speech.training.trainer import OptimConfig, Trainer
 
 
 @pytest.fixture(params=[0o022, 0o002, 0o077])

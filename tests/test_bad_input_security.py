@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from braindecode_speech.cli import main
-from braindecode_speech.experiment import load_weights
-from braindecode_speech.presets import tiny_config
-from braindecode_speech.training import (
+from braindecode_speech.experiments import load_weights
+from braindecode_speech.experiments.presets import tiny_config
+from braindecode_speech.training.trainer import (
     CHECKPOINT_KEYS,
     CheckpointError,
     OptimConfig,

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import soundfile
 
-from braindecode_speech.datasets import get
-from braindecode_speech.datasets.bids import BIDSColumns, BIDSStudy
-from braindecode_speech.datasets.simulated import SimulatedStudy
+from braindecode_speech.data.studies import get
+from braindecode_speech.data.studies.bids import BIDSColumns, BIDSStudy
+from braindecode_speech.data.studies.simulated import SimulatedStudy
+from braindecode_speech.data.study import StudyError
 from braindecode_speech.simulation.sensors import make_info
-from braindecode_speech.study import StudyError
 
 
 def test_simulated_study_events_equal_the_generator(tiny_meg_root):
@@ -122,7 +122,7 @@ def test_custom_column_mapping(tmp_path, caplog):
     study = BIDSStudy(tmp_path, columns=columns)
     assert study.modality == "eeg"
     (recording,) = study.recordings()
-    with caplog.at_level(logging.INFO, logger="braindecode_speech.datasets.bids"):
+    with caplog.at_level(logging.INFO, logger="braindecode_speech.data.studies.bids"):
         events = recording.events()
     assert "button" in caplog.text  # left out, and said so
     assert list(events["kind"]) == ["sound", "block", "word", "word"]

@@ -13,9 +13,9 @@ import scipy.io
 import soundfile
 from fixtures import copy_layout, example_layout, truncate
 
-from braindecode_speech.datasets import get
-from braindecode_speech.datasets.brennan2019 import PAPER_SUBJECTS, Brennan2019, read_events
-from braindecode_speech.study import StudyError
+from braindecode_speech.data.studies import get
+from braindecode_speech.data.studies.brennan2019 import PAPER_SUBJECTS, Brennan2019, read_events
+from braindecode_speech.data.study import StudyError
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 import scipy.io
 from fixtures import copy_layout, example_layout, truncate
 
-from braindecode_speech.datasets import get
-from braindecode_speech.datasets.broderick2019 import Broderick2019, _sentences_of
-from braindecode_speech.study import StudyError
+from braindecode_speech.data.studies import get
+from braindecode_speech.data.studies.broderick2019 import Broderick2019, _sentences_of
+from braindecode_speech.data.study import StudyError
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import scipy.io
 from fixtures import copy_layout, example_layout, truncate
 
 from braindecode_speech.cli import main
-from braindecode_speech.datasets.check import check, check_study
-from braindecode_speech.events import make_events
-from braindecode_speech.study import Recording, Study
+from braindecode_speech.data.events import make_events
+from braindecode_speech.data.studies.check import check, check_study
+from braindecode_speech.data.study import Recording, Study
 
 STUDIES = ("brennan2019", "broderick2019", "gwilliams2022", "schoffelen2019")
 

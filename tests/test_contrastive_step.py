@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from braindecode_speech.contrastive_step import ContrastiveStep
-from braindecode_speech.losses import ClipLoss
 from braindecode_speech.models import EncoderConfig
+from braindecode_speech.training.losses import ClipLoss
+from braindecode_speech.training.steps import ContrastiveStep
 
 SMALL = {"n_spatial": 6, "n_fourier": 4, "hidden": 8, "depth": 2, "dropout_radius": 0.4,
          "signal_embedding_dim": 4, "signal_kernel_size": 4}

@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech import analysis
-from braindecode_speech.evaluation import (
+from braindecode_speech.evaluation.report import format_table
+from braindecode_speech.evaluation.retrieval import (
     EvaluationConfig,
     RetrievalEvaluator,
+    analysis,
     phase_randomized,
     within_subject_derangement,
 )
-from braindecode_speech.experiment import run_experiment
-from braindecode_speech.presets import tiny_config
-from braindecode_speech.report import format_table
+from braindecode_speech.experiments import run_experiment
+from braindecode_speech.experiments.presets import tiny_config
 
 
 def _case(n_windows: int = 60, n_candidates: int = 24, shape=(8, 20), seed: int = 0) -> dict:

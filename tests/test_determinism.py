@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from braindecode_speech.experiment import build_model, prepare_data
+from braindecode_speech.experiments import build_model, prepare_data
+from braindecode_speech.experiments.presets import tiny_config
 from braindecode_speech.models.spatial_attention import SpatialAttention
 from braindecode_speech.models.subject_layers import SubjectEmbedding
-from braindecode_speech.presets import tiny_config
-from braindecode_speech.training import OptimConfig, Trainer
+from braindecode_speech.training.trainer import OptimConfig, Trainer
 
 
 @pytest.fixture

@@ -15,9 +15,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from braindecode_speech import distributed
-from braindecode_speech.losses import ClipLoss
-from braindecode_speech.training import OptimConfig, Trainer
+from braindecode_speech.training.losses import ClipLoss
+from braindecode_speech.training.trainer import OptimConfig, Trainer, distributed
 
 WORLD_SIZE = 2
 #: rows of the global batch held by each process (uneven on purpose)

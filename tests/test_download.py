@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from braindecode_speech.cli import main
-from braindecode_speech.datasets.download import (
+from braindecode_speech.data.studies.download import (
     SOURCES,
     DownloadError,
     RemoteFile,

@@ -1,4 +1,4 @@
-"""Tests of braindecode_speech.evaluation: streamed top-k retrieval against a dense reference."""
+"""Tests of braindecode_speech.evaluation.retrieval: streamed top-k retrieval against a dense reference."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from braindecode_speech.config import ConfigError
-from braindecode_speech.evaluation import EvaluationConfig, RetrievalEvaluator
+from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
 
 
 def make_case(

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech.events import EventsError, make_events, validate_events
+from braindecode_speech.data.events import EventsError, make_events, validate_events
 
 
 def _rows():

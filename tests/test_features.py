@@ -351,8 +351,8 @@ def test_features_config_rejects_bad_values():
 def test_block_features_have_the_brain_clocks_frame_count(tmp_path, duration):
     """Blocks whose length in audio samples rounds to another frame count than the block's
     length in frames (6.21249 s: 745 frames at 120 Hz, but 99,400 samples = 745.5 frames)."""
-    from braindecode_speech.speech import AUDIO_SFREQ, block_features
-    from braindecode_speech.splits import sound_spans
+    from braindecode_speech.data.splits import sound_spans
+    from braindecode_speech.features.blocks import AUDIO_SFREQ, block_features
 
     wav = tmp_path / "speech.wav"
     soundfile.write(wav, _noise(8.0, AUDIO_SFREQ), AUDIO_SFREQ, subtype="FLOAT")

@@ -16,15 +16,23 @@ import pandas as pd
 import pytest
 import submitit
 
-from braindecode_speech import grid as grids
 from braindecode_speech.cli import main
 from braindecode_speech.config import ConfigError
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, GridJob, Point, SlurmConfig, product, values, variants
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments import grid as grids
+from braindecode_speech.experiments.grid import (
+    Grid,
+    GridJob,
+    Point,
+    SlurmConfig,
+    product,
+    values,
+    variants,
+)
 
 SLURM_GRID = """\
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, SlurmConfig, product, values
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values
 
 GRID = Grid(
     base=ExperimentConfig(),
@@ -194,9 +202,9 @@ def test_status_of_runs_from_their_files(tmp_path):
 
 
 E2E_GRID = """\
-from braindecode_speech.experiment import ExperimentConfig
-from braindecode_speech.grid import Grid, product, values, variants
-from braindecode_speech.presets import TINY_OVERRIDES
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, product, values, variants
+from braindecode_speech.experiments.presets import TINY_OVERRIDES
 
 GRID = Grid(  # the ridge baseline is left out: its fit takes most of a tiny run's time
     base=ExperimentConfig().with_overrides({**TINY_OVERRIDES, "study.name": "simulated",
@@ -220,7 +228,7 @@ class Preempted(Exception):
 @pytest.mark.slow
 def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, cache, tmp_path, monkeypatch,
                                                 capsys):
-    from braindecode_speech.training import Trainer
+    from braindecode_speech.training.trainer import Trainer
 
     monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(cache))
     grid_file = tmp_path / "sim.py"
@@ -288,7 +296,7 @@ def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, cache, tmp_path, 
 def test_preempted_job_requeues_itself_and_resumes(tiny_meg_root, cache, tmp_path, monkeypatch):
     """A local submitit job gets the preemption signal (SIGUSR2) in the middle of training:
     GridJob.checkpoint requeues it and the new process resumes from checkpoint.pt."""
-    from braindecode_speech.presets import tiny_config
+    from braindecode_speech.experiments.presets import tiny_config
 
     monkeypatch.setenv("BRAINDECODE_SPEECH_CACHE", str(cache))
     config = tiny_config(tiny_meg_root).with_overrides({"optim.max_epochs": 4,

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from fixtures import copy_layout, example_layout, rewrite_fif, truncate
 
-from braindecode_speech.datasets import get
-from braindecode_speech.datasets.gwilliams2022 import STORIES, Gwilliams2022, sound_file
-from braindecode_speech.events import EventsError
-from braindecode_speech.study import StudyError
+from braindecode_speech.data.events import EventsError
+from braindecode_speech.data.studies import get
+from braindecode_speech.data.studies.gwilliams2022 import STORIES, Gwilliams2022, sound_file
+from braindecode_speech.data.study import StudyError
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_injected_raw_reader_is_used(root):
 
     def reader(path):
         seen.append(path)
-        from braindecode_speech.datasets._readers import read_raw
+        from braindecode_speech.data.studies._readers import read_raw
         return read_raw(path, native=lambda p: pytest.fail("not a FIF file"))
 
     rec = _recording(Gwilliams2022(root, raw_reader=reader))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from braindecode_speech.config import ConfigError
-from braindecode_speech.losses import ClipLoss, LossConfig, MSELoss, clip_scores
+from braindecode_speech.training.losses import ClipLoss, LossConfig, MSELoss, clip_scores
 
 
 def hand_clip_loss(brain: torch.Tensor, speech: torch.Tensor, temperature: float = 1.0) -> float:

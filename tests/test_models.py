@@ -85,7 +85,7 @@ def test_padding_sensors_have_no_influence():
 @pytest.fixture(scope="module")
 def system_layouts() -> dict[str, torch.Tensor]:
     """2D layout positions ``[C, 2]`` (as preprocessing gives them) of three real systems."""
-    from braindecode_speech.preprocessing import sensor_positions_2d
+    from braindecode_speech.data.preprocessing import sensor_positions_2d
     from braindecode_speech.simulation.sensors import make_info
 
     return {name: torch.from_numpy(sensor_positions_2d(make_info(name, 100.0)))

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech import analysis
-from braindecode_speech.experiment import run_experiment
-from braindecode_speech.presets import tiny_config
+from braindecode_speech.experiments import analysis
+from braindecode_speech.experiments import run_experiment
+from braindecode_speech.experiments.presets import tiny_config
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -38,7 +38,7 @@ def test_notebooks_are_stored_without_outputs():
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, path.name
         sources = "".join(cell.source for cell in notebook.cells)
-        assert "BRAINDECODE_SPEECH_RUN" in sources and "braindecode_speech import analysis" \
+        assert "BRAINDECODE_SPEECH_RUN" in sources and "braindecode_speech.experiments import analysis" \
             in sources
 
 

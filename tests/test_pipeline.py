@@ -7,18 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech import analysis
 from braindecode_speech.cli import main
 from braindecode_speech.config import ConfigError
-from braindecode_speech.experiment import (
+from braindecode_speech.data.study import StudyError
+from braindecode_speech.experiments import analysis
+from braindecode_speech.experiments import (
     ExperimentConfig,
     evaluate_run,
     prepare_data,
     run_experiment,
     split_study,
 )
-from braindecode_speech.presets import tiny_config
-from braindecode_speech.study import StudyError
+from braindecode_speech.experiments.presets import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_predictions_are_written_only_on_request(tiny_run):
     """By default a run keeps per-window results only; with evaluation.save_predictions the
     decoded windows and candidates are written, and scoring them as stored gives the ranks and
     metrics that were computed batch by batch as the model produced them."""
-    from braindecode_speech.evaluation import RetrievalEvaluator
+    from braindecode_speech.evaluation.retrieval import RetrievalEvaluator
 
     config, folder, _ = tiny_run
     assert not list(folder.glob("predictions*.npy")) and not (folder / "candidates.npy").exists()

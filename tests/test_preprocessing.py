@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech.cache import ArrayCache
-from braindecode_speech.preprocessing import PreprocessConfig, preprocess, sensor_positions_2d
-from braindecode_speech.study import Recording, StudyError
+from braindecode_speech.data.cache import ArrayCache
+from braindecode_speech.data.preprocessing import PreprocessConfig, preprocess, sensor_positions_2d
+from braindecode_speech.data.study import Recording, StudyError
 
 
 def _recording(tmp_path, data=None, sfreq=500.0, seconds=20.0):
@@ -122,7 +122,7 @@ def test_cache_refuses_mismatched_metadata(tmp_path):
 def test_row_reader_reads_rows_like_slicing(tmp_path):
     import pickle
 
-    from braindecode_speech.cache import CacheError, RowReader
+    from braindecode_speech.data.cache import CacheError, RowReader
 
     array = np.arange(60, dtype=np.float32).reshape(20, 3)
     np.save(tmp_path / "a.npy", array)

@@ -13,15 +13,10 @@ import soundfile
 import torch
 from torch import nn
 
-from braindecode_speech import experiment
-from braindecode_speech.cache import RowReader
-from braindecode_speech.data import RobustScaler, read_brain_window
-from braindecode_speech.events import make_events, validate_events
-from braindecode_speech.experiment import prepare_data
-from braindecode_speech.presets import tiny_config
-from braindecode_speech.segments import WindowConfig, make_windows
-from braindecode_speech.speech import AUDIO_SFREQ, block_audio
-from braindecode_speech.splits import (
+from braindecode_speech.data.cache import RowReader
+from braindecode_speech.data.dataset import RobustScaler, read_brain_window
+from braindecode_speech.data.events import make_events, validate_events
+from braindecode_speech.data.splits import (
     SplitConfig,
     assign_splits,
     audit_splits,
@@ -30,7 +25,12 @@ from braindecode_speech.splits import (
     sentences,
     sound_spans,
 )
-from braindecode_speech.training import OptimConfig, Trainer
+from braindecode_speech.data.windows import WindowConfig, make_windows
+from braindecode_speech.experiments import prepare as experiment
+from braindecode_speech.experiments import prepare_data
+from braindecode_speech.experiments.presets import tiny_config
+from braindecode_speech.features.blocks import AUDIO_SFREQ, block_audio
+from braindecode_speech.training.trainer import OptimConfig, Trainer
 
 SFREQ = 120.0
 

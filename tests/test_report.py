@@ -1,4 +1,4 @@
-"""Tests of braindecode_speech.report: report.json schema, CSV tables, figures, terminal table."""
+"""Tests of braindecode_speech.evaluation.report: report.json schema, CSV tables, figures, terminal table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech.evaluation import EvaluationConfig, RetrievalEvaluator
-from braindecode_speech.report import format_table, write_report
+from braindecode_speech.evaluation.report import format_table, write_report
+from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -138,7 +138,7 @@ def test_bad_report_inputs(tmp_path, evaluated):
 
 
 def test_report_fields_constant_matches_report(tmp_path, evaluated):
-    from braindecode_speech.report import REPORT_FIELDS
+    from braindecode_speech.evaluation.report import REPORT_FIELDS
 
     report = json.loads(write_report(tmp_path, evaluated["results"], {"x": 1}).read_text())
     assert set(report) == {*REPORT_FIELDS, "x"}

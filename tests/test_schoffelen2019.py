@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from fixtures import copy_layout, example_layout, truncate
 
-from braindecode_speech.datasets import get
-from braindecode_speech.datasets.presentation_log import (
+from braindecode_speech.data.studies import get
+from braindecode_speech.data.studies.presentation_log import (
     LogError,
     fit_clock,
     read_presentation_log,
 )
-from braindecode_speech.datasets.schoffelen2019 import Schoffelen2019, trigger_code
-from braindecode_speech.study import StudyError
+from braindecode_speech.data.studies.schoffelen2019 import Schoffelen2019, trigger_code
+from braindecode_speech.data.study import StudyError
 
 # the example layout's clocks: MEG time = SLOPE * log time + INTERCEPT (s)
 SLOPE = 1 + 2e-5

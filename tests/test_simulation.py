@@ -19,8 +19,8 @@ import soundfile
 from scipy.signal import hilbert, resample_poly
 
 from braindecode_speech.config import ConfigError
-from braindecode_speech.datasets.bids import BIDSStudy
-from braindecode_speech.events import make_events
+from braindecode_speech.data.events import make_events
+from braindecode_speech.data.studies.bids import BIDSStudy
 from braindecode_speech.simulation import SimulationConfig, simulate, simulate_brain_signals
 from braindecode_speech.simulation.brain import RecordingSimulator, SubjectModel
 from braindecode_speech.simulation.grammar import CONTENT_WORDS, StoryGrammar, shared_sentences

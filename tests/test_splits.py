@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 import soundfile
 
-from braindecode_speech.events import make_events, validate_events
-from braindecode_speech.segments import WindowConfig, make_windows
-from braindecode_speech.splits import (
+from braindecode_speech.data.events import make_events, validate_events
+from braindecode_speech.data.splits import (
     SplitConfig,
     assign_splits,
     audit_splits,
@@ -15,6 +14,7 @@ from braindecode_speech.splits import (
     sentences,
     sound_spans,
 )
+from braindecode_speech.data.windows import WindowConfig, make_windows
 
 
 def _story(tmp_path, name, sentence_ids, sound_onset=2.0, sentence_s=4.0, words=4, wav=None):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from braindecode_speech import grid as grids
-from braindecode_speech.analysis import compare_paper_configuration, paper_results
-from braindecode_speech.experiment import ExperimentConfig
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments import grid as grids
+from braindecode_speech.experiments.analysis import compare_paper_configuration, paper_results
 
 STUDIES = Path(__file__).parents[1] / "studies"
 REAL = ["gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019"]

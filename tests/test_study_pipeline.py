@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from braindecode_speech.contrastive_step import ContrastiveStep
-from braindecode_speech.datasets import get
-from braindecode_speech.datasets.layouts import write_example_layout
-from braindecode_speech.experiment import build_model, prepare_data, study_blocks
-from braindecode_speech.losses import ClipLoss
-from braindecode_speech.presets import tiny_config
+from braindecode_speech.data.studies import get
+from braindecode_speech.experiments import build_model, prepare_data, study_blocks
+from braindecode_speech.experiments.presets import tiny_config
+from braindecode_speech.simulation.layouts import write_example_layout
+from braindecode_speech.training.losses import ClipLoss
+from braindecode_speech.training.steps import ContrastiveStep
 
 #: writer arguments giving each study enough sentences for train, valid and test blocks
 SIZES = {

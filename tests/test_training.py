@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from braindecode_speech.cache import RowReader
-from braindecode_speech.data import FeatureScaler, RobustScaler, Window, WindowDataset
-from braindecode_speech.training import CheckpointError, OptimConfig, Trainer
+from braindecode_speech.data.cache import RowReader
+from braindecode_speech.data.dataset import FeatureScaler, RobustScaler, Window, WindowDataset
+from braindecode_speech.training.trainer import CheckpointError, OptimConfig, Trainer
 
 
 class TinyEncoder(nn.Module):
@@ -164,8 +164,8 @@ def test_too_few_windows_is_a_clear_error(tmp_path, dataset):
 
 @pytest.mark.parametrize("step", ["fast", "lean"])
 def test_fast_and_lean_steps_train_like_the_plain_step(tmp_path, dataset, step):
-    from braindecode_speech.losses import ClipLoss
     from braindecode_speech.models import EncoderConfig
+    from braindecode_speech.training.losses import ClipLoss
 
     encoder = EncoderConfig(n_spatial=8, n_fourier=4, hidden=8, depth=1, dropout_radius=0.0)
     runs = {}

@@ -29,13 +29,13 @@ EXIT_INPUT_ERROR = 2
 #: so none is imported just to catch it.
 EXPECTED_ERRORS = (
     "braindecode_speech.config:ConfigError",
-    "braindecode_speech.study:StudyError",
-    "braindecode_speech.events:EventsError",
-    "braindecode_speech.training:CheckpointError",
-    "braindecode_speech.cache:CacheError",
+    "braindecode_speech.data.study:StudyError",
+    "braindecode_speech.data.events:EventsError",
+    "braindecode_speech.training.trainer:CheckpointError",
+    "braindecode_speech.data.cache:CacheError",
     "braindecode_speech.features.audio:AudioError",
-    "braindecode_speech.datasets.presentation_log:LogError",
-    "braindecode_speech.datasets.download:DownloadError",
+    "braindecode_speech.data.studies.presentation_log:LogError",
+    "braindecode_speech.data.studies.download:DownloadError",
     "braindecode_speech.simulation.tts:TTSError",
 )
 

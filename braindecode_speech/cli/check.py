@@ -8,7 +8,7 @@ HELP = "validate a local copy of a study: subjects, recordings, hours, words, al
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..datasets import names
+    from ..data.studies import names
 
     parser.add_argument("--study", required=True, choices=names(), help="registered study name")
     parser.add_argument("--data", required=True, help="folder of the local copy")
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from ..config import ConfigError
-    from ..datasets.check import check
+    from ..data.studies.check import check
 
     options = {}
     for item in args.option:

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..experiment import ExperimentConfig, split_study
+    from ..experiments.config import ExperimentConfig
+    from ..experiments.prepare import split_study
 
     config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
     config = config.with_overrides({"study.name": args.study, "study.root": args.data})

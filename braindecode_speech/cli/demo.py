@@ -21,8 +21,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ..experiment import run_experiment
-    from ..presets import demo_config
+    from ..experiments.presets import demo_config
+    from ..experiments.run import run_experiment
     from ..simulation import SimulationConfig, simulate
 
     start = time.time()

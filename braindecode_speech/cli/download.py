@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets.download import DownloadError, download
+    from ..data.studies.download import DownloadError, download
 
     try:
         folder = download(args.study, args.to, base_url=args.base_url)

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import evaluate_run
+    from ..experiments.run import evaluate_run
 
     result = evaluate_run(args.run)
     print(result["table"])

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets.layouts import write_example_layout
+    from ..simulation.layouts import write_example_layout
 
     root = write_example_layout(args.study, args.out, seed=args.seed,
                                 n_subjects=args.n_subjects)

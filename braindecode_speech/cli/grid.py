@@ -1,5 +1,5 @@
 """``braindecode-speech grid run|status|table FILE``: grids of experiments (see
-:mod:`braindecode_speech.grid`)."""
+:mod:`braindecode_speech.experiments.grid`)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options overriding the grid's :class:`~braindecode_speech.grid.SlurmConfig`."""
+    """Options overriding the grid's :class:`~braindecode_speech.experiments.grid.SlurmConfig`."""
     group = parser.add_argument_group("SLURM resources (override the grid file)")
     for flag, kind, text in [
         ("--partition", str, "partition"), ("--account", str, "account"),
@@ -70,7 +70,7 @@ def _add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _slurm_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The SLURM options given on the command line, as ``SlurmConfig`` overrides."""
-    from ..grid import SlurmConfig
+    from ..experiments.grid import SlurmConfig
 
     return {key: getattr(args, key) for key in SlurmConfig.model_fields
             if getattr(args, key, None) is not None}
@@ -93,7 +93,7 @@ def _parse_data(items: list[str]) -> dict[str, str] | str | None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .. import grid as grids
+    from ..experiments import grid as grids
 
     grid = grids.load_grid(args.file)
     if args.action == "run":

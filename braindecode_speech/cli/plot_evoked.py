@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
 
-    from ..datasets import get
+    from ..data.studies import get
 
     study = get(args.study, args.data, subjects=[args.subject])
     evoked = word_evoked(study.recordings())

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..experiment import ExperimentConfig, run_experiment
+    from ..experiments.config import ExperimentConfig
+    from ..experiments.run import run_experiment
 
     config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
     config = config.with_overrides({"study.name": args.study, "study.root": args.data})

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from ..stimuli import wav_truncation
+from ..data.stimuli import wav_truncation
 
 __all__ = ["AudioError", "load_wav", "resample"]
 

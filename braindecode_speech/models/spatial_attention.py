@@ -18,7 +18,7 @@ The series is P-periodic in x and y, so where the sensors sit inside a period ma
   is ``P = 1 + 2·MARGIN = 1.4``: the sensors span ``[0.2, 1.2]`` of a period, so sensors on
   opposite edges of the layout stay 0.4 apart on the series' torus instead of meeting.
 - ``"wrapped"``: positions used as given (``[0, 1]``, scaled jointly on x and y by
-  :func:`~braindecode_speech.preprocessing.sensor_positions_2d`), no margin, ``P = 1``: the
+  :func:`~braindecode_speech.data.preprocessing.sensor_positions_2d`), no margin, ``P = 1``: the
   left and right edges of the layout (x = 0 and x = 1) get the same functions, so left and right
   temporal sensors cannot be told apart by a smooth map. Kept to reproduce earlier runs.
 

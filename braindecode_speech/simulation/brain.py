@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import make_interp_spline
 
-from ..events import validate_events
+from ..data.events import validate_events
 from .features import MODEL_SFREQ, stimulus_features
 from .forward import data_channels, dipole_gain
 from .noise import (
@@ -157,7 +157,7 @@ class RecordingSimulator:
     Parameters
     ----------
     model : the subject seen by the recording's sensors.
-    events : events in the common schema (:mod:`braindecode_speech.events`): sound rows with
+    events : events in the common schema (:mod:`braindecode_speech.data.events`): sound rows with
         an absolute ``filepath`` and ``offset``, word rows with ``word``; onsets in s.
     n_times : number of samples of the recording.
     snr : signal-to-noise ratio (>= 0; 0 gives noise only), see the module docstring; the

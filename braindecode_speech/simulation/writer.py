@@ -39,7 +39,8 @@ import yaml
 from tqdm import tqdm
 
 from .. import __version__
-from ..events import make_events
+from ..data.events import make_events
+from ..data.studies.simulated import MARKER
 from ..fileio import apply_umask
 from .brain import RecordingSimulator, SubjectModel, draw_artifacts, draw_bad_channels
 from .config import SimulationConfig
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 #: bump when the generator's output changes for a given configuration (invalidates caches)
 GENERATOR_VERSION = 2
-MARKER = Path("sourcedata") / "simulation" / "complete.json"
 
 #: events.tsv columns and their descriptions (events.json)
 EVENT_COLUMNS = {

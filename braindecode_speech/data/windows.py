@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["WindowConfig", "make_windows"]
 
@@ -57,7 +57,7 @@ def make_windows(
 
     Parameters
     ----------
-    blocks : blocks with ``split`` (:func:`braindecode_speech.splits.assign_splits`).
+    blocks : blocks with ``split`` (:func:`braindecode_speech.data.splits.assign_splits`).
     events : the recording's events (word rows are used for test anchors).
     config : window geometry.
     sfreq : brain and feature rate, Hz.

@@ -3,8 +3,8 @@ processes or in-process debugging), resumed after preemption and summarised in t
 
 A grid file defines ``GRID``, e.g.::
 
-    from braindecode_speech.experiment import ExperimentConfig
-    from braindecode_speech.grid import Grid, SlurmConfig, product, values
+    from braindecode_speech.experiments import ExperimentConfig
+    from braindecode_speech.experiments.grid import Grid, SlurmConfig, product, values
 
     GRID = Grid(
         base=ExperimentConfig(),
@@ -46,9 +46,10 @@ import psutil
 import submitit
 from pydantic import Field
 
-from . import distributed
-from .config import Config, ConfigError
-from .experiment import ExperimentConfig, run_experiment
+from ..config import Config, ConfigError
+from ..training import distributed
+from .config import ExperimentConfig
+from .run import run_experiment
 
 __all__ = ["Point", "Grid", "GridRun", "GridJob", "SlurmConfig", "Executor", "values",
            "variants", "product", "zipped", "load_grid", "make_executor", "slurm_parameters",
@@ -172,7 +173,7 @@ class Grid:
     """level.topk drawn in the bar plot (model, ridge and chance)"""
     compare: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     """maps the grid's summary (:func:`summarize`) to a table comparing it with published
-    numbers (e.g. :func:`braindecode_speech.analysis.paper_comparison`), written beside it"""
+    numbers (e.g. :func:`braindecode_speech.experiments.analysis.paper_comparison`), written beside it"""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import pandas as pd
 import soundfile
 from pydantic import Field, model_validator
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["SplitConfig", "SPLITS", "sentences", "make_blocks", "assign_splits", "audit_splits",
            "paper_score", "paper_split"]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["ClipLoss", "LossConfig", "MSELoss", "clip_scores"]
 

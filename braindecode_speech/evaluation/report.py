@@ -1,6 +1,6 @@
 """Write the results of retrieval evaluations: ``report.json``, tables and figures.
 
-:func:`write_report` takes one :class:`~braindecode_speech.evaluation.RetrievalResult` per model
+:func:`write_report` takes one :class:`~braindecode_speech.evaluation.retrieval.RetrievalResult` per model
 (the pipeline names them ``model`` for the brain encoder and ``ridge`` for the linear baseline)
 and writes into ``folder``:
 
@@ -52,7 +52,7 @@ Schema of ``report.json`` (``schema_version`` 1); every accuracy is a fraction i
       ...                          # the entries of ``extra`` (e.g. split leak audit, skipped items)
     }
 
-See :mod:`braindecode_speech.evaluation` for the definitions of the metrics and chance levels.
+See :mod:`braindecode_speech.evaluation.retrieval` for the definitions of the metrics and chance levels.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
-from .evaluation import LEVELS, RetrievalResult
-from .fileio import apply_umask
+from ..fileio import apply_umask
+from .retrieval import LEVELS, RetrievalResult
 
 __all__ = ["REPORT_FIELDS", "SCHEMA_VERSION", "format_table", "write_report"]
 

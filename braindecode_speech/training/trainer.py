@@ -11,7 +11,7 @@ version. The checkpoint records those; resuming under others logs a WARNING. On 
 runs need ``OptimConfig.deterministic`` (deterministic cuDNN/cuBLAS kernels).
 
 Several processes (``torchrun``, or several SLURM/submitit tasks; see
-:mod:`braindecode_speech.distributed`): the trainer joins the process group the environment
+:mod:`braindecode_speech.training.distributed`): the trainer joins the process group the environment
 describes and trains with :class:`~torch.nn.parallel.DistributedDataParallel`. Every global batch
 of ``batch_size`` windows is the one a single process would draw; each process takes a contiguous
 ``1 / world_size`` share of it, and the contrastive negatives are gathered from the whole global
@@ -39,10 +39,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..config import Config
 from . import distributed
-from .config import Config
-from .contrastive_step import ContrastiveStep
 from .distributed import Negatives
+from .steps import ContrastiveStep
 
 __all__ = ["OptimConfig", "Trainer", "CheckpointError", "load_checkpoint", "resolve_device",
            "CHECKPOINT_KEYS"]
@@ -89,14 +89,14 @@ class OptimConfig(Config):
     """how a training step computes the batch's loss and gradients (single process): ``plain``
     (one forward and backward), ``fast`` (layer-synchronous micro-batches) or ``lean``
     (gradient caching, bounded memory); all three give the same loss and gradients, see
-    :mod:`braindecode_speech.contrastive_step`"""
+    :mod:`braindecode_speech.training.steps`"""
     micro_batch: int = Field(32, ge=1)
     """micro-batch size of the ``fast`` and ``lean`` steps"""
     deterministic: bool = False
     """train under ``torch.use_deterministic_algorithms(True)`` (and deterministic cuDNN and
     cuBLAS on CUDA, slower): an operation without a deterministic implementation is an error
     instead of a source of run-to-run differences. Not needed on CPU, where the model is
-    deterministic for a given number of threads (see :mod:`braindecode_speech.training`)"""
+    deterministic for a given number of threads (see :mod:`braindecode_speech.training.trainer`)"""
 
     _exclude_from_signature = ("device", "num_workers", "progress", "step", "micro_batch",
                                "deterministic")
@@ -185,7 +185,7 @@ class Trainer:
         ``[B, F, T]``.
     loss : maps ``(prediction [B, F, T], speech [B, F, T])`` to a scalar. With several
         processes, a contrastive loss with a ``logits(prediction, candidates)`` method
-        (:class:`~braindecode_speech.losses.ClipLoss`) is given the candidates of the whole
+        (:class:`~braindecode_speech.training.losses.ClipLoss`) is given the candidates of the whole
         global batch (see ``OptimConfig.negatives``).
     config : optimisation settings.
     folder : where ``checkpoint.pt``, ``best.pt`` and ``history.jsonl`` are written.

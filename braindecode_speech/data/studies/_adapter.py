@@ -3,9 +3,9 @@
 A study adapter discovers the recordings of a local copy and checks, before yielding each one,
 that every file it needs exists. What happens on a problem depends on ``strict``:
 
-- ``strict=True`` (default): a :class:`~braindecode_speech.study.StudyError` naming the file;
+- ``strict=True`` (default): a :class:`~braindecode_speech.data.study.StudyError` naming the file;
 - ``strict=False``: the recording is skipped, logged, and listed in ``study.skipped`` as
-  ``(path, reason)`` (see :class:`~braindecode_speech.study.Study`).
+  ``(path, reason)`` (see :class:`~braindecode_speech.data.study.Study`).
 
 Problems found only when reading a recording (a damaged raw file, events past its end...)
 raise ``StudyError`` naming the file when the recording is read; ``braindecode-speech check``

@@ -172,7 +172,7 @@ def batch_share_loss(loss: nn.Module, brain: Tensor, speech: Tensor, global_batc
     ``brain`` and ``speech`` ``[n, F, T]`` are this process's ``n`` windows of a global batch of
     ``global_batch`` windows. ``loss`` is a per-window mean; a contrastive loss exposes
     ``logits(brain [n, F, T], candidates [N, F, T]) -> [n, N]`` (the true candidate of row ``i``
-    is column ``i``), like :class:`~braindecode_speech.losses.ClipLoss`. Returns
+    is column ``i``), like :class:`~braindecode_speech.training.losses.ClipLoss`. Returns
     ``loss_share * world_size * n / global_batch``, so that the mean over processes (what
     data-parallel training averages, values and gradients alike) equals the loss of the global
     batch: with ``negatives="global"`` exactly the single-process loss of that batch, with

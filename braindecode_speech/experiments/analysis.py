@@ -1,6 +1,6 @@
 """Analyses of trained runs (the logic of ``notebooks/``) and the paper's published numbers.
 
-A run folder (written by :func:`~braindecode_speech.experiment.run_experiment`) holds
+A run folder (written by :func:`~braindecode_speech.experiments.run_experiment`) holds
 ``config.yaml``, ``report.json``, ``per_window_model.csv`` (one row per test window: anchor
 word, true candidate ``target``, ``segment_rank``, hits, best candidates ``best_1``...) and
 ``best.pt``; with ``evaluation.save_predictions``, also ``predictions.npy`` ``[N, F, T]`` and
@@ -25,13 +25,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .cache import default_cache_dir
-from .config import ConfigError
-from .datasets import get as get_study
-from .experiment import ExperimentConfig, load_weights
-from .losses import clip_scores
-from .models import SpatialAttention
-from .preprocessing import preprocess
+from ..config import ConfigError
+from ..data.cache import default_cache_dir
+from ..data.preprocessing import preprocess
+from ..data.studies import get as get_study
+from ..models import SpatialAttention
+from ..training.losses import clip_scores
+from .config import ExperimentConfig
+from .run import load_weights
 
 __all__ = ["PAPER_RESULTS_SOURCE", "paper_results", "compare_with_paper",
            "compare_paper_configuration", "RunResults",
@@ -97,7 +98,7 @@ def compare_with_paper(summary: pd.DataFrame, table: str, row_column: str | None
     """Our results beside the paper's ``table`` (``table2`` or ``table4``), one line per
     (study, row) found in both.
 
-    ``summary`` is a grid summary (:func:`braindecode_speech.grid.summarize`) with a
+    ``summary`` is a grid summary (:func:`braindecode_speech.experiments.grid.summarize`) with a
     ``study.name`` column. Its lines are matched to the paper's rows by the values of its
     ``row_column``, or all to the one paper ``row``. Columns of the result: ``table``,
     ``study``, ``row``, ``ours`` / ``ours_sd`` (percent, s.d. over seeds as in the paper),
@@ -223,7 +224,7 @@ def retrieve(run: RunResults, rows: Sequence[int], k: int = 5,
     """Indices ``[len(rows), k]`` of the ``k`` best-scored candidates (best first) of the test
     windows ``rows``: the ``best_1`` ... columns kept by the evaluation when there are ``k`` of
     them (``evaluation.n_best``), else the paper's score
-    (:func:`~braindecode_speech.losses.clip_scores`) on the run's ``predictions.npy`` and
+    (:func:`~braindecode_speech.training.losses.clip_scores`) on the run's ``predictions.npy`` and
     ``candidates.npy`` (written with ``evaluation.save_predictions``)."""
     kept = [f"best_{j}" for j in range(1, min(k, len(run.candidates)) + 1)]
     if set(kept) <= set(run.windows.columns):

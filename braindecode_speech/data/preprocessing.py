@@ -23,8 +23,8 @@ import torch
 from numpy.lib.format import open_memmap
 from pydantic import Field, model_validator
 
+from ..config import Config, stable_hash
 from .cache import ArrayCache, file_digest
-from .config import Config, stable_hash
 from .study import Recording, StudyError
 
 __all__ = ["PreprocessConfig", "PreprocessedRecording", "preprocess", "sensor_positions_2d",

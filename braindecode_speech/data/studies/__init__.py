@@ -1,6 +1,6 @@
 """Study adapters and their registry.
 
-``get(name, root, **kwargs)`` builds the :class:`~braindecode_speech.study.Study` registered
+``get(name, root, **kwargs)`` builds the :class:`~braindecode_speech.data.study.Study` registered
 under ``name``. Adapters are imported lazily so that importing the package stays fast.
 """
 
@@ -33,7 +33,7 @@ def names() -> list[str]:
 
 def get(name: str, root: str | Path, **kwargs: Any) -> Study:
     """Build the study ``name`` on the local copy at ``root`` (an unknown name, or an option
-    the adapter does not take, is a :class:`~braindecode_speech.study.StudyError` listing the
+    the adapter does not take, is a :class:`~braindecode_speech.data.study.StudyError` listing the
     known ones)."""
     if name not in REGISTRY:
         raise StudyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")

@@ -58,7 +58,7 @@ def sound_file(root: Path, sound: str) -> Path:
     ``stimuli/audio/The_Black_Willow_0.0.wav`` → ``<root>/stimuli/audio/the_black_willow_0.wav``.
 
     Raises ``ValueError`` for an unexpected name and :class:`StudyError` for a path outside
-    ``root`` (:func:`~braindecode_speech.stimuli.inside_root`)."""
+    ``root`` (:func:`~braindecode_speech.data.stimuli.inside_root`)."""
     match = _SOUND_PATH.match(str(sound))
     if match is None:
         raise ValueError(f"unexpected sound path {sound!r}")

@@ -11,7 +11,10 @@ from pathlib import Path
 from ..study import StudyError
 from .bids import BIDSColumns, BIDSStudy
 
-__all__ = ["SimulatedStudy"]
+__all__ = ["MARKER", "SimulatedStudy"]
+
+#: written last by the simulation: a study folder without it is incomplete
+MARKER = Path("sourcedata") / "simulation" / "complete.json"
 
 
 class SimulatedStudy(BIDSStudy):
@@ -28,8 +31,6 @@ class SimulatedStudy(BIDSStudy):
 
     def __init__(self, root: str | Path, subjects: list[str] | None = None,
                  strict: bool = True) -> None:
-        from ..simulation.writer import MARKER
-
         if not (Path(root) / MARKER).is_file():
             raise StudyError(f"{root}: not a complete simulated study (no {MARKER}); generate "
                              "it with `braindecode-speech simulate --out DIR`")

@@ -7,7 +7,7 @@ The score is
 
     S_im = <Z_i, Y_m / ||Y_m||>      (sum over F and T, Y normalised over the whole window),
 
-the same definition as the training CLIP loss (``braindecode_speech.losses``; re-implemented here,
+the same definition as the training CLIP loss (``braindecode_speech.training.losses``; re-implemented here,
 not imported). Probabilities are the softmax of ``S_i`` over the ``M`` candidates.
 
 - **Segment level**: the rank of the true candidate among all ``M`` (1 = best; a tie is counted in
@@ -82,7 +82,7 @@ import scipy.special
 import torch
 from pydantic import Field, field_validator
 
-from .config import Config
+from ..config import Config
 
 __all__ = [
     "CandidateSource",

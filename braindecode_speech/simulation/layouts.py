@@ -19,7 +19,7 @@ Content:
   adapters' channel selection is exercised.
 - KIT ``.con`` and CTF ``.ds`` cannot be written by MNE: a FIF file is written at the ``.con``
   path, and as ``<name>.meg4`` inside the ``.ds`` folder; the adapters recognise FIF content
-  (:mod:`braindecode_speech.datasets._readers`). KIT marker/head-shape files and the CTF
+  (:mod:`braindecode_speech.data.studies._readers`). KIT marker/head-shape files and the CTF
   ``.res4``/``.hc`` files are not written (the adapters do not read them).
 """
 
@@ -39,7 +39,7 @@ import scipy.signal
 import soundfile
 from mne.io.constants import FIFF
 
-from ..events import make_events
+from ..data.events import make_events
 
 __all__ = ["LAYOUTS", "write_example_layout", "write_gwilliams2022", "write_schoffelen2019",
            "write_broderick2019", "write_brennan2019"]
@@ -124,7 +124,7 @@ def _speak(texts: Sequence[tuple[str, str]], voice: str, lead: float = 0.3,
     Returns the waveform (float32, 16 kHz), its sample rate and the timed sequences (times
     rounded to the ms, relative to the start of the waveform).
     """
-    from ..simulation.tts import SAMPLE_RATE, synthesize
+    from .tts import SAMPLE_RATE, synthesize
 
     parts = [np.zeros(int(lead * SAMPLE_RATE), np.float32)]
     position = lead
@@ -177,7 +177,7 @@ def _word_list(rng: np.random.Generator, sentences: Sequence[str], n: int = 4) -
 def kit_info(sfreq: float = 1000.0) -> mne.Info:
     """The 208 axial gradiometers ``MEG 001``..``MEG 208`` of MEG-MASC's KIT system (typed
     ``mag``, as MNE reads them), with positions."""
-    from ..simulation.sensors import make_info
+    from .sensors import make_info
 
     return make_info("KIT-208", sfreq)
 
@@ -203,7 +203,7 @@ CTF_EXTRA = (("UDIO001", "stim"), ("UPPT001", "stim"), ("UPPT002", "stim"),
 def ctf_info(sfreq: float = 1200.0) -> mne.Info:
     """The 273 axial gradiometers of a MOUS CTF recording (``mag``, named like
     ``MLC11-4304``, as MNE reads them), with positions."""
-    from ..simulation.sensors import make_info
+    from .sensors import make_info
 
     info = make_info("CTF-275", sfreq)
     keep = [i for i, name in enumerate(info["ch_names"]) if name.split("-")[0] not in CTF_ABSENT]
@@ -214,7 +214,7 @@ def ctf_info(sfreq: float = 1200.0) -> mne.Info:
 
 def eeg_info(montage: str, sfreq: float, exclude: Sequence[str] = ()) -> mne.Info:
     """EEG channels of MNE's standard ``montage`` (minus ``exclude``), with positions."""
-    from ..simulation.sensors import make_info
+    from .sensors import make_info
 
     info = make_info(montage, sfreq)
     return mne.pick_info(info, [i for i, n in enumerate(info["ch_names"]) if n not in exclude])
@@ -224,7 +224,7 @@ def _simulate(info: mne.Info, events: list[dict], n_times: int, subject: int,
               recording: int) -> np.ndarray:
     """Brain signals ``[n_channels, n_times]`` (SI units) of the channels of ``info`` for the
     common-schema event rows; ``subject`` seeds the simulated brain, ``recording`` the noise."""
-    from ..simulation import simulate_brain_signals
+    from . import simulate_brain_signals
 
     return np.asarray(simulate_brain_signals(info, make_events(events), n_times, seed=subject,
                                              recording=recording))
@@ -302,7 +302,7 @@ def write_gwilliams2022(out: Path, seed: int = 0, n_subjects: int = 2,
     """MEG-MASC layout: ``n_subjects`` subjects (``sub-02`` with one session, the others with
     two), 4 stories (tasks) of ``n_sentences`` sentences per wav chunk; lw1 has two chunks,
     the first with a word list, The_Black_Willow has pseudo-words. Returns the BIDS root."""
-    from .gwilliams2022 import STORIES
+    from ..data.studies.gwilliams2022 import STORIES
 
     root = Path(out)
     rng = np.random.default_rng(seed)
@@ -452,7 +452,7 @@ def write_schoffelen2019(out: Path, seed: int = 0, n_subjects: int = 2,
     from praatio import textgrid
     from praatio.utilities.constants import Interval
 
-    from .schoffelen2019 import EXCLUDED
+    from ..data.studies.schoffelen2019 import EXCLUDED
 
     root = Path(out)
     rng = np.random.default_rng(seed)
@@ -701,7 +701,7 @@ def write_brennan2019(out: Path, seed: int = 0, n_subjects: int = 2, n_segments:
     ``AliceChapterOne-EEG.csv`` and ``datasets.mat``. Subjects are the first ``n_subjects`` of
     the paper's selection; the second one's EEG starts 0.1 s after its first wav (a wav that
     starts before the recording, as in the real data). Returns the root."""
-    from .brennan2019 import PAPER_SUBJECTS
+    from ..data.studies.brennan2019 import PAPER_SUBJECTS
 
     root = Path(out)
     rng = np.random.default_rng(seed)
@@ -799,7 +799,7 @@ LAYOUTS: dict[str, Callable[..., Path]] = {
 def write_example_layout(study: str, out: str | Path, seed: int = 0, n_subjects: int = 2,
                          **kwargs) -> Path:
     """Write a tiny synthetic copy of ``study``'s real layout under ``out``; return the root
-    to give to the study adapter (``braindecode_speech.datasets.get(study, root)``).
+    to give to the study adapter (``braindecode_speech.data.studies.get(study, root)``).
 
     ``kwargs`` go to the study's writer (e.g. ``n_sentences``; see :data:`LAYOUTS`).
     """

@@ -53,9 +53,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..models import BrainEncoder
+from ..models.conv import DilatedConv
 from .losses import ClipLoss, clip_scores
-from .models import BrainEncoder
-from .models.conv import DilatedConv
 
 __all__ = ["ContrastiveStep", "Mode"]
 
@@ -74,7 +74,7 @@ class ContrastiveStep:
         → ``[B, F, T]``; a :class:`~braindecode_speech.models.BrainEncoder` for ``fast`` and
         ``lean``.
     loss : ``(prediction [B, F, T], speech [B, F, T])`` → scalar; a
-        :class:`~braindecode_speech.losses.ClipLoss` for ``fast`` and ``lean``.
+        :class:`~braindecode_speech.training.losses.ClipLoss` for ``fast`` and ``lean``.
     optimizer : over the parameters of ``model`` and ``loss``.
     mode : ``"plain"``, ``"fast"`` or ``"lean"`` (see the module documentation).
     micro_batch : micro-batch size of ``fast`` and ``lean``.

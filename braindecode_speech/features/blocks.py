@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.format import open_memmap
 
-from .cache import ArrayCache, file_digest, fingerprint
-from .config import stable_hash
-from .features import SpeechFeatures, load_wav
+from ..config import stable_hash
+from ..data.cache import ArrayCache, file_digest, fingerprint
+from . import SpeechFeatures, load_wav
 
 __all__ = ["AUDIO_SFREQ", "block_audio", "block_features"]
 
@@ -54,7 +54,7 @@ def block_audio(start: float, stop: float, sounds: pd.DataFrame,
     """The audio heard in ``[start, stop]`` s: ``[n_samples]`` float32 at :data:`AUDIO_SFREQ`
     (default ``round((stop - start) * AUDIO_SFREQ)``; samples after ``stop`` are silent).
 
-    ``sounds`` are the recording's sound spans (:func:`braindecode_speech.splits.sound_spans`).
+    ``sounds`` are the recording's sound spans (:func:`braindecode_speech.data.splits.sound_spans`).
     """
     n = int(round((stop - start) * AUDIO_SFREQ)) if n_samples is None else n_samples
     audio = np.zeros(n, dtype=np.float32)

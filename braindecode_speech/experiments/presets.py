@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .experiment import ExperimentConfig
+from .config import ExperimentConfig
 
 __all__ = ["demo_config", "tiny_config"]
 

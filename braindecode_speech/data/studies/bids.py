@@ -2,7 +2,7 @@
 
 :class:`BIDSStudy` finds every recording with mne-bids, opens raw data lazily with
 ``mne_bids.read_raw_bids`` and maps each ``events.tsv`` to the common events schema
-(:mod:`braindecode_speech.events`) through a configurable column mapping
+(:mod:`braindecode_speech.data.events`) through a configurable column mapping
 (:class:`BIDSColumns`):
 
 - the kind column (``trial_type`` by default) and its values for sounds, words, phonemes and
@@ -35,7 +35,7 @@ import mne
 import mne_bids
 import pandas as pd
 
-from ..config import Config
+from ...config import Config
 from ..events import make_events
 from ..stimuli import inside_root
 from ..study import Recording, Study, StudyError

@@ -1,7 +1,7 @@
 """The interface every data source implements: a :class:`Study` yields :class:`Recording` s.
 
 A recording knows how to open its raw data lazily (an ``mne.io.BaseRaw``) and how to read its
-events table in the common schema of :mod:`braindecode_speech.events`. Preprocessing,
+events table in the common schema of :mod:`braindecode_speech.data.events`. Preprocessing,
 feature extraction, segmentation, training and evaluation consume nothing else, so real studies
 and the simulated one go through the same code.
 """

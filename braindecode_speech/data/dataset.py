@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from ..config import Config
 from .cache import RowReader
-from .config import Config
 
 __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
            "fit_robust_scaler", "read_brain_window"]

@@ -1,7 +1,7 @@
 """File readers shared by the study adapters.
 
 MNE reads KIT ``.con`` and CTF ``.ds`` recordings but cannot write them, so the example layouts
-(:mod:`braindecode_speech.datasets.layouts`) store a FIF file at the real path instead (the
+(:mod:`braindecode_speech.simulation.layouts`) store a FIF file at the real path instead (the
 ``.con`` file itself, or the ``.meg4`` data file inside the ``.ds`` folder). :func:`read_raw`
 dispatches on the file *content*: a FIF file is read with :func:`mne.io.read_raw_fif`, anything
 else with the study's native reader. Everything after reading (channel selection, events,
@@ -102,7 +102,7 @@ def read_mat(path: Path, *variables: str) -> dict[str, Any]:
 
 def wav_duration(path: Path) -> float:
     """Duration of a sound file in s (header only; see
-    :func:`braindecode_speech.stimuli.sound_duration`).
+    :func:`braindecode_speech.data.stimuli.sound_duration`).
 
     Raises
     ------

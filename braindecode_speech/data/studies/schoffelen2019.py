@@ -14,12 +14,12 @@ Layout (Donders repository ``DSC_3011020.09_236_v1``, registration required)::
   ``UPPT001`` channel (:func:`mne.find_events`): block starts (``ZINNEN``/``WOORDEN``, code
   10), fixations (``FIX``, 20) and the sound rows whose code starts with their trigger value
   (``14 Start File <id>.wav``, ``1 Audio onset``, ``15 End of file``) are matched in order
-  and a clock line is fitted (:func:`~braindecode_speech.datasets.presentation_log.fit_clock`;
+  and a clock line is fitted (:func:`~braindecode_speech.data.studies.presentation_log.fit_clock`;
   a poor fit is an error). The wav's time 0 is the **Audio onset** row (~46 ms after Start
   File). Sounds starting after the last sample of the recording are dropped with a warning.
 - Identity: ``sequence_id`` = the stimulus id (``<id>.wav``, a line of ``stimuli.txt``),
   identical across subjects, also in ``sequence_uid``: the paper's block uid (one block per
-  sound, never merged; see :mod:`braindecode_speech.splits`); ``condition`` = ``sentence`` in ``ZINNEN`` blocks, ``word_list``
+  sound, never merged; see :mod:`braindecode_speech.data.splits`); ``condition`` = ``sentence`` in ``ZINNEN`` blocks, ``word_list``
   in ``WOORDEN`` blocks.
 - Words and phonemes come from the WebMAUS TextGrids (tiers ``ORT-MAU`` and ``MAU``; ``""``
   and ``<p:>`` intervals are pauses), which are not part of the official release. Without a

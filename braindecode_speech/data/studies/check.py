@@ -9,8 +9,8 @@ signal. It collects, without stopping at the first one:
 - unreadable or damaged raw files (e.g. truncated), and failures while reading the signal;
 - unreadable events files (empty, not UTF-8, without ``onset``...) and JSON sidecars, named
   as such, and events that break the common schema: events past the end of the recording,
-  duplicated events, missing columns (:func:`braindecode_speech.events.validate_events`);
-- every sound file the events play, opened (:mod:`braindecode_speech.stimuli`): missing,
+  duplicated events, missing columns (:func:`braindecode_speech.data.events.validate_events`);
+- every sound file the events play, opened (:mod:`braindecode_speech.data.stimuli`): missing,
   empty, unreadable or truncated files, and files shorter than the last event that needs
   them; paths that leave the study folder; recordings without sound or without word events
   (the pipeline needs both);

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import apply_umask
+from ..fileio import apply_umask
 
 __all__ = ["ArrayCache", "CacheError", "RowReader", "default_cache_dir", "file_digest",
            "fingerprint", "CACHE_VERSION"]

@@ -1,0 +1,269 @@
+"""One experiment, end to end: study → preprocessing → features → windows → training →
+retrieval evaluation → report, all written to the experiment's own folder.
+
+The folder holds ``config.yaml`` (the resolved config), ``history.jsonl``, ``checkpoint.pt`` /
+``best.pt``, ``report.json``, ``per_subject.csv``, figures and ``skipped.csv`` (everything left
+out, and why). Running again in the same folder resumes training from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.format import open_memmap
+
+from ..config import ConfigError
+from ..data.dataset import WindowDataset
+from ..evaluation.report import format_table, write_report
+from ..evaluation.retrieval import (
+    RetrievalEvaluator,
+    control_summary,
+    phase_randomized,
+    within_subject_derangement,
+)
+from ..models import RidgeDecoder
+from ..training import distributed
+from ..training.trainer import CheckpointError, Trainer, load_checkpoint
+from .config import ExperimentConfig
+from .prepare import PreparedData, prepare_data
+
+__all__ = ["run_experiment", "evaluate_run", "evaluate_models", "load_weights", "build_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
+    return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features,
+                              n_channels=data.datasets["train"].n_channels)
+
+
+def _predict(model: torch.nn.Module, dataset: WindowDataset, batch_size: int,
+             device: torch.device,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             path: Path | None = None) -> Iterator[np.ndarray]:
+    """Brain-encoder outputs of the windows of ``dataset`` in order, one ``[B, F, T]`` float32
+    batch at a time (also written to ``path`` as ``[N, F, T]`` when given); ``transform`` maps
+    each batch of brain windows ``[B, C, T]`` before the model."""
+    model.eval()
+    out = None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    with torch.no_grad():
+        for batch in loader:
+            brain = batch["brain"] if transform is None else transform(batch["brain"])
+            z = model(brain.to(device), batch["subject"].to(device),
+                      batch["positions"].to(device), batch["mask"].to(device)).float().cpu()
+            if path is not None:
+                if out is None:
+                    out = open_memmap(path, mode="w+", dtype=np.float32,
+                                      shape=(len(dataset), *z.shape[1:]))
+                idx = batch["index"].numpy()
+                out[idx[0]:idx[-1] + 1] = z.numpy()
+            yield z.numpy()
+    if out is not None:
+        out.flush()
+
+
+def _candidates(data: PreparedData, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
+                                                                   pd.DataFrame]:
+    """Distinct test segments: speech windows ``[M, F, T]`` (in memory), the target index of
+    every test window, and the segments' first occurrence (row of ``test``)."""
+    segments = list(dict.fromkeys(test["segment"]))
+    position = {s: i for i, s in enumerate(segments)}
+    first = test.reset_index(drop=True).groupby("segment", sort=False).head(1)
+    dataset = data.datasets["test"]
+    out = np.empty((len(segments), data.n_features, dataset.n_times), dtype=np.float32)
+    for row, seg in zip(first.index, first["segment"]):
+        out[position[seg]] = dataset.speech_window(int(row))
+    targets = test["segment"].map(position).to_numpy()
+    return out, targets, first
+
+
+def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.nn.Module,
+                    folder: Path, null_model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Retrieval evaluation of the brain encoder (and the ridge baseline) with the controls of
+    :mod:`~braindecode_speech.evaluation.retrieval` (plus, for the brain encoder, phase-randomised
+    surrogate windows and the ``null_model`` trained on mismatched pairs); writes the report."""
+    folder = Path(folder)
+    device = next(model.parameters()).device
+    test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
+    candidates, targets, first = _candidates(data, test)
+    save = config.evaluation.save_predictions
+    if save:
+        np.save(folder / "candidates.npy", candidates)
+    words = [str(w).lower() for w in first["word"]]
+    evaluator = RetrievalEvaluator(config.evaluation)
+    meta = pd.concat([test[["subject", "recording_uid", "anchor", "word", "sequence_id",
+                            "word_index", "segment"]], _anchor_labels(data, test)], axis=1)
+    results = {}
+    predictions = _predict(model, data.datasets["test"], config.optim.batch_size, device,
+                           path=folder / "predictions.npy" if save else None)
+    results["model"] = evaluator.evaluate_batches(predictions, candidates, targets, words, meta)
+    if config.ridge.enabled:
+        ridge = _ridge_predictions(config, data,
+                                   folder / "predictions_ridge.npy" if save else None)
+        results["ridge"] = evaluator.evaluate_batches(ridge, candidates, targets, words, meta)
+    start = time.time()
+    plain = RetrievalEvaluator(config.evaluation.model_copy(update={"controls": False}))
+    others: dict[str, tuple[torch.nn.Module, Callable | None]] = {}
+    if config.evaluation.controls:
+        rng = np.random.default_rng(config.evaluation.seed)
+        others["surrogate"] = (model, lambda brain: torch.from_numpy(
+            phase_randomized(brain.numpy(), rng)))
+    if null_model is not None:
+        others["train_null"] = (null_model, None)
+    for name, (encoder, transform) in others.items():
+        outputs = _predict(encoder, data.datasets["test"], config.optim.batch_size, device,
+                           transform, folder / f"predictions_{name}.npy" if save else None)
+        scored = plain.evaluate_batches(outputs, candidates, targets, words, meta)
+        results["model"].controls[name] = control_summary(
+            scored.per_window["segment_rank"].to_numpy(), scored.chance["segment"],
+            config.evaluation)
+    if others:
+        logger.info("controls %s: %.1f s", ", ".join(others), time.time() - start)
+    sentences_text = _segment_sentences(data, first)
+    extra = {"split_audit": data.audit, "skipped": data.skipped,
+             "windows_per_split": data.windows["split"].value_counts().to_dict(),
+             "subjects": data.subjects, "config_signature": config.signature()}
+    write_report(folder, results, extra, candidate_sentences=sentences_text,
+                 candidate_word_index=first["word_index"].astype(int).tolist())
+    pd.DataFrame(data.skipped, columns=["item", "reason"]).to_csv(folder / "skipped.csv",
+                                                                  index=False)
+    table = format_table(results)
+    (folder / "table.txt").write_text(table + "\n")
+    return {"results": results, "table": table}
+
+
+def _anchor_labels(data: PreparedData, test: pd.DataFrame,
+                   columns: tuple[str, ...] = ("story", "voice")) -> pd.DataFrame:
+    """Per test window, the ``columns`` of its anchor word's event (None where the study's
+    events have no such column)."""
+    out = pd.DataFrame(None, index=test.index, columns=list(columns), dtype=object)
+    for i, rec in enumerate(data.recordings):
+        rows = test.index[test["recording"] == i]
+        words = rec.events[rec.events["kind"] == "word"].drop_duplicates("onset")
+        for column in columns:
+            if len(rows) and column in words:
+                out.loc[rows, column] = words.set_index("onset")[column].reindex(
+                    test.loc[rows, "anchor"]).to_numpy()
+    return out
+
+
+def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
+    """The sentence text of each candidate segment."""
+    texts = {}
+    for rec in data.recordings:
+        words = rec.events[rec.events["kind"] == "word"]
+        for sid, part in words.groupby("sequence_id", sort=False):
+            texts.setdefault(sid, " ".join(part.sort_values("word_index")["word"].astype(str)))
+    return [texts.get(s, "") for s in first["sequence_id"]]
+
+
+def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
+                       path: Path | None = None) -> Iterator[np.ndarray]:
+    """Fit the ridge baseline on training windows; its predictions of the test windows in
+    order, ``[256, F, T]`` float32 at a time (also written to ``path`` as ``[N, F, T]`` when
+    given)."""
+    rng = np.random.default_rng(config.optim.seed)
+    train = data.datasets["train"]
+    pick = np.sort(rng.choice(len(train), size=min(len(train), config.ridge.max_windows),
+                              replace=False))
+    x = np.stack([train[int(i)]["brain"].numpy() for i in pick])
+    y = np.stack([train[int(i)]["speech"].numpy() for i in pick])
+    ridge = RidgeDecoder(sfreq=config.preprocess.sfreq, tmax=config.ridge.tmax,
+                         n_components=min(config.ridge.n_components, x.shape[1]),
+                         time_step=config.ridge.time_step,
+                         lag_step=config.ridge.lag_step).fit(x, y)
+    test = data.datasets["test"]
+    out = None if path is None else open_memmap(
+        path, mode="w+", dtype=np.float32, shape=(len(test), data.n_features, test.n_times))
+    for start in range(0, len(test), 256):
+        stop = min(start + 256, len(test))
+        batch = ridge.predict(np.stack([test[i]["brain"].numpy()
+                                        for i in range(start, stop)])).astype(np.float32)
+        if out is not None:
+            out[start:stop] = batch
+        yield batch
+    if out is not None:
+        out.flush()
+
+
+def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:
+    """Run (or resume) the experiment of ``config`` in ``folder``; return ``{"results",
+    "table"}`` (empty in the processes other than the first of a multi-process run)."""
+    folder = Path(folder)  # created by the Trainer, once the data are known to be usable
+    torch.manual_seed(config.optim.seed)
+    start = time.time()
+    data = prepare_data(config)
+    model = build_model(config, data)
+    trainer = Trainer(model, config.loss.build(), config.optim, folder, config.signature())
+    if distributed.is_main_process():
+        config.to_yaml(folder / "config.yaml")
+    trainer.fit(data.datasets["train"], data.datasets["valid"])
+    null_model = _train_null(config, data, folder) if config.evaluation.train_null else None
+    out: dict[str, Any] = {}
+    if distributed.is_main_process():  # one process evaluates and writes the report
+        out = evaluate_models(config, data, trainer.model, folder, null_model)
+        logger.info("Experiment done in %.0f s", time.time() - start)
+    distributed.barrier()
+    return out
+
+
+def load_weights(folder: str | Path) -> tuple[ExperimentConfig, dict[str, torch.Tensor]]:
+    """The config and the best weights (``best.pt``) of the run in ``folder``.
+
+    ``best.pt`` is read with :func:`~braindecode_speech.training.trainer.load_checkpoint` (tensors and
+    plain types only: a crafted file cannot run code); a missing, damaged or crafted file is a
+    :class:`~braindecode_speech.training.trainer.CheckpointError` naming it.
+    """
+    folder = Path(folder)
+    config = ExperimentConfig.from_yaml(folder / "config.yaml")
+    best = folder / "best.pt"
+    if not best.exists():
+        raise CheckpointError(f"{best}: no trained model in this run folder")
+    state = load_checkpoint(best)
+    if state["signature"] != config.signature():
+        raise ConfigError(f"{best} was trained with another config than {folder / 'config.yaml'}")
+    return config, state["model"]
+
+
+def evaluate_run(folder: str | Path) -> dict[str, Any]:
+    """Re-evaluate the best checkpoint of the run in ``folder`` (rewrites its report)."""
+    config, weights = load_weights(folder)
+    data = prepare_data(config)
+    model = build_model(config, data)
+    model.load_state_dict(weights)
+    null_model = None
+    if config.evaluation.train_null:
+        null_model = _train_null(config, data, Path(folder))  # resumes: trained already
+    return evaluate_models(config, data, model, Path(folder), null_model)
+
+
+def _train_null(config: ExperimentConfig, data: PreparedData, folder: Path) -> torch.nn.Module:
+    """The null model of ``evaluation.train_null``: the same encoder and training, in
+    ``folder / "null"``, on training and validation windows whose brain data are paired with
+    the speech of another window of the same subject (a seeded derangement; windows of a
+    subject with a single window are left out). Resumes or reuses a finished training."""
+    rng = np.random.default_rng([config.optim.seed, 7])
+    mismatched = {}
+    for split in ("train", "valid"):
+        dataset = data.datasets[split]
+        subjects = data.windows.loc[data.windows["split"] == split, "subject"].to_numpy()
+        partner = within_subject_derangement(subjects, rng)
+        windows = [dataclasses.replace(w, block=dataset.windows[p].block,
+                                       speech_start=dataset.windows[p].speech_start)
+                   for w, p in zip(dataset.windows, partner) if p >= 0]
+        mismatched[split] = copy.copy(dataset)
+        mismatched[split].windows = windows
+    trainer = Trainer(build_model(config, data), config.loss.build(), config.optim,
+                      folder / "null", config.signature())
+    trainer.fit(mismatched["train"], mismatched["valid"])
+    return trainer.model
