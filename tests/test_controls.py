@@ -15,11 +15,10 @@ from braindecode_speech.evaluation.report import format_table
 from braindecode_speech.evaluation.retrieval import (
     EvaluationConfig,
     RetrievalEvaluator,
-    analysis,
     phase_randomized,
     within_subject_derangement,
 )
-from braindecode_speech.experiments import run_experiment
+from braindecode_speech.experiments import analysis, run_experiment
 from braindecode_speech.experiments.presets import tiny_config
 
 
