@@ -71,9 +71,9 @@ def _features(folder: str, dtype: str, chunk_s: float, plain: bool):
     import torch
     from transformers import Wav2Vec2Model
 
-    from braindecode_speech.features import Wav2Vec2Features
-
-    features = Wav2Vec2Features(folder, layers=LAYERS, chunk_s=chunk_s, dtype=DTYPES[dtype])
+    from braindecode_speech.features import Wav2Vec2FeaturesConfig
+    features = Wav2Vec2FeaturesConfig(model=str(folder), layers=LAYERS, chunk_s=chunk_s,
+                                      dtype=DTYPES[dtype]).build(120.0)
     if plain:
         features._model = Wav2Vec2Model.from_pretrained(
             folder, dtype=getattr(torch, DTYPES[dtype])).eval()

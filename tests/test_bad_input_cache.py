@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import soundfile
 
-from braindecode_speech.data.cache import ArrayCache, file_digest
 from braindecode_speech.data import cache as cache_module
+from braindecode_speech.data.cache import ArrayCache, file_digest
 from braindecode_speech.data.preprocessing import PreprocessConfig, preprocess, source_files
 from braindecode_speech.data.splits import sound_spans
 from braindecode_speech.data.study import Recording
-from braindecode_speech.features import MelFeatures
+from braindecode_speech.features import MelFeaturesConfig
 from braindecode_speech.features.blocks import AUDIO_SFREQ, block_features
 
 
@@ -140,7 +140,7 @@ def _wav(path, seed, seconds=4.0):
 def _block(wav, cache_dir):
     events = pd.DataFrame({"onset": [0.5], "duration": [4.0], "kind": ["sound"],
                            "filepath": [str(wav)], "offset": [0.0]})
-    return np.array(block_features(1.0, 3.0, sound_spans(events), MelFeatures(), cache_dir))
+    return np.array(block_features(1.0, 3.0, sound_spans(events), MelFeaturesConfig().build(120.0), cache_dir))
 
 
 def test_replaced_wav_gives_new_features(tmp_path):

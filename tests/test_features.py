@@ -17,13 +17,17 @@ from braindecode_speech.features import (
     AudioError,
     FeaturesConfig,
     MelFeatures,
+    MelFeaturesConfig,
     Wav2Vec2Features,
+    Wav2Vec2FeaturesConfig,
     load_wav,
     resample,
 )
 from braindecode_speech.features.wav2vec2 import TimeMajorConvEncoder
 
 SFREQ = 16000
+#: output frame rate of the features, Hz (the brain's rate)
+FRAME_RATE = 120.0
 
 
 def _tiny_config(**overrides) -> Wav2Vec2Config:
@@ -117,7 +121,7 @@ def test_resample_keeps_time_origin_and_constants():
 ])
 def test_frame_counts(checkpoint, n_samples, sfreq):
     wav = _noise(n_samples / sfreq, sfreq)
-    for features in (MelFeatures(), Wav2Vec2Features(checkpoint, layers=(1, 2))):
+    for features in (MelFeaturesConfig().build(FRAME_RATE), Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(1, 2)).build(FRAME_RATE)):
         out = features(wav, sfreq)
         assert out.dtype == np.float32
         assert out.shape == (features.dimension, round(n_samples / sfreq * 120))
@@ -125,7 +129,7 @@ def test_frame_counts(checkpoint, n_samples, sfreq):
 
 
 def test_bad_waveforms_are_rejected():
-    mel = MelFeatures()
+    mel = MelFeaturesConfig().build(FRAME_RATE)
     with pytest.raises(ValueError, match="mono"):
         mel(np.zeros((2, 100), np.float32), SFREQ)
     with pytest.raises(ValueError, match="non-empty"):
@@ -151,8 +155,8 @@ def test_mel_and_wav2vec2_frames_are_centred_on_the_audio_they_describe(checkpoi
                                                                        monkeypatch):
     clicks = [1.0, 1.5, 2.04]  # on the 20 ms wav2vec2 grid; 2.04 s is between 120 Hz frames
     wav = _click_train(clicks, 3.0)
-    mel = MelFeatures()(wav, SFREQ)
-    wav2vec2 = Wav2Vec2Features(checkpoint, layers=(0,))
+    mel = MelFeaturesConfig().build(FRAME_RATE)(wav, SFREQ)
+    wav2vec2 = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(0,)).build(FRAME_RATE)
     # without positional convolution, hidden state 0 is a per-frame function of the audio
     monkeypatch.setattr(wav2vec2.model.encoder.pos_conv_embed, "forward", torch.zeros_like)
     w2v = wav2vec2(wav, SFREQ)
@@ -172,7 +176,7 @@ def _htk_band_of(frequency: float, n_mels: int = 120, fmax: float = 8000.0) -> i
 @pytest.mark.parametrize("frequency", [440.0, 1000.0, 3000.0])
 def test_mel_of_a_pure_tone_peaks_in_its_band(frequency):
     t = np.arange(2 * SFREQ) / SFREQ
-    out = MelFeatures()(np.sin(2 * np.pi * frequency * t).astype(np.float32), SFREQ)
+    out = MelFeaturesConfig().build(FRAME_RATE)(np.sin(2 * np.pi * frequency * t).astype(np.float32), SFREQ)
     assert out.shape == (120, 240)
     assert int(np.argmax(out[:, 10:-10].mean(axis=1))) == _htk_band_of(frequency)
 
@@ -181,7 +185,7 @@ def test_mel_does_not_depend_on_input_rate_or_scale():
     t44 = np.arange(44100) / 44100
     t16 = np.arange(SFREQ) / SFREQ
     chirp = lambda t: np.sin(2 * np.pi * (300 + 1500 * t) * t).astype(np.float32)  # noqa: E731
-    mel = MelFeatures(n_mels=40)
+    mel = MelFeaturesConfig(n_mels=40).build(FRAME_RATE)
     a, b = mel(0.1 * chirp(t44), 44100), mel(chirp(t16), SFREQ)
     assert a.shape == b.shape == (40, 120)
     np.testing.assert_allclose(a[1:, 5:-5], b[1:, 5:-5], atol=0.05)
@@ -190,7 +194,7 @@ def test_mel_does_not_depend_on_input_rate_or_scale():
 # --- wav2vec2 --------------------------------------------------------------------------------
 
 def test_wav2vec2_runs_only_the_needed_layers_with_identical_outputs(checkpoint):
-    features = Wav2Vec2Features(checkpoint, layers=(1, 3))
+    features = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(1, 3)).build(FRAME_RATE)
     full = Wav2Vec2Model.from_pretrained(checkpoint).eval()
     assert len(features.model.encoder.layers) == 3 and len(full.encoder.layers) == 5
     segment = _noise(1.3)
@@ -205,7 +209,7 @@ def test_wav2vec2_default_layers_equal_the_full_models_hidden_states(tmp_path):
     layers gives the full model's ``hidden_states[14..18]``, each one (transformers < 5.16
     recorded the final layer norm's output as the truncated model's last state, 18)."""
     folder = _save_checkpoint(tmp_path / "deep", num_hidden_layers=24)
-    features = Wav2Vec2Features(folder)
+    features = Wav2Vec2FeaturesConfig(model=str(folder)).build(FRAME_RATE)
     assert features.layers == (14, 15, 16, 17, 18)
     full = Wav2Vec2Model.from_pretrained(folder).eval()
     inputs = torch.from_numpy(_noise(0.6))[None]
@@ -236,7 +240,7 @@ def test_time_major_conv_encoder_gives_the_original_frames(checkpoint, n_samples
 def test_group_norm_encoders_are_left_as_they_are(tmp_path):
     folder = _save_checkpoint(tmp_path / "base", feat_extract_norm="group",
                               do_stable_layer_norm=False)
-    features = Wav2Vec2Features(folder, layers=(1,))
+    features = Wav2Vec2FeaturesConfig(model=str(folder), layers=(1,)).build(FRAME_RATE)
     assert not isinstance(features.model.feature_extractor, TimeMajorConvEncoder)
     assert features(_noise(0.5), SFREQ).shape == (32, 60)
 
@@ -244,28 +248,29 @@ def test_group_norm_encoders_are_left_as_they_are(tmp_path):
 def test_wav2vec2_chunks_match_the_whole_block_given_context(checkpoint):
     wav = _noise(3.07)
     # hidden state 0 sees +-8 model frames (positional convolution): 0.2 s of context suffices
-    whole = Wav2Vec2Features(checkpoint, layers=(0,), chunk_s=100)(wav, SFREQ)
-    chunked = Wav2Vec2Features(checkpoint, layers=(0,), chunk_s=0.5, context_s=0.2)(wav, SFREQ)
-    no_context = Wav2Vec2Features(checkpoint, layers=(0,), chunk_s=0.5, context_s=0)(wav, SFREQ)
+    whole = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(0,), chunk_s=100).build(FRAME_RATE)(wav, SFREQ)
+    chunked = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(0,), chunk_s=0.5, context_s=0.2).build(FRAME_RATE)(wav, SFREQ)
+    no_context = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(0,), chunk_s=0.5, context_s=0).build(FRAME_RATE)(wav, SFREQ)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
     assert np.abs(no_context - whole).max() > 1e-2
     # deeper layers attend to everything: equal when the context covers the whole block
-    whole = Wav2Vec2Features(checkpoint, layers=(2, 4), chunk_s=100)(wav, SFREQ)
-    chunked = Wav2Vec2Features(checkpoint, layers=(2, 4), chunk_s=0.7, context_s=5)(wav, SFREQ)
+    whole = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(2, 4), chunk_s=100).build(FRAME_RATE)(wav, SFREQ)
+    chunked = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(2, 4), chunk_s=0.7, context_s=5).build(FRAME_RATE)(wav, SFREQ)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
 
 
 def test_wav2vec2_bfloat16_is_close_to_float32(checkpoint):
     wav = _noise(1.0)
-    fp32 = Wav2Vec2Features(checkpoint, layers=(3,))(wav, SFREQ)
-    bf16 = Wav2Vec2Features(checkpoint, layers=(3,), dtype="bfloat16")(wav, SFREQ)
+    fp32 = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(3,)).build(FRAME_RATE)(wav, SFREQ)
+    bf16 = Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(3,), dtype="bfloat16").build(FRAME_RATE)(wav, SFREQ)
     assert bf16.dtype == np.float32
     assert 0 < np.abs(bf16 - fp32).max() < 0.1 * np.abs(fp32).max()
 
 
 def test_wav2vec2_signature(checkpoint, tmp_path):
-    def sig(path=checkpoint, **kwargs):
-        return Wav2Vec2Features(path, **{"layers": (2, 3), **kwargs}).signature()
+    def sig(path=checkpoint, sfreq=FRAME_RATE, **kwargs):
+        config = Wav2Vec2FeaturesConfig(model=str(path), **{"layers": (2, 3), **kwargs})
+        return config.build(sfreq).signature()
 
     assert sig() == sig(device="cpu")
     assert len({sig(), sig(layers=(1,)), sig(chunk_s=10), sig(context_s=1), sig(sfreq=100),
@@ -278,11 +283,11 @@ def test_wav2vec2_signature(checkpoint, tmp_path):
 def test_missing_model_gives_instructions(tmp_path):
     missing = tmp_path / "no_such_model"
     with pytest.raises(FileNotFoundError, match="local folder") as err:
-        Wav2Vec2Features(missing)
+        Wav2Vec2FeaturesConfig(model=str(missing)).build(FRAME_RATE)
     assert str(missing) in str(err.value)
     config_only = tmp_path / "config_only"
     _tiny_config().save_pretrained(config_only)
-    features = Wav2Vec2Features(config_only, layers=(1,))  # weights are read on first use
+    features = Wav2Vec2FeaturesConfig(model=str(config_only), layers=(1,)).build(FRAME_RATE)  # weights are read on first use
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         features(_noise(0.5), SFREQ)
 
@@ -293,13 +298,13 @@ def test_checkpoint_that_does_not_fit_the_model_is_rejected(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "feat_extract_norm": "layer"}))
     with pytest.raises(ValueError, match="missing.*feature_extractor.conv_layers.1"):
-        Wav2Vec2Features(folder, layers=(1,))(_noise(0.5), SFREQ)
+        Wav2Vec2FeaturesConfig(model=str(folder), layers=(1,)).build(FRAME_RATE)(_noise(0.5), SFREQ)
 
 
 def test_wav2vec2_without_preprocessor_config_uses_defaults(tmp_path, caplog):
     folder = _save_checkpoint(tmp_path / "bare", preprocessor=False)
     with caplog.at_level(logging.WARNING):
-        features = Wav2Vec2Features(folder, layers=(1,))
+        features = Wav2Vec2FeaturesConfig(model=str(folder), layers=(1,)).build(FRAME_RATE)
     assert "preprocessor_config.json" in caplog.text
     assert features.audio_sfreq == SFREQ and features.preprocessor.do_normalize
     assert features(_noise(0.5), SFREQ).shape == (32, 60)
@@ -307,35 +312,42 @@ def test_wav2vec2_without_preprocessor_config_uses_defaults(tmp_path, caplog):
 
 def test_wav2vec2_rejects_bad_layers(checkpoint):
     with pytest.raises(ValueError, match=r"within 0\.\.5"):
-        Wav2Vec2Features(checkpoint, layers=(6,))
-    with pytest.raises(ValueError, match="non-empty"):
-        Wav2Vec2Features(checkpoint, layers=())
+        Wav2Vec2FeaturesConfig(model=str(checkpoint), layers=(6,)).build(FRAME_RATE)
+    with pytest.raises(ConfigError, match="wav2vec2.layers: Tuple should have at least 1"):
+        FeaturesConfig.from_dict({"wav2vec2": {"model": str(checkpoint), "layers": []}})
 
 
 # --- configuration ---------------------------------------------------------------------------
 
 def test_features_config_defaults_are_the_papers():
     config = FeaturesConfig()
-    assert config.name == "wav2vec2" and config.model == "facebook/wav2vec2-large-xlsr-53"
-    assert config.layers == (14, 15, 16, 17, 18) and config.sfreq == 120.0
-    assert config.n_mels == 120 and config.n_fft == 512 and config.hop_length == 128
+    assert config.name == "wav2vec2"
+    assert config.wav2vec2.model == "facebook/wav2vec2-large-xlsr-53"
+    assert config.wav2vec2.layers == (14, 15, 16, 17, 18)
+    assert config.mel.n_mels == 120 and config.mel.n_fft == 512 and config.mel.hop_length == 128
 
 
 def test_features_config_builds_both_backends(checkpoint):
-    mel = FeaturesConfig(name="mel", n_mels=40, sfreq=100).build()
+    mel = FeaturesConfig(name="mel", mel=MelFeaturesConfig(n_mels=40)).build(100.0)
     assert isinstance(mel, MelFeatures) and mel.dimension == 40 and mel.sfreq == 100
-    w2v = FeaturesConfig(model=str(checkpoint), layers=(2,), chunk_s=4, context_s=1).build()
+    w2v = FeaturesConfig(wav2vec2=Wav2Vec2FeaturesConfig(
+        model=str(checkpoint), layers=(2,), chunk_s=4, context_s=1)).build(FRAME_RATE)
     assert isinstance(w2v, Wav2Vec2Features)
     assert (w2v.dimension, w2v.layers, w2v.chunk_s, w2v.context_s) == (32, (2,), 4.0, 1.0)
 
 
+def test_features_follow_the_brains_rate():
+    with pytest.raises(ConfigError, match="features.sfreq is gone.*preprocess.sfreq"):
+        FeaturesConfig.from_dict({"name": "mel", "sfreq": 100})
+
+
 def test_features_config_signature_ignores_the_other_backend():
     mel, w2v = FeaturesConfig(name="mel"), FeaturesConfig()
-    assert mel.with_overrides({"layers": [1]}).signature() == mel.signature()
-    assert mel.with_overrides({"n_mels": 40}).signature() != mel.signature()
-    assert w2v.with_overrides({"n_mels": 40}).signature() == w2v.signature()
-    assert w2v.with_overrides({"device": "cuda"}).signature() == w2v.signature()
-    assert w2v.with_overrides({"dtype": "bfloat16"}).signature() != w2v.signature()
+    assert mel.with_overrides({"wav2vec2.layers": [1]}).signature() == mel.signature()
+    assert mel.with_overrides({"mel.n_mels": 40}).signature() != mel.signature()
+    assert w2v.with_overrides({"mel.n_mels": 40}).signature() == w2v.signature()
+    assert w2v.with_overrides({"wav2vec2.device": "cuda"}).signature() == w2v.signature()
+    assert w2v.with_overrides({"wav2vec2.dtype": "bfloat16"}).signature() != w2v.signature()
 
 
 def test_features_config_rejects_bad_values():
@@ -358,7 +370,7 @@ def test_block_features_have_the_brain_clocks_frame_count(tmp_path, duration):
     soundfile.write(wav, _noise(8.0, AUDIO_SFREQ), AUDIO_SFREQ, subtype="FLOAT")
     events = pd.DataFrame({"onset": [0.5], "duration": [8.0], "kind": ["sound"],
                            "filepath": [str(wav)], "offset": [0.0]})
-    features = MelFeatures()
+    features = MelFeaturesConfig().build(FRAME_RATE)
     frames = block_features(1.0, 1.0 + duration, sound_spans(events), features, tmp_path)
     assert frames.shape == (round(duration * features.sfreq), features.dimension)
     assert np.isfinite(frames).all()

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech.experiments import analysis
-from braindecode_speech.experiments import run_experiment
+from braindecode_speech.experiments import analysis, run_experiment
 from braindecode_speech.experiments.presets import tiny_config
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))

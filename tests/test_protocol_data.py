@@ -236,20 +236,20 @@ def forced(tiny_meg_root, tmp_path_factory):
     training window (sub-01's other one has) and sub-02 none at all. Returns the config, the
     prepared data and the uid of that first recording."""
     config = tiny_config(tiny_meg_root, cache_dir=tmp_path_factory.mktemp("cache"))
-    split = experiment._split
+    split = experiment.split_blocks
     test_only: list[str] = []
 
     def forced_split(recordings, splits):
-        blocks, sounds, audit = split(recordings, splits)
-        test_only.append(sorted(uid for uid in blocks if "sub-01" in uid)[0])
-        blocks[test_only[0]]["split"] = "test"
-        for uid, table in blocks.items():
+        out = split(recordings, splits)
+        test_only.append(sorted(uid for uid in out.blocks if "sub-01" in uid)[0])
+        out.blocks[test_only[0]]["split"] = "test"
+        for uid, table in out.blocks.items():
             if "sub-02" in uid:
                 table["split"] = ["valid" if i % 2 else "test" for i in range(len(table))]
-        return blocks, sounds, audit
+        return out
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(experiment, "_split", forced_split)
+        patch.setattr(experiment, "split_blocks", forced_split)
         data = prepare_data(config)
     return config, data, test_only[0]
 

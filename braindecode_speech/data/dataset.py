@@ -43,6 +43,8 @@ class NormConfig(Config):
     """clamp scaled brain values to ± this (None: off)"""
     n_scaling_windows: int = Field(200, ge=1)
     """training windows per recording used to fit the robust scaler"""
+    n_feature_scaling_windows: int = Field(2000, ge=1)
+    """training windows (a random subset) used to fit the speech-feature scaler"""
     standardize_features: bool = True
     """standard-scale speech features with statistics of the training windows"""
 

@@ -118,6 +118,8 @@ class EvaluationConfig(Config):
     topk: tuple[int, ...] = (1, 5, 10)
     #: candidates per streamed chunk (memory ~ chunk_size * F * T * 4 bytes; no effect on results)
     chunk_size: int = Field(512, ge=1)
+    #: test windows run through a model (brain encoder or ridge) at once
+    batch_size: int = Field(256, ge=1)
     #: bootstrap resamples of the test windows for the 95 % confidence intervals
     n_bootstrap: int = Field(1000, ge=1)
     #: permutations of the predictions for the empirical word-level chance
@@ -142,7 +144,7 @@ class EvaluationConfig(Config):
     #: they come out of the model (paper scale would write ~120 GB per model)
     save_predictions: bool = False
 
-    _exclude_from_signature = ("chunk_size", "controls", "train_null", "save_predictions")
+    _exclude_from_signature = ("chunk_size", "batch_size", "controls", "train_null", "save_predictions")
 
     @field_validator("topk")
     @classmethod

@@ -104,7 +104,7 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     meta = pd.concat([test[["subject", "recording_uid", "anchor", "word", "sequence_id",
                             "word_index", "segment"]], _anchor_labels(data, test)], axis=1)
     results = {}
-    predictions = _predict(model, data.datasets["test"], config.optim.batch_size, device,
+    predictions = _predict(model, data.datasets["test"], config.evaluation.batch_size, device,
                            path=folder / "predictions.npy" if save else None)
     results["model"] = evaluator.evaluate_batches(predictions, candidates, targets, words, meta)
     if config.ridge.enabled:
@@ -121,7 +121,7 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     if null_model is not None:
         others["train_null"] = (null_model, None)
     for name, (encoder, transform) in others.items():
-        outputs = _predict(encoder, data.datasets["test"], config.optim.batch_size, device,
+        outputs = _predict(encoder, data.datasets["test"], config.evaluation.batch_size, device,
                            transform, folder / f"predictions_{name}.npy" if save else None)
         scored = plain.evaluate_batches(outputs, candidates, targets, words, meta)
         results["model"].controls[name] = control_summary(
@@ -170,7 +170,7 @@ def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
 def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
                        path: Path | None = None) -> Iterator[np.ndarray]:
     """Fit the ridge baseline on training windows; its predictions of the test windows in
-    order, ``[256, F, T]`` float32 at a time (also written to ``path`` as ``[N, F, T]`` when
+    order, ``[evaluation.batch_size, F, T]`` float32 at a time (also written to ``path`` as ``[N, F, T]`` when
     given)."""
     rng = np.random.default_rng(config.optim.seed)
     train = data.datasets["train"]
@@ -185,8 +185,9 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
     test = data.datasets["test"]
     out = None if path is None else open_memmap(
         path, mode="w+", dtype=np.float32, shape=(len(test), data.n_features, test.n_times))
-    for start in range(0, len(test), 256):
-        stop = min(start + 256, len(test))
+    size = config.evaluation.batch_size
+    for start in range(0, len(test), size):
+        stop = min(start + size, len(test))
         batch = ridge.predict(np.stack([test[i]["brain"].numpy()
                                         for i in range(start, stop)])).astype(np.float32)
         if out is not None:

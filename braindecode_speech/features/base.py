@@ -14,11 +14,11 @@ from abc import ABC, abstractmethod
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import Config
 
-__all__ = ["FeaturesConfig", "SpeechFeatures"]
+__all__ = ["FeaturesConfig", "MelFeaturesConfig", "SpeechFeatures", "Wav2Vec2FeaturesConfig"]
 
 
 class SpeechFeatures(ABC):
@@ -63,58 +63,79 @@ class SpeechFeatures(ABC):
         return np.ascontiguousarray(frames[:, :n_frames], dtype=np.float32)
 
 
-_WAV2VEC2_FIELDS = ("model", "layers", "chunk_s", "context_s", "device", "dtype")
-_MEL_FIELDS = ("n_mels", "n_fft", "hop_length", "log_eps")
+class MelFeaturesConfig(Config):
+    """Log-mel spectrogram settings (:class:`~.mel.MelFeatures`): the paper's Mel baseline."""
+
+    n_mels: int = Field(120, gt=0)
+    """number of mel bands (F)"""
+    n_fft: int = Field(512, gt=0)
+    """STFT window and FFT length, samples at 16 kHz"""
+    hop_length: int = Field(128, gt=0)
+    """STFT hop, samples at 16 kHz (before resampling to the brain's rate)"""
+    log_eps: float = Field(1e-5, gt=0)
+    """features are ``log10(mel power + log_eps)``"""
+
+    def build(self, sfreq: float) -> SpeechFeatures:
+        """The extractor, giving frames at ``sfreq`` Hz."""
+        from .mel import MelFeatures
+
+        return MelFeatures(self, sfreq)
 
 
-class FeaturesConfig(Config):
-    """Which speech features to compute; the defaults are the paper's wav2vec2 features.
-
-    Fields of the backend not selected by ``name`` are ignored (and left out of the signature).
-    """
+class Wav2Vec2FeaturesConfig(Config):
+    """wav2vec2 settings (:class:`~.wav2vec2.Wav2Vec2Features`): the paper's features."""
 
     _exclude_from_signature: ClassVar[tuple[str, ...]] = ("device",)
 
-    name: Literal["wav2vec2", "mel"] = "wav2vec2"
-    """``"wav2vec2"`` (:class:`Wav2Vec2Features`) or ``"mel"`` (:class:`MelFeatures`)"""
-    sfreq: float = Field(120.0, gt=0)
-    """output frame rate, Hz (must equal the preprocessed brain rate)"""
-
     model: str = "facebook/wav2vec2-large-xlsr-53"
-    """wav2vec2: Hugging Face model name (read from the local cache) or local folder"""
+    """Hugging Face model name (read from the local cache) or local folder"""
     layers: tuple[Annotated[int, Field(ge=0)], ...] = Field((14, 15, 16, 17, 18), min_length=1)
-    """wav2vec2: hidden states averaged (0 = input of the first transformer layer)"""
+    """hidden states averaged (0 = input of the first transformer layer)"""
     chunk_s: float = Field(30.0, gt=0)
-    """wav2vec2: audio is run through the model in chunks of this many seconds"""
+    """audio is run through the model in chunks of this many seconds"""
     context_s: float = Field(5.0, ge=0)
-    """wav2vec2: extra audio given to each chunk on both sides, s (its frames are dropped)"""
+    """extra audio given to each chunk on both sides, s (its frames are dropped)"""
     device: str = "cpu"
-    """wav2vec2: torch device (``"cpu"``, ``"cuda"``)"""
+    """torch device (``"cpu"``, ``"cuda"``)"""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """wav2vec2: precision of the model's weights and activations"""
+    """precision of the model's weights and activations (outputs are float32)"""
 
-    n_mels: int = Field(120, gt=0)
-    """mel: number of mel bands"""
-    n_fft: int = Field(512, gt=0)
-    """mel: STFT window and FFT length, samples at 16 kHz"""
-    hop_length: int = Field(128, gt=0)
-    """mel: STFT hop, samples at 16 kHz (before resampling to ``sfreq``)"""
-    log_eps: float = Field(1e-5, gt=0)
-    """mel: features are ``log10(mel power + log_eps)``"""
-
-    def signature_dict(self) -> dict[str, Any]:
-        unused = _MEL_FIELDS if self.name == "wav2vec2" else _WAV2VEC2_FIELDS
-        return {k: v for k, v in super().signature_dict().items() if k not in unused}
-
-    def build(self) -> SpeechFeatures:
-        """The configured feature extractor (wav2vec2 weights are loaded on first use)."""
-        if self.name == "mel":
-            from .mel import MelFeatures
-
-            return MelFeatures(n_mels=self.n_mels, n_fft=self.n_fft, hop_length=self.hop_length,
-                               log_eps=self.log_eps, sfreq=self.sfreq)
+    def build(self, sfreq: float) -> SpeechFeatures:
+        """The extractor, giving frames at ``sfreq`` Hz (weights are loaded on first use)."""
         from .wav2vec2 import Wav2Vec2Features
 
-        return Wav2Vec2Features(self.model, layers=self.layers, chunk_s=self.chunk_s,
-                                context_s=self.context_s, sfreq=self.sfreq, device=self.device,
-                                dtype=self.dtype)
+        return Wav2Vec2Features(self, sfreq)
+
+
+class FeaturesConfig(Config):
+    """Which speech features to compute, and each backend's settings; the defaults are the
+    paper's wav2vec2 features. The frame rate is not set here: features are computed on the
+    brain's clock, ``preprocess.sfreq`` (:meth:`build` takes it).
+
+    Only the section of the backend selected by ``name`` is part of the signature.
+    """
+
+    name: Literal["wav2vec2", "mel"] = "wav2vec2"
+    """``"wav2vec2"`` (section ``wav2vec2``) or ``"mel"`` (section ``mel``)"""
+    wav2vec2: Wav2Vec2FeaturesConfig = Field(default_factory=Wav2Vec2FeaturesConfig)
+    mel: MelFeaturesConfig = Field(default_factory=MelFeaturesConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_rate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sfreq" in data:
+            raise ValueError("features.sfreq is gone: speech features are computed at "
+                             "preprocess.sfreq, the brain's rate (set that instead)")
+        return data
+
+    def signature_dict(self) -> dict[str, Any]:
+        return {"name": self.name, self.name: self.backend.signature_dict()}
+
+    @property
+    def backend(self) -> Wav2Vec2FeaturesConfig | MelFeaturesConfig:
+        """The selected backend's section."""
+        return self.wav2vec2 if self.name == "wav2vec2" else self.mel
+
+    def build(self, sfreq: float) -> SpeechFeatures:
+        """The selected extractor, giving frames at ``sfreq`` Hz (the brain's rate)."""
+        return self.backend.build(sfreq)

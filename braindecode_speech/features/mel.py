@@ -10,7 +10,7 @@ from transformers.audio_utils import mel_filter_bank, spectrogram, window_functi
 
 from ..config import stable_hash
 from .audio import resample
-from .base import SpeechFeatures
+from .base import MelFeaturesConfig, SpeechFeatures
 
 __all__ = ["MelFeatures"]
 
@@ -30,20 +30,17 @@ class MelFeatures(SpeechFeatures):
 
     Parameters
     ----------
-    n_mels : number of mel bands (F).
-    n_fft : STFT window and FFT length, samples.
-    hop_length : STFT hop, samples.
-    log_eps : added to the mel power before the log10.
-    audio_sfreq : rate the audio is resampled to before the STFT, Hz.
+    config : the settings (``n_mels``, ``n_fft``, ``hop_length``, ``log_eps``).
     sfreq : output frame rate, Hz.
+    audio_sfreq : rate the audio is resampled to before the STFT, Hz.
     """
 
-    def __init__(self, n_mels: int = 120, n_fft: int = 512, hop_length: int = 128,
-                 log_eps: float = 1e-5, audio_sfreq: int = 16000, sfreq: float = 120.0) -> None:
+    def __init__(self, config: MelFeaturesConfig, sfreq: float, audio_sfreq: int = 16000) -> None:
+        n_mels, n_fft = config.n_mels, config.n_fft
         self.n_mels = n_mels
         self.n_fft = n_fft
-        self.hop_length = hop_length
-        self.log_eps = log_eps
+        self.hop_length = config.hop_length
+        self.log_eps = config.log_eps
         self.audio_sfreq = audio_sfreq
         self.sfreq = sfreq
         self.dimension = n_mels

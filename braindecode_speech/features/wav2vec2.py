@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -17,7 +15,7 @@ from transformers.utils import logging as hf_logging
 
 from ..config import stable_hash
 from .audio import resample
-from .base import SpeechFeatures
+from .base import SpeechFeatures, Wav2Vec2FeaturesConfig
 
 __all__ = ["TimeMajorConvEncoder", "Wav2Vec2Features"]
 
@@ -57,27 +55,24 @@ class Wav2Vec2Features(SpeechFeatures):
 
     Parameters
     ----------
-    name_or_path : Hugging Face model name or local folder (``config.json`` + weights).
-    layers : hidden states to average (see above); the paper uses 14-18 of the 24 layers.
-    chunk_s, context_s : chunk length and context on each side, seconds.
+    config : the settings: ``model`` (Hugging Face model name or local folder with
+        ``config.json`` + weights), ``layers`` (hidden states to average; the paper uses 14-18
+        of the 24 layers), ``chunk_s``/``context_s`` (chunk length and context on each side,
+        s), ``device`` and ``dtype`` (``"float32"`` or ``"bfloat16"`` weights and activations;
+        outputs are float32).
     sfreq : output frame rate, Hz.
-    device : torch device the model runs on (``"cpu"``, ``"cuda"``).
-    dtype : ``"float32"`` or ``"bfloat16"`` weights and activations (outputs are float32).
     """
 
-    def __init__(self, name_or_path: str | Path = "facebook/wav2vec2-large-xlsr-53",
-                 layers: Sequence[int] = (14, 15, 16, 17, 18), chunk_s: float = 30.0,
-                 context_s: float = 5.0, sfreq: float = 120.0, device: str = "cpu",
-                 dtype: Literal["float32", "bfloat16"] = "float32") -> None:
-        self.name_or_path = str(name_or_path)
+    def __init__(self, config: Wav2Vec2FeaturesConfig, sfreq: float) -> None:
+        self.name_or_path = str(config.model)
+        layers, chunk_s, context_s = config.layers, config.chunk_s, config.context_s
+        device, dtype = config.device, config.dtype
         self.model_config = _load_config(self.name_or_path)
         n_layers = self.model_config.num_hidden_layers
         self.layers = tuple(int(layer) for layer in layers)
-        if not self.layers or not all(0 <= layer <= n_layers for layer in self.layers):
-            raise ValueError(f"layers must be non-empty and within 0..{n_layers} for "
-                             f"{self.name_or_path}, got {self.layers}")
-        if chunk_s <= 0 or context_s < 0:
-            raise ValueError(f"Need chunk_s > 0 and context_s >= 0, got {chunk_s}, {context_s}")
+        if not all(layer <= n_layers for layer in self.layers):
+            raise ValueError(f"layers must be within 0..{n_layers} for {self.name_or_path}, "
+                             f"got {self.layers}")
         self.chunk_s = float(chunk_s)
         self.context_s = float(context_s)
         self.sfreq = float(sfreq)
