@@ -21,7 +21,7 @@ from braindecode_speech.experiments.presets import demo_config, tiny_config
 REPO = Path(__file__).parents[1]
 
 #: modules defining the package's configs (imported so that every Config subclass is known)
-CONFIG_MODULES = ("experiment", "grid", "simulation.config")
+CONFIG_MODULES = ("experiments.config", "experiments.grid", "simulation.config")
 
 #: numeric fields without bounds, and why: times relative to an anchor, of either sign
 UNBOUNDED = {"WindowConfig.tmin", "WindowConfig.tmax", "WindowConfig.brain_lag"}

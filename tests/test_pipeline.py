@@ -170,7 +170,8 @@ def test_unusable_recordings_are_skipped_and_listed(tiny_meg_root, tmp_path):
     events[events["onset"] < 1.0].to_csv(events_tsv, sep="\t", index=False, na_rep="n/a")
 
     config = tiny_config(root, cache_dir=tmp_path / "cache")
-    with pytest.raises(StudyError, match="NaN or infinite"):
+    # the header check of every recording comes before any preprocessing
+    with pytest.raises(ConfigError, match="a window needs 3.15 s"):
         prepare_data(config)
     data = prepare_data(config.with_overrides({"study.on_error": "skip"}))
     skipped = {item["item"]: item["reason"] for item in data.skipped}

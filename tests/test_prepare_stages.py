@@ -40,7 +40,7 @@ def test_config_checks_run_before_any_preprocessing(tiny_meg_root, tmp_path, no_
 def test_a_failed_check_is_listed_with_on_error_skip(tiny_meg_root, tmp_path, no_preprocessing):
     config = tiny_config(tiny_meg_root, tmp_path / "cache").with_overrides(
         {"preprocess.lowpass": 150.0, "study.on_error": "skip"})
-    with pytest.raises(Exception, match="no usable recording.*Nyquist"):
+    with pytest.raises(Exception, match="(?s)no usable recording.*Nyquist"):
         prepare.check_recordings(config, prepare.open_study(config))
     assert no_preprocessing == []
 
