@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin, snapshot_download
+from matplotlib.figure import Figure
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save_file as save_arrays
@@ -73,7 +74,7 @@ from .folder import (
     read_json,
 )
 
-__all__ = ["BrainDecoder", "Candidates", "build_encoder"]
+__all__ = ["BrainDecoder", "Candidates", "build_encoder", "plot_decoding"]
 
 logger = logging.getLogger(__name__)
 
@@ -348,7 +349,8 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         k = min(top_k, len(candidates))
         ids = np.asarray(candidates.ids, dtype=object)
         position = {c: i for i, c in enumerate(candidates.ids)}
-        target = np.array([position.get(s, -1) for s in windows["segment"].fillna("")])
+        target = np.array([position.get(s, -1) if isinstance(s, str) else -1
+                           for s in windows["segment"]])
         best, best_scores, ranks = [], [], []
         for start in range(0, len(items), config.evaluation.batch_size):
             rows = range(start, min(start + config.evaluation.batch_size, len(items)))
@@ -469,10 +471,10 @@ def _write_json(path: Path, content: Any) -> None:
 
 def _local_path(name: str) -> bool:
     """Whether ``name``, which is not a folder, must be meant as a local path rather than as a
-    Hub repo id (``name`` or ``owner/name``)."""
+    Hub repo id (``owner/name``)."""
     parent = os.path.dirname(name)
     return (os.path.exists(name) or os.path.isabs(name) or name.startswith((".", "~"))
-            or name.count("/") > 1 or bool(parent) and os.path.isdir(parent))
+            or name.count("/") != 1 or bool(parent) and os.path.isdir(parent))
 
 
 def _entries(path: Path) -> list[dict[str, Any]]:
@@ -493,3 +495,40 @@ def _safetensors(path: Path, load: Any) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFolderError(f"{path}: not a readable safetensors file ({exc})") from None
 
+
+
+def plot_decoding(table: pd.DataFrame, n_candidates: int) -> Figure:
+    """The figure of a :meth:`BrainDecoder.decode` table: per recording, the rank of the heard
+    segment against the window's anchor time (or, when no window's segment is a candidate, the
+    best candidate's score), and the top-k accuracy against k with chance ``k / M``."""
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    over_time, curve = figure.subplots(1, 2, width_ratios=[2, 1])
+    ranked = table["rank"].notna()
+    column = "rank" if ranked.any() else "top1_score"
+    for uid, part in table.groupby("recording", sort=False):
+        over_time.plot(part["anchor"], part[column].astype(float), ".", ms=4, label=uid)
+    over_time.set_xlabel("anchor time in the recording (s)")
+    if ranked.any():
+        over_time.set_yscale("log")
+        over_time.invert_yaxis()
+        over_time.set_ylabel(f"rank of the heard segment (1 = best, of {n_candidates})")
+        k = np.arange(1, n_candidates + 1)
+        groups = {"all windows": table.loc[ranked, "rank"]}
+        if "test_window" in table:
+            groups["test windows"] = table.loc[ranked & table["test_window"], "rank"]
+        for name, ranks in groups.items():
+            if len(ranks):
+                ranks = ranks.to_numpy(dtype=int)
+                curve.plot(k, (ranks[:, None] <= k).mean(axis=0), label=f"{name} ({len(ranks)})")
+        curve.plot(k, k / n_candidates, "k--", lw=1, label="chance (k / M)")
+        curve.set_xlabel("k")
+        curve.set_ylabel("top-k accuracy")
+        curve.legend(fontsize=7)
+    else:
+        over_time.set_ylabel("score of the best candidate")
+        curve.hist(table["top1_score"], bins=30)
+        curve.set_xlabel("score of the best candidate")
+        curve.set_ylabel("windows")
+    if table["recording"].nunique() <= 8:
+        over_time.legend(fontsize=7)
+    return figure
