@@ -15,6 +15,7 @@ import soundfile
 import torch
 import yaml
 from huggingface_hub import ModelCard
+from safetensors.numpy import load_file, save_file
 
 from braindecode_speech import __version__
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
@@ -112,6 +113,8 @@ def test_decode_a_raw_recording(shared):
     np.testing.assert_allclose(np.diff(strided["anchor"]), 1.0)
     with pytest.raises(SharingError, match="events are needed"):
         decoder.decode(recording.raw(), None, candidates)
+    with pytest.raises(SharingError, match="step positive, got top_k=10, step=0"):
+        decoder.decode(recording, None, candidates, step=0)
 
 
 def test_save_pretrained_round_trip(shared, tmp_path):
@@ -166,6 +169,16 @@ def test_damaged_or_mismatched_files_are_refused(shared, tmp_path):
     with pytest.raises(ModelFolderError, match="model.safetensors: not a readable safetensors"):
         BrainDecoder.from_pretrained(folder)
     shutil.copy(shared["model"] / "model.safetensors", folder / "model.safetensors")
+    arrays = load_file(str(folder / "scalers.safetensors"))
+    save_file({k: v for k, v in arrays.items() if k != "brain.1.scale"},
+              str(folder / "scalers.safetensors"))
+    with pytest.raises(ModelFolderError, match="scalers.safetensors: no 'brain.1.scale' array"):
+        BrainDecoder.from_pretrained(folder)
+    save_file({**arrays, "speech.std": arrays["speech.std"][:3]},
+              str(folder / "scalers.safetensors"))
+    with pytest.raises(ModelFolderError, match=r"'speech.std' has shape \(3,\), expected \(120,\)"):
+        BrainDecoder.from_pretrained(folder)
+    shutil.copy(shared["model"] / "scalers.safetensors", folder / "scalers.safetensors")
     experiment = yaml.safe_load((folder / "experiment.yaml").read_text())
     experiment["model"]["hidden"] = 16  # another encoder than the weights'
     (folder / "experiment.yaml").write_text(yaml.safe_dump(experiment))

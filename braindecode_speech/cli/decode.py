@@ -26,10 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..sharing import BrainDecoder, SharingError, plot_decoding
+    from ..sharing import BrainDecoder, plot_decoding
 
-    if args.top_k < 1:
-        raise SharingError(f"--top-k must be at least 1, got {args.top_k}")
     decoder = BrainDecoder.from_pretrained(args.model)
     candidates = decoder.folder_candidates(args.candidates) if args.candidates \
         else decoder.study_candidates(args.data, args.study)

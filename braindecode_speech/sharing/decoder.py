@@ -192,16 +192,14 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         layouts = [SensorLayout(r["uid"], r["subject"], list(r["ch_names"]),
                                 np.asarray(r["positions"], dtype=np.float32))
                    for r in _entries(folder / LAYOUTS_FILE)]
-        arrays = _safetensors(folder / SCALERS_FILE, load_arrays)
-        brain = [RobustScaler(arrays[f"brain.{i}.center"], arrays[f"brain.{i}.scale"])
-                 if f"brain.{i}.center" in arrays else None for i in range(len(layouts))]
-        if experiment.norm.robust_scale and any(s is None for s in brain):
-            raise ModelFolderError(f"{folder / SCALERS_FILE}: no robust scaler for recording "
-                                   f"{layouts[brain.index(None)].uid}")
-        speech = FeatureScaler(arrays["speech.mean"], arrays["speech.std"]) \
-            if "speech.mean" in arrays else None
-        if experiment.norm.standardize_features and speech is None:
-            raise ModelFolderError(f"{folder / SCALERS_FILE}: no speech-feature scaler")
+        path = folder / SCALERS_FILE
+        arrays = _safetensors(path, load_arrays)
+        brain = [RobustScaler(*(_array(arrays, f"brain.{i}.{name}", len(lay.ch_names), path)
+                                for name in ("center", "scale")))
+                 if experiment.norm.robust_scale else None for i, lay in enumerate(layouts)]
+        speech = FeatureScaler(*(_array(arrays, f"speech.{name}", meta["n_features"], path)
+                                 for name in ("mean", "std"))) \
+            if experiment.norm.standardize_features else None
         encoder = build_encoder(experiment, len(meta["subjects"]), meta["n_features"],
                                 meta["n_channels"])
         weights = _safetensors(folder / WEIGHTS_FILE, load_tensors)
@@ -297,6 +295,9 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         A recording the model was trained on is scaled with its training scaler; any other with
         a robust scaler fitted on its own windows.
         """
+        if top_k < 1 or (step is not None and not step > 0):
+            raise SharingError(f"top_k must be at least 1 and step positive, got top_k={top_k}, "
+                               f"step={step}")
         if isinstance(raw, Recording):
             with self._preprocessed(raw, temporary=False) as prepared:
                 return self._decode(prepared, candidates, top_k, step)
@@ -487,6 +488,16 @@ def _entries(path: Path) -> list[dict[str, Any]]:
             raise ModelFolderError(f"{path}: recording {i} lacks uid, subject, ch_names or "
                                    "positions")
     return entries
+
+
+def _array(arrays: dict[str, np.ndarray], key: str, size: int, path: Path) -> np.ndarray:
+    """``arrays[key]``, checked to be of shape ``[size]``."""
+    if key not in arrays:
+        raise ModelFolderError(f"{path}: no {key!r} array")
+    if arrays[key].shape != (size,):
+        raise ModelFolderError(f"{path}: {key!r} has shape {arrays[key].shape}, expected "
+                               f"({size},)")
+    return arrays[key]
 
 
 def _safetensors(path: Path, load: Any) -> dict[str, Any]:
