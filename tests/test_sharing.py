@@ -192,8 +192,9 @@ def test_damaged_or_mismatched_files_are_refused(shared, tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ModelFolderError, match="config.json: not a readable JSON file"):
         BrainDecoder.from_pretrained(folder)
-    with pytest.raises(ModelFolderError, match="no such model folder"):
-        BrainDecoder.from_pretrained(tmp_path / "nowhere")
+    for missing in (tmp_path / "nowhere", "nowhere", "./owner/name"):  # not Hub ids: no network
+        with pytest.raises(ModelFolderError, match="no such model folder"):
+            BrainDecoder.from_pretrained(missing)
 
 
 def _candidates_folder(root: Path, folder: Path, sequence_ids: list[str]) -> list[str]:
