@@ -7,8 +7,9 @@ The score is
 
     S_im = <Z_i, Y_m / ||Y_m||>      (sum over F and T, Y normalised over the whole window),
 
-the same definition as the training CLIP loss (``braindecode_speech.training.losses``; re-implemented here,
-not imported). Probabilities are the softmax of ``S_i`` over the ``M`` candidates.
+the training CLIP score, computed by the same function
+(:func:`braindecode_speech.training.losses.clip_scores`, here on one chunk of candidates at a time
+with their norms cached). Probabilities are the softmax of ``S_i`` over the ``M`` candidates.
 
 - **Segment level**: the rank of the true candidate among all ``M`` (1 = best; a tie is counted in
   favour of the true candidate); top-k hit = rank <= k.
@@ -83,6 +84,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..config import Config
+from ..training.losses import clip_norms, clip_scores
 
 __all__ = [
     "CandidateSource",
@@ -358,7 +360,7 @@ class RetrievalEvaluator:
         parts: list[_StreamedScores] = []
         source: _CandidateReader | None = None
         feature_shape: tuple[int, ...] = ()
-        norms: dict[tuple[int, int], np.ndarray] = {}  # candidate norms, computed once
+        norms: dict[tuple[int, int], torch.Tensor] = {}  # candidate norms, computed once
         done = 0
         try:
             for batch in batches:
@@ -534,7 +536,7 @@ def _stream_scores(
     n_best: int,
     groups: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     decoy: np.ndarray | None = None,
-    norms: dict[tuple[int, int], np.ndarray] | None = None,
+    norms: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> _StreamedScores:
     """One pass over the candidates: ranks, best candidates and per-word log-sum-exps; with
     ``groups`` (name -> ``[N]`` group code, ``[G, M]`` candidate membership), the rank of the
@@ -609,28 +611,29 @@ def _best(
 
 def _normalised_scores(
     z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype,
-    norms: dict[tuple[int, int], np.ndarray] | None = None,
+    norms: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """``S = z @ (Y / ||Y||).T`` for ``z [N, D]`` and ``chunk [B, D]``: ``[N, B]``. ``norms``
-    keeps the norms of each chunk (by ``(start, stop)``) for the next batch of windows."""
+    """CLIP scores (:func:`~braindecode_speech.training.losses.clip_scores`) of ``z [N, D]``
+    against ``chunk [B, D]``: ``[N, B]`` in ``score_dtype``. ``norms`` keeps the norms of each
+    chunk (by ``(start, stop)``) for the next batch of windows."""
     key = (start, start + len(chunk))
     norm = None if norms is None else norms.get(key)
     if norm is None:
         norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
-        norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype).numpy()
-        bad = ~(np.isfinite(norm) & (norm > 0))
+        norm = clip_norms(chunk, dtype=norm_dtype).to(score_dtype)
+        bad = ~(torch.isfinite(norm) & (norm > 0)).numpy()
         if bad.any():
             index = (np.flatnonzero(bad) + start).tolist()
             raise ValueError(f"candidates {index[:10]} have a zero or non-finite norm (NaN/inf "
                              "values or all zeros)")
         if norms is not None:
             norms[key] = norm
-    return (z @ chunk.to(z.dtype).T).to(score_dtype).numpy() / norm
+    return clip_scores(z, chunk.to(z.dtype), norm).to(score_dtype).numpy()
 
 
 def _target_scores(
     z: torch.Tensor, source: _CandidateReader, target: np.ndarray, score_dtype: torch.dtype,
-    norms: dict[tuple[int, int], np.ndarray] | None = None,
+    norms: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """``S_i,target_i`` for every window, reading each distinct target once; ``inf`` where the
     target is -1 (none). → ``[N]``"""
