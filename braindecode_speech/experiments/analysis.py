@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from ..config import ConfigError
 from ..data.cache import default_cache_dir
+from ..data.events import sentence_words
 from ..data.preprocessing import preprocess
 from ..data.studies import get as get_study
 from ..models import SpatialAttention
@@ -187,9 +188,7 @@ def load_run(folder: str | Path, model: str = "model") -> RunResults:
 
     events = _study_events(config)
     words = pd.concat(events.values(), ignore_index=True)
-    sentences = {sid: part.sort_values("word_index")["word"].astype(str).tolist()
-                 for sid, part in words.drop_duplicates(["sequence_id", "word_index"])
-                 .groupby("sequence_id", sort=False)}
+    sentences = sentence_words(words)
     missing = sorted(set(windows["sequence_id"]) - set(sentences))
     if missing:
         raise ValueError(f"{folder}: test sentences {missing[:3]} are not in the events of "

@@ -23,6 +23,7 @@ from numpy.lib.format import open_memmap
 
 from ..config import ConfigError
 from ..data.dataset import WindowDataset
+from ..data.events import sentence_words
 from ..evaluation.report import format_table, write_report
 from ..evaluation.retrieval import (
     RetrievalEvaluator,
@@ -159,12 +160,8 @@ def _anchor_labels(data: PreparedData, test: pd.DataFrame,
 
 def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
     """The sentence text of each candidate segment."""
-    texts = {}
-    for rec in data.recordings:
-        words = rec.events[rec.events["kind"] == "word"]
-        for sid, part in words.groupby("sequence_id", sort=False):
-            texts.setdefault(sid, " ".join(part.sort_values("word_index")["word"].astype(str)))
-    return [texts.get(s, "") for s in first["sequence_id"]]
+    texts = sentence_words(rec.events for rec in data.recordings)
+    return [" ".join(texts.get(s, [])) for s in first["sequence_id"]]
 
 
 def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
