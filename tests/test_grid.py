@@ -201,6 +201,30 @@ def test_status_of_runs_from_their_files(tmp_path):
     assert grids.status(grid, tmp_path)["state"][2] == "failed"
 
 
+OLD_REPORT_GRID = """\
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, product, values
+
+GRID = Grid(ExperimentConfig(), product(values("optim.seed", [1])), name="old")
+"""
+
+
+def test_grid_table_refuses_a_report_of_another_schema_in_one_line(tmp_path, capsys):
+    """``grid table`` reads report.json through read_report: a report of schema version 1
+    (the word chance was the frequency baseline then) is refused in one line naming it."""
+    (tmp_path / "old.py").write_text(OLD_REPORT_GRID)
+    grid = grids.load_grid(tmp_path / "old.py")
+    (run,) = grids.resolve_runs(grid, tmp_path / "runs")
+    run.folder.mkdir(parents=True)
+    (run.folder / "report.json").write_text(json.dumps(
+        {"schema_version": 1, "chance": {"top10": 0.1, "word_top10": 0.3}}))
+    code = main(["grid", "table", str(tmp_path / "old.py"), "--root", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{run.folder / 'report.json'}: schema_version 1; this version reads" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 E2E_GRID = """\
 from braindecode_speech.experiments import ExperimentConfig
 from braindecode_speech.experiments.grid import Grid, product, values, variants

@@ -20,12 +20,13 @@ with their norms cached). Probabilities are the softmax of ``S_i`` over the ``M`
 Chance levels:
 
 - ``segment``: ``k / M`` (exact for random scores).
-- ``word``: empirical: the word-level accuracy of the same predictions shuffled across windows
-  (each window scored with another window's prediction), averaged over ``n_shuffles``
-  permutations. Its exact value under random scores is awkward because words own unequal numbers
-  of candidates.
-- ``word_frequency``: the frequency-only baseline: rank words by their number of candidates (ties
-  broken uniformly at random, in expectation) — the best a decoder ignoring the brain can do.
+- ``word_shuffled``: the word-level chance, empirical: the word-level accuracy of the same
+  predictions shuffled across windows (each window scored with another window's prediction),
+  averaged over ``n_shuffles`` permutations. Its exact value under random scores is awkward
+  because words own unequal numbers of candidates.
+- ``word_frequency_baseline``: not a chance level but the frequency-only baseline: rank words
+  by their number of candidates (ties broken uniformly at random, in expectation) — the best a
+  decoder ignoring the brain can do. Above ``word_shuffled`` when words are unequally frequent.
 
 Confidence intervals are percentile bootstrap 95 % intervals over test windows.
 
@@ -91,6 +92,7 @@ __all__ = [
     "EvaluationConfig",
     "RetrievalEvaluator",
     "RetrievalResult",
+    "RESULT_FIELDS",
     "GROUP_COLUMNS",
     "within_subject_derangement",
     "phase_randomized",
@@ -156,6 +158,11 @@ class EvaluationConfig(Config):
         return value
 
 
+#: the fields of :meth:`RetrievalResult.to_dict`
+RESULT_FIELDS = ("n_windows", "n_candidates", "n_words", "topk", "metrics", "ci", "chance",
+                 "per_subject", "controls")
+
+
 @dataclass
 class RetrievalResult:
     """Outcome of :meth:`RetrievalEvaluator.evaluate`; accuracies are fractions in [0, 1].
@@ -165,7 +172,8 @@ class RetrievalResult:
     ``word_top{k}`` hits, ``segment_prob`` / ``word_prob`` (softmax probability of the true
     segment / word), ``predicted_word`` and ``best_1`` ... ``best_{n_best}`` (indices of the best
     candidates). ``metrics[level]["top{k}"]``, ``ci[level]["top{k}"] = (low, high)``,
-    ``chance["segment" | "word" | "word_frequency"]["top{k}"]``. ``per_subject``: one row per
+    ``chance["segment" | "word_shuffled" | "word_frequency_baseline"]["top{k}"]`` (module
+    docstring). ``per_subject``: one row per
     subject with ``n_windows``, ``{level}_top{k}`` and their ``_ci_low`` / ``_ci_high``.
     ``controls`` (empty when switched off): ``within_recording`` / ``within_story`` /
     ``shuffled`` -> ``accuracy``, ``ci``, ``chance`` (``{"top{k}": ...}``) and ``n_windows``
@@ -190,15 +198,29 @@ class RetrievalResult:
         return len(self.per_window)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary (everything but ``per_window``)."""
+        """JSON-serialisable summary, everything but ``per_window`` (:data:`RESULT_FIELDS`)::
+
+            {"n_windows": N, "n_candidates": M, "n_words": W, "topk": [1, 5, 10],
+             "metrics": {"segment": {"top1": ..}, "word": {..}},
+             "ci": {"segment": {"top1": [low, high], ..}, "word": {..}},
+             "chance": {"segment": {"top1": ..}, "word_shuffled": {..},
+                        "word_frequency_baseline": {..}},
+             "per_subject": {"<subject>": {"n_windows": n, "segment": {"top1": ..},
+                                           "word": {..}, "ci": {"segment": {"top1": [l, h]},
+                                                                "word": {..}}}},
+             "controls": {..}}
+
+        :meth:`from_dict` reads it back.
+        """
         per_subject = {}
         for row in self.per_subject.to_dict("records"):
             per_subject[str(row["subject"])] = {
                 "n_windows": int(row["n_windows"]),
-                **{
-                    level: {f"top{k}": float(row[f"{level}_top{k}"]) for k in self.topk}
-                    for level in LEVELS
-                },
+                **{level: {f"top{k}": float(row[f"{level}_top{k}"]) for k in self.topk}
+                   for level in LEVELS},
+                "ci": {level: {f"top{k}": [float(row[f"{level}_top{k}_ci_low"]),
+                                           float(row[f"{level}_top{k}_ci_high"])]
+                               for k in self.topk} for level in LEVELS},
             }
         return {
             "n_windows": self.n_windows,
@@ -211,6 +233,47 @@ class RetrievalResult:
             "per_subject": per_subject,
             "controls": self.controls,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], per_window: pd.DataFrame | None = None) \
+            -> RetrievalResult:
+        """The result summarised by :meth:`to_dict` (subjects as strings), with its
+        ``per_window`` table when given (e.g. read from ``per_window_<model>.csv``), else a table
+        of ``n_windows`` rows and no columns. Raises ``KeyError``/``TypeError``/``ValueError``
+        on a dict of another layout."""
+        topk = tuple(int(k) for k in data["topk"])
+        if per_window is None:
+            per_window = pd.DataFrame(index=pd.RangeIndex(int(data["n_windows"])))
+        elif len(per_window) != int(data["n_windows"]):
+            raise ValueError(f"per_window has {len(per_window)} rows, the summary "
+                             f"{data['n_windows']} windows")
+        rows = []
+        for subject, values in data["per_subject"].items():
+            row: dict[str, Any] = {"subject": subject, "n_windows": int(values["n_windows"])}
+            row.update({f"{level}_top{k}": float(values[level][f"top{k}"])
+                        for level in LEVELS for k in topk})
+            for level in LEVELS:
+                for k in topk:
+                    low, high = values["ci"][level][f"top{k}"]
+                    row[f"{level}_top{k}_ci_low"], row[f"{level}_top{k}_ci_high"] = low, high
+            rows.append(row)
+        hit_columns = [f"{level}_top{k}" for level in LEVELS for k in topk]
+        columns = ["subject", "n_windows", *hit_columns, *[f"{c}_ci_low" for c in hit_columns],
+                   *[f"{c}_ci_high" for c in hit_columns]]
+        return cls(
+            per_window=per_window,
+            per_subject=pd.DataFrame(rows, columns=columns),
+            metrics={lvl: {m: float(v) for m, v in d.items()}
+                     for lvl, d in data["metrics"].items()},
+            ci={lvl: {m: (float(v[0]), float(v[1])) for m, v in d.items()}
+                for lvl, d in data["ci"].items()},
+            chance={name: {m: float(v) for m, v in d.items()}
+                    for name, d in data["chance"].items()},
+            n_candidates=int(data["n_candidates"]),
+            n_words=int(data["n_words"]),
+            topk=topk,
+            controls=data["controls"],
+        )
 
 
 class RetrievalEvaluator:
@@ -325,8 +388,9 @@ class RetrievalEvaluator:
         ci = _nest(hit_columns, list(zip(low.tolist(), high.tolist())))
         chance = {
             "segment": {f"top{k}": min(1.0, k / n_candidates) for k in cfg.topk},
-            "word": self._shuffled_word_chance(stream.word_log_scores, true_word),
-            "word_frequency": _frequency_baseline(word_of_candidate, true_word, cfg.topk),
+            "word_shuffled": self._shuffled_word_chance(stream.word_log_scores, true_word),
+            "word_frequency_baseline": _frequency_baseline(word_of_candidate, true_word,
+                                                           cfg.topk),
         }
         controls = {}
         if cfg.controls:
