@@ -201,6 +201,17 @@ def test_status_of_runs_from_their_files(tmp_path):
     assert grids.status(grid, tmp_path)["state"][2] == "failed"
 
 
+def test_markdown_table_formats_floats_and_leaves_missing_cells_empty():
+    table = pd.DataFrame({"features.name": ["mel", None], "top10 (%)": ["41.2 ± 1.0", "3.1"],
+                          "x": [0.1234, np.nan], "seeds": [3, 1]})
+    lines = grids.markdown_table(table).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == list(table.columns)
+    assert set(lines[1]) <= set("|:- ")
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == ["mel", "41.2 ± 1.0", "0.1",
+                                                                    "3"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")] == ["", "3.1", "", "1"]
+
+
 OLD_REPORT_GRID = """\
 from braindecode_speech.experiments import ExperimentConfig
 from braindecode_speech.experiments.grid import Grid, product, values

@@ -502,18 +502,11 @@ def _percent(mean: float, sem: float) -> str:
     return f"{100 * mean:.1f}" if pd.isna(sem) else f"{100 * mean:.1f} ± {100 * sem:.1f}"
 
 
-def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}") -> str:
-    """``table`` as a Markdown table (floats with ``float_format``, NaN as empty cells)."""
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "" if pd.isna(value) else float_format.format(value)
-        return "" if value is None or value is pd.NA else str(value)
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+def markdown_table(table: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """``table`` as a Markdown table (:meth:`pandas.DataFrame.to_markdown`: floats with
+    ``floatfmt``, missing values as empty cells)."""
+    cells = table.astype(object).where(table.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
 def markdown(summary: pd.DataFrame, labels: Sequence[str], metrics: Sequence[str]) -> str:
