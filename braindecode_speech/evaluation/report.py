@@ -80,8 +80,8 @@ from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 from ..fileio import atomic_path
 from .retrieval import LEVELS, RESULT_FIELDS, RetrievalResult
 
-__all__ = ["MODEL_FIELDS", "REPORT_FIELDS", "SCHEMA_VERSION", "SHARED_FIELDS", "ReportError",
-           "flat_metrics", "format_table", "plot_accuracy_per_subject", "read_report",
+__all__ = ["MODEL_FIELDS", "PER_WINDOW_TEXT_COLUMNS", "REPORT_FIELDS", "SCHEMA_VERSION",
+           "SHARED_FIELDS", "ReportError", "flat_metrics", "format_table", "plot_accuracy_per_subject", "read_report",
            "read_results", "report_result", "write_report"]
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,16 @@ MODEL_FIELDS = tuple(f for f in RESULT_FIELDS if f not in SHARED_FIELDS)
 REPORT_FIELDS = ("schema_version", *SHARED_FIELDS, *MODEL_FIELDS, "files")
 
 
+#: text columns of ``per_window_<model>.csv`` (read as strings: subject ``01`` stays ``01``)
+PER_WINDOW_TEXT_COLUMNS = ("subject", "recording_uid", "word", "sequence_id", "segment",
+                           "target_word", "predicted_word", "story", "voice")
+
+
 class ReportError(ValueError):
     """A report.json this version cannot read (other schema version, missing fields); the
     message names the file."""
+
+
 #: words shown on each side of the anchor word in the decoded examples
 CONTEXT_WORDS = 7
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -214,7 +221,8 @@ def read_results(folder: str | Path, per_window: bool = True) -> dict[str, Retri
         table = None
         if per_window:
             table = pd.read_csv(folder / report["files"]["per_window"][name],
-                                keep_default_na=False, na_values=[""])
+                                keep_default_na=False, na_values=[""],
+                                dtype={c: str for c in PER_WINDOW_TEXT_COLUMNS})
         out[name] = report_result(report, name, table, path)
     return out
 

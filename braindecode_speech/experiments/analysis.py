@@ -29,7 +29,12 @@ from ..data.cache import default_cache_dir
 from ..data.events import sentence_words
 from ..data.preprocessing import preprocess
 from ..data.studies import get as get_study
-from ..evaluation.report import plot_accuracy_per_subject, read_report, report_result
+from ..evaluation.report import (
+    PER_WINDOW_TEXT_COLUMNS,
+    plot_accuracy_per_subject,
+    read_report,
+    report_result,
+)
 from ..models import SpatialAttention
 from ..training.losses import clip_scores
 from .config import ExperimentConfig
@@ -136,9 +141,6 @@ def compare_paper_configuration(summary: pd.DataFrame) -> pd.DataFrame:
 
 # -- a trained run ------------------------------------------------------------------------------
 
-_TEXT_COLUMNS = ("subject", "recording_uid", "word", "sequence_id", "segment", "target_word",
-                 "predicted_word", "story", "voice")
-
 
 @dataclass
 class RunResults:
@@ -182,7 +184,7 @@ def load_run(folder: str | Path, model: str = "model") -> RunResults:
     config = ExperimentConfig.from_yaml(folder / "config.yaml")
     report = read_report(folder / "report.json")
     windows = pd.read_csv(folder / f"per_window_{model}.csv", keep_default_na=False,
-                          na_values=[""], dtype={c: str for c in _TEXT_COLUMNS})
+                          na_values=[""], dtype={c: str for c in PER_WINDOW_TEXT_COLUMNS})
     per_subject = pd.read_csv(folder / "per_subject.csv", dtype={"subject": str})
     per_subject = per_subject[per_subject["model"] == model].reset_index(drop=True)
 
