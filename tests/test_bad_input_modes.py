@@ -11,7 +11,7 @@ from torch import nn
 from braindecode_speech.data.cache import ArrayCache
 from braindecode_speech.evaluation.report import write_report
 from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
-from braindecode_speech.fileio import apply_umask, umask
+from braindecode_speech.fileio import apply_umask, atomic_npy, umask
 from braindecode_speech.simulation.writer import _write_json_atomic
 from braindecode_speech.training.trainer import OptimConfig, Trainer
 
@@ -78,3 +78,31 @@ def test_apply_umask_on_a_private_temporary_file(tmp_path):
         assert _mode(path) == 0o644
     finally:
         os.umask(previous)
+
+
+def test_atomic_npy_writes_whole_arrays_or_nothing(tmp_path, process_umask):
+    """The array appears whole (with the umask's mode) on success; on an error, or a generator
+    closed while writing, neither it nor a temporary file is left."""
+    path = tmp_path / "x.npy"
+    with atomic_npy(path, (3, 4)) as out:
+        out[:] = np.arange(12).reshape(3, 4)
+        assert not path.exists()  # nothing visible before the end
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r"), np.arange(12).reshape(3, 4))
+    assert np.load(path).dtype == np.float32
+    assert _mode(path) == 0o666 & ~process_umask
+
+    with pytest.raises(RuntimeError, match="half way"), atomic_npy(path, (5,)) as out:
+        out[:2] = 7
+        raise RuntimeError("half way")
+    assert np.load(path).shape == (3, 4)  # the previous file is untouched
+
+    def batches():
+        with atomic_npy(tmp_path / "g.npy", (4,)) as out:
+            for i in range(4):
+                out[i] = i
+                yield i
+
+    stream = batches()
+    next(stream)
+    stream.close()  # abandoned half way
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import textwrap
@@ -201,6 +202,41 @@ def test_status_of_runs_from_their_files(tmp_path):
     assert grids.status(grid, tmp_path)["state"][2] == "failed"
 
 
+def test_markdown_table_formats_floats_and_leaves_missing_cells_empty():
+    table = pd.DataFrame({"features.name": ["mel", None], "top10 (%)": ["41.2 ± 1.0", "3.1"],
+                          "x": [0.1234, np.nan], "seeds": [3, 1]})
+    lines = grids.markdown_table(table).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == list(table.columns)
+    assert set(lines[1]) <= set("|:- ")
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == ["mel", "41.2 ± 1.0", "0.1",
+                                                                    "3"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")] == ["", "3.1", "", "1"]
+
+
+OLD_REPORT_GRID = """\
+from braindecode_speech.experiments import ExperimentConfig
+from braindecode_speech.experiments.grid import Grid, product, values
+
+GRID = Grid(ExperimentConfig(), product(values("optim.seed", [1])), name="old")
+"""
+
+
+def test_grid_table_refuses_a_report_of_another_schema_in_one_line(tmp_path, capsys):
+    """``grid table`` reads report.json through read_report: a report of schema version 1
+    (the word chance was the frequency baseline then) is refused in one line naming it."""
+    (tmp_path / "old.py").write_text(OLD_REPORT_GRID)
+    grid = grids.load_grid(tmp_path / "old.py")
+    (run,) = grids.resolve_runs(grid, tmp_path / "runs")
+    run.folder.mkdir(parents=True)
+    (run.folder / "report.json").write_text(json.dumps(
+        {"schema_version": 1, "chance": {"top10": 0.1, "word_top10": 0.3}}))
+    code = main(["grid", "table", str(tmp_path / "old.py"), "--root", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{run.folder / 'report.json'}: schema_version 1; this version reads" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 E2E_GRID = """\
 from braindecode_speech.experiments import ExperimentConfig
 from braindecode_speech.experiments.grid import Grid, product, values, variants
@@ -278,7 +314,7 @@ def test_grid_end_to_end_on_the_simulated_study(tiny_meg_root, cache, tmp_path, 
         assert table.loc[row.Index, "model.segment.top10"] == pytest.approx(np.mean(top10))
         assert table.loc[row.Index, "model.segment.top10.sem"] == \
             pytest.approx(np.std(top10, ddof=1) / np.sqrt(2))
-        assert f"| {row.model} |" in out
+        assert re.search(rf"^\| {row.model} +\|", out, re.MULTILINE)  # a row of the table
         # the controls are columns too: within-recording accuracy, its chance, the ceiling
         controls = [json.loads((r.folder / "report.json").read_text())["controls"]["model"]
                     for r in group]

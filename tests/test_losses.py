@@ -57,8 +57,23 @@ def test_clip_loss_from_scores_equals_the_loss_on_predictions():
     loss_fn = ClipLoss(temperature=0.3)
     scores = clip_scores(brain, speech)
     torch.testing.assert_close(loss_fn.from_scores(scores), loss_fn(brain, speech))
-    with pytest.raises(ValueError, match="square"):
-        loss_fn.from_scores(scores[:3])
+    with pytest.raises(ValueError, match="N >= offset"):
+        loss_fn.from_scores(scores[:, :3])
+    with pytest.raises(ValueError, match="N >= offset"):
+        loss_fn.from_scores(scores[:2], offset=3)
+
+
+def test_clip_loss_from_scores_with_offset_is_the_rows_share_of_the_batch_loss():
+    """Rows 2-3 scored against the whole batch (their matches at columns 2-3) give the mean of
+    those rows' terms of the in-batch loss."""
+    torch.manual_seed(6)
+    brain, speech = torch.randn(4, 3, 5), torch.randn(4, 3, 5)
+    loss_fn = ClipLoss(temperature=0.3)
+    share = loss_fn.from_scores(clip_scores(brain[2:], speech), offset=2)
+    terms = torch.nn.functional.cross_entropy(loss_fn.logits(brain, speech), torch.arange(4),
+                                              reduction="none")
+    torch.testing.assert_close(share, terms[2:].mean())
+    assert not torch.allclose(share, terms[:2].mean())
 
 
 def test_clip_scores_ignore_the_norm_of_candidates():

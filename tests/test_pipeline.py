@@ -37,7 +37,7 @@ def test_tiny_experiment_beats_chance(tiny_run):
     report = json.loads((folder / "report.json").read_text())
     assert report["n_candidates"] > 20
     model = report["metrics"]["model"]["segment"]
-    chance = report["chance"]["top10"]
+    chance = report["chance"]["model"]["segment"]["top10"]
     assert chance == pytest.approx(10 / report["n_candidates"])
     assert model["top10"] > 1.5 * chance
     assert 0 <= report["metrics"]["ridge"]["segment"]["top10"] <= 1

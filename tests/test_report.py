@@ -9,8 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braindecode_speech.evaluation.report import format_table, write_report
-from braindecode_speech.evaluation.retrieval import EvaluationConfig, RetrievalEvaluator
+from braindecode_speech.evaluation.report import (
+    ReportError,
+    flat_metrics,
+    format_table,
+    read_report,
+    read_results,
+    write_report,
+)
+from braindecode_speech.evaluation.retrieval import (
+    EvaluationConfig,
+    RetrievalEvaluator,
+    RetrievalResult,
+)
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -47,13 +58,16 @@ def test_report_json_schema(tmp_path, evaluated):
                         evaluated["word_index"])
     assert path == tmp_path / "report.json"
     report = json.loads(path.read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["n_candidates"] == 27 and report["topk"] == [1, 5, 10]
     assert report["n_windows"] == {"model": 30, "ridge": 30}
-    assert report["chance"]["top10"] == pytest.approx(10 / 27)
-    assert set(report["chance"]) == {"top1", "top5", "top10", "word_top1", "word_top5",
-                                     "word_top10"}
-    assert set(report["chance_shuffled"]) == {"model", "ridge"}
+    for model in ("model", "ridge"):
+        chance = report["chance"][model]
+        assert set(chance) == {"segment", "word_shuffled", "word_frequency_baseline"}
+        assert chance["segment"]["top10"] == pytest.approx(10 / 27)
+        assert chance["word_shuffled"] == evaluated["results"][model].chance["word_shuffled"]
+    assert report["chance"]["model"]["word_frequency_baseline"] == \
+        report["chance"]["ridge"]["word_frequency_baseline"]  # the same candidates
     for model in ("model", "ridge"):
         for level in ("segment", "word"):
             metrics = report["metrics"][model][level]
@@ -63,6 +77,8 @@ def test_report_json_schema(tmp_path, evaluated):
                 assert 0 <= low <= metrics[metric] <= high <= 1
         assert set(report["per_subject"][model]) == {"s0", "s1", "s2"}
         assert report["per_subject"][model]["s1"]["n_windows"] == 10
+        low, high = report["per_subject"][model]["s1"]["ci"]["word"]["top5"]
+        assert low <= report["per_subject"][model]["s1"]["word"]["top5"] <= high
     metrics = report["metrics"]
     assert metrics["model"]["segment"]["top1"] > metrics["ridge"]["segment"]["top1"]
     assert report["leak_audit"] == {"shared_sentences": 0}
@@ -105,7 +121,7 @@ def test_format_table(evaluated):
     main, controls = text.split("\n\n")  # the main table, then the controls
     lines = main.splitlines()
     assert "segment top1" in lines[0] and "word top10" in lines[0]
-    assert [line.split()[0] for line in lines[1:]] == ["model", "ridge", "chance"]
+    assert [line.split()[0] for line in lines[1:]] == ["model", "ridge", "chance", "word"]
     assert [line.split()[:2] for line in controls.splitlines()[2:]] == [
         ["model", "shuffled"], ["ridge", "shuffled"]]  # no recording/story in the windows
     top10 = evaluated["results"]["model"].metrics["segment"]["top10"] * 100
@@ -148,3 +164,60 @@ def test_bad_extra_writes_nothing(tmp_path, evaluated):
     with pytest.raises(TypeError, match="extra"):
         write_report(tmp_path / "out", evaluated["results"], {"audit": {1, 2}})
     assert not (tmp_path / "out").exists()
+
+
+def _same_result(a: RetrievalResult, b: RetrievalResult) -> None:
+    assert a.to_dict() == b.to_dict()
+    pd.testing.assert_frame_equal(a.per_subject.astype({"subject": str}), b.per_subject)
+
+
+def test_result_dict_round_trip(evaluated):
+    result = evaluated["results"]["model"]
+    data = json.loads(json.dumps(result.to_dict()))  # through JSON, as in report.json
+    back = RetrievalResult.from_dict(data, result.per_window)
+    _same_result(result, back)
+    assert back.per_window is result.per_window
+    assert RetrievalResult.from_dict(data).n_windows == 30  # without the per-window table
+    with pytest.raises(ValueError, match="per_window has 3 rows"):
+        RetrievalResult.from_dict(data, result.per_window.head(3))
+
+
+def test_report_json_round_trip(tmp_path, evaluated):
+    results = evaluated["results"]
+    write_report(tmp_path, results, {"skipped": []})
+    back = read_results(tmp_path)
+    assert list(back) == ["model", "ridge"]
+    for name, result in results.items():
+        _same_result(result, back[name])
+        assert back[name].per_window["segment_rank"].tolist() == \
+            result.per_window["segment_rank"].tolist()
+    # the word chance and the frequency baseline keep their own names through the file
+    chance = back["model"].chance
+    assert chance["word_shuffled"] == results["model"].chance["word_shuffled"]
+    assert chance["word_frequency_baseline"] == results["model"].chance["word_frequency_baseline"]
+    flat = flat_metrics(read_report(tmp_path / "report.json"))
+    assert flat["model.segment.top10"] == results["model"].metrics["segment"]["top10"]
+    assert flat["chance.segment.top10"] == pytest.approx(10 / 27)
+    assert flat["model.chance.word_shuffled.top5"] == chance["word_shuffled"]["top5"]
+    assert flat["word_frequency_baseline.top5"] == chance["word_frequency_baseline"]["top5"]
+    assert flat["ridge.shuffled.top10"] == results["ridge"].controls["shuffled"]["accuracy"]["top10"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.update(schema_version=1), "schema_version 1; this version reads"),
+    (lambda r: r.pop("schema_version"), "no schema_version; this version reads"),
+    (lambda r: r.pop("ci"), r"report.json schema_version 2 without the field\(s\) \['ci'\]"),
+])
+def test_read_report_refuses_other_versions_naming_the_file(tmp_path, evaluated, edit, message):
+    path = write_report(tmp_path / "run", evaluated["results"])
+    report = json.loads(path.read_text())
+    edit(report)
+    path.write_text(json.dumps(report))
+    with pytest.raises(ReportError, match=f"{tmp_path}/run/report.json: {message}"):
+        read_report(path)
+    with pytest.raises(ReportError, match="report.json"):
+        read_results(tmp_path / "run")
+    path.write_text("{not json")
+    with pytest.raises(ReportError, match="report.json: not a JSON report"):
+        read_report(path)
+

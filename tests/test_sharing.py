@@ -55,7 +55,7 @@ def test_export_writes_a_self_contained_folder(shared):
     assert meta["subjects"] == report["subjects"] == ["01", "02"]
     assert meta["config_signature"] == shared["config"].signature()
     assert meta["features"]["name"] == "mel" and meta["features"]["dimension"] == 120
-    assert meta["evaluation"]["metrics"] == report["metrics"]
+    assert meta["evaluation"]["metrics"] == report["metrics"]["model"]
     assert meta["evaluation"]["controls"] == report["controls"]["model"]
     experiment = yaml.safe_load((model / "experiment.yaml").read_text())
     assert experiment["study"]["root"] is None and experiment["cache_dir"] is None
@@ -73,7 +73,8 @@ def test_export_writes_a_self_contained_folder(shared):
     top10 = report["metrics"]["model"]["segment"]["top10"]
     low, high = report["ci"]["model"]["segment"]["top10"]
     assert f"{100 * top10:.1f} ({100 * low:.1f}–{100 * high:.1f})" in card.text
-    assert f"{100 * report['chance']['top10']:.1f}" in card.text and "shuffled" in card.text
+    chance = report["chance"]["model"]["segment"]["top10"]
+    assert f"{100 * chance:.1f}" in card.text and "shuffled" in card.text
     assert "01, 02" in card.text and "Protocol" in card.text
 
 

@@ -14,6 +14,7 @@ from braindecode_speech.data.splits import (
     sentences,
     sound_spans,
 )
+from braindecode_speech.data.stimuli import StimulusError
 from braindecode_speech.data.windows import WindowConfig, make_windows
 
 
@@ -112,7 +113,7 @@ def test_windows_stay_inside_blocks_with_brain_lag(tmp_path):
 def test_missing_sound_file_is_named(tmp_path):
     events, duration = _story(tmp_path, "a", ["s1"])
     events.loc[events["kind"] == "sound", "filepath"] = str(tmp_path / "gone.wav")
-    with pytest.raises(FileNotFoundError, match="gone.wav"):
+    with pytest.raises(StimulusError, match="gone.wav.*missing"):
         sound_spans(events)
     assert isinstance(events, pd.DataFrame)
 

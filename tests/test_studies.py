@@ -75,4 +75,4 @@ def test_simulated_study_script_runs_here(tiny_meg_root, tmp_path, monkeypatch, 
     top10 = [r["metrics"]["model"]["segment"]["top10"] for r in reports]
     assert table["model.segment.top10"][0] == pytest.approx(sum(top10) / 3)
     assert (root / "reproduce_simulated" / "table.md").read_text().startswith(
-        "| study.name |")
+        "| study.name ")

@@ -21,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     evaluation = decoder.metadata["evaluation"]
     k = evaluation["topk"][-1]
     print(f"Model folder: {args.to} ({len(decoder.subjects)} subjects, segment top-{k} "
-          f"{100 * evaluation['metrics']['model']['segment'][f'top{k}']:.1f} %)")
+          f"{100 * evaluation['metrics']['segment'][f'top{k}']:.1f} %)")
     return 0

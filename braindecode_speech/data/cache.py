@@ -124,7 +124,7 @@ class ArrayCache:
         """Return the cached entry ``key``, building it first if needed.
 
         ``build(tmp_folder)`` must write ``tmp_folder / "data.npy"`` (e.g. with
-        :func:`numpy.lib.format.open_memmap`) and return the JSON-able metadata.
+        :func:`braindecode_speech.fileio.atomic_npy`) and return the JSON-able metadata.
         """
         entry = self.path(key)
         if entry.exists():

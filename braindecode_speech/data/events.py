@@ -35,7 +35,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["EVENT_KINDS", "EVENT_COLUMNS", "EventsError", "validate_events", "make_events"]
+__all__ = ["EVENT_KINDS", "EVENT_COLUMNS", "EventsError", "validate_events", "make_events",
+           "sentence_words"]
 
 EVENT_KINDS = ("sound", "word", "phoneme", "block")
 
@@ -147,3 +148,17 @@ def validate_events(
             f"e.g. {first['kind']} at {first['onset']:.3f} s"
         )
     return df.sort_values("onset", kind="stable").reset_index(drop=True)
+
+
+def sentence_words(events: pd.DataFrame | Iterable[pd.DataFrame]) -> dict[str, list[str]]:
+    """The words of every sequence (sentence or word list) heard in ``events`` (one events
+    table, or several: e.g. every recording of a study), in ``word_index`` order, by
+    ``sequence_id``. A sequence heard several times counts once; sequences come in order of
+    first appearance."""
+    tables = [events] if isinstance(events, pd.DataFrame) else list(events)
+    if not tables:
+        return {}
+    words = pd.concat([t[t["kind"] == "word"] for t in tables], ignore_index=True)
+    distinct = words.drop_duplicates(["sequence_id", "word_index"])
+    return {str(sid): part.sort_values("word_index", kind="stable")["word"].astype(str).tolist()
+            for sid, part in distinct.groupby("sequence_id", sort=False)}

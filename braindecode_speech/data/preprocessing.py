@@ -20,10 +20,10 @@ import mne
 import numpy as np
 import pandas as pd
 import torch
-from numpy.lib.format import open_memmap
 from pydantic import Field, model_validator
 
 from ..config import Config, stable_hash
+from ..fileio import atomic_npy
 from .cache import ArrayCache, file_digest
 from .study import Recording, StudyError
 
@@ -221,24 +221,23 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
     n_out = int(round(n_in * config.sfreq / sfreq_in))
     logger.info("Preprocessing %s: %d channels, %.0f -> %.0f Hz, %.1f s",
                 recording.uid, len(picks), sfreq_in, config.sfreq, n_in / sfreq_in)
-    out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32,
-                      shape=(n_out, len(picks)))
     flat: list[str] = []
     per_chunk = max(1, int(config.chunk_mb * 2**20 // (8 * n_in)))
-    for start in range(0, len(picks), per_chunk):
-        chunk = picks[start:start + per_chunk]
-        x = raw.get_data(picks=chunk)
-        if not np.isfinite(x).all():
-            bad = [raw.ch_names[chunk[i]] for i in np.flatnonzero(~np.isfinite(x).all(axis=1))]
-            raise StudyError(f"{recording.path}: NaN or infinite values in channels {bad[:5]}")
-        flat += _flat_channels(x, [raw.ch_names[c] for c in chunk])
-        x = _filter_and_resample(x, sfreq_in, ratio, config)
-        n = min(n_out, x.shape[1])
-        out[:n, start:start + len(chunk)] = x[:, :n].T
-        if n < n_out:  # resampler rounding: repeat the last sample
-            out[n:, start:start + len(chunk)] = x[:, n - 1]
-    out.flush()
-    del out
+    with atomic_npy(folder / "data.npy", (n_out, len(picks))) as out:
+        for start in range(0, len(picks), per_chunk):
+            chunk = picks[start:start + per_chunk]
+            x = raw.get_data(picks=chunk)
+            if not np.isfinite(x).all():
+                bad = [raw.ch_names[chunk[i]]
+                       for i in np.flatnonzero(~np.isfinite(x).all(axis=1))]
+                raise StudyError(f"{recording.path}: NaN or infinite values in channels "
+                                 f"{bad[:5]}")
+            flat += _flat_channels(x, [raw.ch_names[c] for c in chunk])
+            x = _filter_and_resample(x, sfreq_in, ratio, config)
+            n = min(n_out, x.shape[1])
+            out[:n, start:start + len(chunk)] = x[:, :n].T
+            if n < n_out:  # resampler rounding: repeat the last sample
+                out[n:, start:start + len(chunk)] = x[:, n - 1]
     if flat:
         logger.warning("%s: %d flat channels %s (neutralised by scaling)",
                        recording.path, len(flat), flat[:5])

@@ -28,16 +28,15 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import soundfile
 from pydantic import Field, model_validator
 
 from ..config import Config
+from .stimuli import sound_duration
 
 __all__ = ["SplitConfig", "SPLITS", "sentences", "make_blocks", "assign_splits", "audit_splits",
            "paper_score", "paper_split"]
@@ -84,21 +83,18 @@ class SplitConfig(Config):
         return self
 
 
-@lru_cache(maxsize=4096)
-def _wav_duration(path: str) -> float:
-    try:
-        return float(soundfile.info(path).duration)
-    except (RuntimeError, OSError) as exc:
-        raise FileNotFoundError(f"{path}: cannot read the sound file ({exc})") from None
-
-
 def sound_spans(events: pd.DataFrame) -> pd.DataFrame:
     """Sound events with their end on the recording clock: columns ``start``, ``stop``,
-    ``filepath``, ``offset`` (s into the file at ``start``)."""
+    ``filepath``, ``offset`` (s into the file at ``start``).
+
+    Raises
+    ------
+    StimulusError : naming a sound file that is missing, empty, unreadable or truncated.
+    """
     sounds = events[events["kind"] == "sound"]
     rows = []
     for _, ev in sounds.iterrows():
-        length = _wav_duration(ev["filepath"]) - ev["offset"]
+        length = sound_duration(ev["filepath"]) - ev["offset"]
         if ev["duration"] > 0:
             length = min(length, ev["duration"])
         rows.append({"start": ev["onset"], "stop": ev["onset"] + length,

@@ -13,13 +13,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import mne
 import pandas as pd
 
 from .events import validate_events
 
-__all__ = ["Recording", "Study", "StudyError"]
+__all__ = ["Modality", "Recording", "Study", "StudyError"]
+
+#: modality of a study's data channels
+Modality = Literal["meg", "eeg"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +115,8 @@ class Study(ABC):
     """
 
     name: str = "study"
-    #: modality of the data channels: ``"meg"`` or ``"eeg"``
-    modality: str = "meg"
+    #: modality of the data channels
+    modality: Modality = "meg"
     #: spoken language of the stimuli
     language: str = "english"
 

@@ -14,29 +14,31 @@ and writes into ``folder``:
   (seeded, not selected on accuracy) of the first model, each with the heard sentence (anchor word
   highlighted) and the sentences of its 5 best-scored candidates (correct one in green).
 
-Schema of ``report.json`` (``schema_version`` 1); every accuracy is a fraction in [0, 1]::
+Schema of ``report.json`` (``schema_version`` 2): the fields shared by every model
+(:data:`SHARED_FIELDS`) at the top level, then each other field of
+:meth:`RetrievalResult.to_dict <braindecode_speech.evaluation.retrieval.RetrievalResult.to_dict>`
+(:data:`MODEL_FIELDS`) keyed by model name, so ``report[field][model]`` is
+``results[model].to_dict()[field]``. :func:`read_report` reads it back (refusing other versions)
+and :func:`read_results` rebuilds the :class:`RetrievalResult` of every model. Every accuracy is a
+fraction in [0, 1]::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "n_candidates": 1284,        # M, distinct test segments (the same for every model)
       "n_words": 846,              # W, distinct anchor words among the candidates
       "topk": [1, 5, 10],
       "n_windows": {"model": 5231, "ridge": 5231},
-      "chance": {
-        "top1": .., "top5": .., "top10": ..,                # segment level: k / M
-        "word_top1": .., "word_top5": .., "word_top10": ..  # word level: frequency-only baseline
-      },
-      "chance_shuffled": {         # word level, empirical: each model's predictions shuffled
-        "model": {"word_top1": .., "word_top5": .., "word_top10": ..}, ...
-      },
       "metrics": {"model": {"segment": {"top1": .., "top5": .., "top10": ..},
                             "word": {"top1": .., "top5": .., "top10": ..}}, "ridge": {...}},
       "ci": {"model": {"segment": {"top1": [low, high], ...}, "word": {...}}, ...},
+      "chance": {"model": {
+        "segment": {"top1": .., ...},                  # k / M
+        "word_shuffled": {"top1": .., ...},            # word level: predictions shuffled
+        "word_frequency_baseline": {"top1": .., ...}   # ranking words by frequency alone
+      }, ...},
       "per_subject": {"model": {"<subject>": {"n_windows": 190, "segment": {...},
-                                              "word": {...}}, ...}, ...},
-      "files": {"per_subject": "per_subject.csv",
-                "per_window": {"model": "per_window_model.csv", ...},
-                "figures": ["accuracy_per_subject.png", "decoded_examples.png"]},
+                                              "word": {...}, "ci": {"segment": {...},
+                                                                    "word": {...}}}, ...}, ...},
       "controls": {                # per model; {} when evaluation.controls is off
         "model": {
           "within_recording": {    # ranked among the test segments of its own recording
@@ -49,8 +51,14 @@ Schema of ``report.json`` (``schema_version`` 1); every accuracy is a fraction i
           "surrogate": {...},      # phase-randomised brain windows (pipeline, brain encoder)
           "train_null": {...}      # a model trained on mismatched pairs (on request)
         }, "ridge": {...}},
+      "files": {"per_subject": "per_subject.csv",
+                "per_window": {"model": "per_window_model.csv", ...},
+                "figures": ["accuracy_per_subject.png", "decoded_examples.png"]},
       ...                          # the entries of ``extra`` (e.g. split leak audit, skipped items)
     }
+
+Version history: 1 had ``chance`` flat (``top1``: segment, ``word_top1``: the frequency
+baseline, called word chance) and ``chance_shuffled`` apart, and no per-subject intervals.
 
 See :mod:`braindecode_speech.evaluation.retrieval` for the definitions of the metrics and chance levels.
 """
@@ -59,9 +67,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,17 +77,34 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
-from ..fileio import apply_umask
-from .retrieval import LEVELS, RetrievalResult
+from ..fileio import atomic_path
+from .retrieval import LEVELS, RESULT_FIELDS, RetrievalResult
 
-__all__ = ["REPORT_FIELDS", "SCHEMA_VERSION", "format_table", "write_report"]
+__all__ = ["MODEL_FIELDS", "PER_WINDOW_TEXT_COLUMNS", "REPORT_FIELDS", "SCHEMA_VERSION",
+           "SHARED_FIELDS", "ReportError", "flat_metrics", "format_table", "plot_accuracy_per_subject", "read_report",
+           "read_results", "report_result", "write_report"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: fields of :meth:`RetrievalResult.to_dict` that every model of a report shares (top level)
+SHARED_FIELDS = ("n_candidates", "n_words", "topk")
+#: the other fields of :meth:`RetrievalResult.to_dict`: ``report[field][model]``
+MODEL_FIELDS = tuple(f for f in RESULT_FIELDS if f not in SHARED_FIELDS)
 #: top-level fields of report.json written by :func:`write_report` (``extra`` may not use them)
-REPORT_FIELDS = ("schema_version", "n_candidates", "n_words", "topk", "n_windows", "chance",
-                 "chance_shuffled", "metrics", "ci", "per_subject", "files", "controls")
+REPORT_FIELDS = ("schema_version", *SHARED_FIELDS, *MODEL_FIELDS, "files")
+
+
+#: text columns of ``per_window_<model>.csv`` (read as strings: subject ``01`` stays ``01``)
+PER_WINDOW_TEXT_COLUMNS = ("subject", "recording_uid", "word", "sequence_id", "segment",
+                           "target_word", "predicted_word", "story", "voice")
+
+
+class ReportError(ValueError):
+    """A report.json this version cannot read (other schema version, missing fields); the
+    message names the file."""
+
+
 #: words shown on each side of the anchor word in the decoded examples
 CONTEXT_WORDS = 7
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -138,29 +161,16 @@ def write_report(
         _write_atomic(folder / file_name,
                       lambda p, f=figure: f.savefig(p, format="png", dpi=100, bbox_inches="tight"))
 
-    report = {
+    summaries = {name: r.to_dict() for name, r in results.items()}
+    report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "n_candidates": first.n_candidates,
-        "n_words": first.n_words,
-        "topk": list(first.topk),
-        "n_windows": {name: r.n_windows for name, r in results.items()},
-        "chance": {
-            **first.chance["segment"],
-            **{f"word_{m}": v for m, v in first.chance["word_frequency"].items()},
-        },
-        "chance_shuffled": {
-            name: {f"word_{m}": v for m, v in r.chance["word"].items()}
-            for name, r in results.items()
-        },
-        "metrics": {name: r.metrics for name, r in results.items()},
-        "ci": {name: r.to_dict()["ci"] for name, r in results.items()},
-        "per_subject": {name: r.to_dict()["per_subject"] for name, r in results.items()},
+        **{f: summaries[next(iter(results))][f] for f in SHARED_FIELDS},
+        **{f: {name: summary[f] for name, summary in summaries.items()} for f in MODEL_FIELDS},
         "files": {
             "per_subject": "per_subject.csv",
             "per_window": per_window_files,
             "figures": list(figures),
         },
-        "controls": {name: r.controls for name, r in results.items()},
     }
     report.update(extra)
     path = folder / "report.json"
@@ -169,19 +179,121 @@ def write_report(
     return path
 
 
+def read_report(path: str | Path) -> dict[str, Any]:
+    """The content of the report.json at ``path``, checked against this version's schema
+    (module docstring).
+
+    Raises
+    ------
+    FileNotFoundError : no file at ``path``.
+    ReportError : naming ``path``: not JSON, another (or no) ``schema_version``, or a field of
+        the schema missing.
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not a JSON report ({exc})") from None
+    if not isinstance(report, dict):
+        raise ReportError(f"{path}: not a report.json (a JSON {type(report).__name__})")
+    version = report.get("schema_version")
+    if version != SCHEMA_VERSION:
+        found = "no schema_version" if version is None else f"schema_version {version!r}"
+        raise ReportError(f"{path}: {found}; this version reads report.json schema_version "
+                          f"{SCHEMA_VERSION} only (re-evaluate the run with "
+                          "`braindecode-speech evaluate --run FOLDER` to rewrite it)")
+    missing = [f for f in REPORT_FIELDS if f not in report]
+    if missing:
+        raise ReportError(f"{path}: report.json schema_version {SCHEMA_VERSION} without the "
+                          f"field(s) {missing}")
+    return report
+
+
+def read_results(folder: str | Path, per_window: bool = True) -> dict[str, RetrievalResult]:
+    """The :class:`RetrievalResult` of every model of the report in ``folder`` (its
+    ``report.json``, :func:`read_report`), with the per-window tables its ``files`` name (or,
+    with ``per_window=False``, tables of ``n_windows`` rows and no columns)."""
+    folder = Path(folder)
+    path = folder / "report.json"
+    report = read_report(path)
+    out = {}
+    for name in report["metrics"]:
+        table = None
+        if per_window:
+            table = pd.read_csv(folder / report["files"]["per_window"][name],
+                                keep_default_na=False, na_values=[""],
+                                dtype={c: str for c in PER_WINDOW_TEXT_COLUMNS})
+        out[name] = report_result(report, name, table, path)
+    return out
+
+
+def report_result(report: dict[str, Any], model: str, per_window: pd.DataFrame | None = None,
+                  path: str | Path = "report.json") -> RetrievalResult:
+    """The :class:`RetrievalResult` of ``model`` in a report (:func:`read_report`), with its
+    ``per_window`` table when given (:meth:`RetrievalResult.from_dict`). ``path`` names the
+    report in errors.
+
+    Raises
+    ------
+    ReportError : the report has no such model or its fields do not follow the schema.
+    """
+    if model not in report["metrics"]:
+        raise ReportError(f"{path}: no model {model!r} (models: {sorted(report['metrics'])})")
+    try:
+        return RetrievalResult.from_dict({**{f: report[f] for f in SHARED_FIELDS},
+                                          **{f: report[f][model] for f in MODEL_FIELDS}},
+                                         per_window)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ReportError(f"{path}: model {model!r} does not follow report.json schema_version "
+                          f"{SCHEMA_VERSION} ({type(exc).__name__}: {exc})") from None
+
+
+def flat_metrics(report: dict[str, Any], path: str | Path = "report.json") -> dict[str, float]:
+    """The numbers of a report (:func:`read_report`) as one flat row, for tables over runs:
+    ``<model>.<level>.top<k>`` (level ``segment``, ``word``), ``chance.segment.top<k>``,
+    ``word_frequency_baseline.top<k>``, ``<model>.chance.word_shuffled.top<k>``, the controls
+    ``<model>.<control>.top<k>`` with ``chance.<control>.top<k>``, the identity ceilings
+    ``ceiling.<group>.top<k>`` and ``n_candidates``. ``path`` names the report in errors."""
+    try:
+        out = {f"{model}.{level}.{k}": float(v)
+               for model, levels in report["metrics"].items()
+               for level, ks in levels.items() for k, v in ks.items()}
+        for model, chance in report["chance"].items():
+            out.update({f"chance.segment.{k}": float(v) for k, v in chance["segment"].items()})
+            out.update({f"word_frequency_baseline.{k}": float(v)
+                        for k, v in chance["word_frequency_baseline"].items()})
+            out.update({f"{model}.chance.word_shuffled.{k}": float(v)
+                        for k, v in chance["word_shuffled"].items()})
+        for model, controls in report["controls"].items():
+            for name, control in controls.items():
+                if name == "identity_ceiling":  # the same for every model
+                    out.update({f"ceiling.{group}.{k}": float(v)
+                                for group, ks in control.items() for k, v in ks.items()})
+                    continue
+                out.update({f"{model}.{name}.{k}": float(v)
+                            for k, v in control["accuracy"].items()})
+                out.update({f"chance.{name}.{k}": float(v) for k, v in control["chance"].items()})
+        out["n_candidates"] = int(report["n_candidates"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(f"{path}: not a report.json of schema_version {SCHEMA_VERSION} "
+                          f"({type(exc).__name__}: {exc})") from None
+    return out
+
+
 def format_table(results: dict[str, RetrievalResult]) -> str:
-    """Terminal table: one row per model plus chance and the identity ceilings (segment level
-    only), segment/word top-k accuracy in %; then, when the results have controls, one row per
+    """Terminal table: one row per model, then chance (segment: k / M, word: the first
+    model's shuffled chance), the identity ceilings (segment level only) and the word frequency
+    baseline, segment/word top-k accuracy in %; then, when the results have controls, one row per
     model and control: its top-k, the matching chance and the interval of the largest k."""
     _check_results(results)
     first = next(iter(results.values()))
-    rows = {name: _flat_metrics(r.metrics, r.topk) for name, r in results.items()}
-    rows["chance"] = _flat_metrics(
-        {"segment": first.chance["segment"], "word": first.chance["word_frequency"]}, first.topk
-    )
+    rows = {name: r.metrics for name, r in results.items()}
+    rows["chance"] = {"segment": first.chance["segment"],
+                      "word": first.chance["word_shuffled"]}
     for group, ceiling in first.controls.get("identity_ceiling", {}).items():
-        rows[f"{group} ceiling"] = {f"segment top{k}": ceiling[f"top{k}"] for k in first.topk}
-    table = pd.DataFrame.from_dict(rows, orient="index") * 100
+        rows[f"{group} ceiling"] = {"segment": ceiling}
+    rows["word frequency baseline"] = {"word": first.chance["word_frequency_baseline"]}
+    table = pd.json_normalize(list(rows.values()), sep=" ").set_axis(list(rows)) * 100
     text = table.to_string(float_format=lambda v: f"{v:.1f}", na_rep="-")
     controls = _controls_table(results)
     if controls:
@@ -212,7 +324,8 @@ def _controls_table(results: dict[str, RetrievalResult]) -> str:
 
 def plot_accuracy_per_subject(results: dict[str, RetrievalResult], k: int | None = None) -> Figure:
     """Top-``k`` accuracy (default: the largest k) per subject and overall ("all"), one bar per
-    model with its bootstrap 95 % interval; dashed line: chance (segment k/M, word frequency)."""
+    model with its bootstrap 95 % interval; dashed line: segment chance (k / M), word frequency
+    baseline."""
     first = next(iter(results.values()))
     k = max(first.topk) if k is None else k
     subjects = sorted(set().union(*(r.per_subject["subject"].tolist() for r in results.values())),
@@ -222,7 +335,8 @@ def plot_accuracy_per_subject(results: dict[str, RetrievalResult], k: int | None
     fig = Figure(figsize=(min(30.0, 2.0 + 0.3 * len(groups) * len(results)), 6.5),
                  layout="tight")
     axes = fig.subplots(len(LEVELS), 1, sharex=True, squeeze=False)
-    chance = {"segment": first.chance["segment"], "word": first.chance["word_frequency"]}
+    chance = {"segment": first.chance["segment"],
+              "word": first.chance["word_frequency_baseline"]}
     for ax, level in zip(axes[:, 0], LEVELS):
         column = f"{level}_top{k}"
         for j, (name, result) in enumerate(results.items()):
@@ -234,7 +348,7 @@ def plot_accuracy_per_subject(results: dict[str, RetrievalResult], k: int | None
             ax.bar(np.arange(len(groups)) + (j - (len(results) - 1) / 2) * width,
                    np.array(value) * 100, width, yerr=err, label=name, capsize=2)
         ax.axhline(chance[level][f"top{k}"] * 100, color="k", ls="--", lw=1,
-                   label="chance (k / M)" if level == "segment" else "chance (word frequency)")
+                   label="chance (k / M)" if level == "segment" else "word frequency baseline")
         ax.set_ylabel(f"{level} top-{k} (%)")
         ax.set_ylim(0, 100)
         ax.legend(loc="upper right", fontsize="small")
@@ -296,10 +410,6 @@ def _highlighted(sentence: str, index: int, color: str, prefix: str) -> HPacker:
     return HPacker(children=parts, align="baseline", pad=0, sep=6)
 
 
-def _flat_metrics(metrics: dict[str, dict[str, float]], topk: Sequence[int]) -> dict[str, float]:
-    return {f"{level} top{k}": metrics[level][f"top{k}"] for level in LEVELS for k in topk}
-
-
 def _check_results(results: dict[str, RetrievalResult]) -> None:
     if not results:
         raise ValueError("no results to report")
@@ -345,15 +455,8 @@ def _check_sentences(
             )
 
 
-def _write_atomic(path: Path, write: Callable[[str], Any]) -> None:
-    """Call ``write(temporary_path)`` in ``path``'s folder, then move the file onto ``path``
-    (with the mode the umask gives new files, not ``mkstemp``'s 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(temporary_path)`` beside ``path``, then move the file onto ``path``
+    (:func:`~braindecode_speech.fileio.atomic_path`)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

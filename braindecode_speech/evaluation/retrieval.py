@@ -7,8 +7,9 @@ The score is
 
     S_im = <Z_i, Y_m / ||Y_m||>      (sum over F and T, Y normalised over the whole window),
 
-the same definition as the training CLIP loss (``braindecode_speech.training.losses``; re-implemented here,
-not imported). Probabilities are the softmax of ``S_i`` over the ``M`` candidates.
+the training CLIP score, computed by the same function
+(:func:`braindecode_speech.training.losses.clip_scores`, here on one chunk of candidates at a time
+with their norms cached). Probabilities are the softmax of ``S_i`` over the ``M`` candidates.
 
 - **Segment level**: the rank of the true candidate among all ``M`` (1 = best; a tie is counted in
   favour of the true candidate); top-k hit = rank <= k.
@@ -19,14 +20,16 @@ not imported). Probabilities are the softmax of ``S_i`` over the ``M`` candidate
 Chance levels:
 
 - ``segment``: ``k / M`` (exact for random scores).
-- ``word``: empirical: the word-level accuracy of the same predictions shuffled across windows
-  (each window scored with another window's prediction), averaged over ``n_shuffles``
-  permutations. Its exact value under random scores is awkward because words own unequal numbers
-  of candidates.
-- ``word_frequency``: the frequency-only baseline: rank words by their number of candidates (ties
-  broken uniformly at random, in expectation) — the best a decoder ignoring the brain can do.
+- ``word_shuffled``: the word-level chance, empirical: the word-level accuracy of the same
+  predictions shuffled across windows (each window scored with another window's prediction),
+  averaged over ``n_shuffles`` permutations. Its exact value under random scores is awkward
+  because words own unequal numbers of candidates.
+- ``word_frequency_baseline``: not a chance level but the frequency-only baseline: rank words
+  by their number of candidates (ties broken uniformly at random, in expectation) — the best a
+  decoder ignoring the brain can do. Above ``word_shuffled`` when words are unequally frequent.
 
-Confidence intervals are percentile bootstrap 95 % intervals over test windows.
+Confidence intervals are percentile bootstrap 95 % intervals over test windows
+(:func:`scipy.stats.bootstrap`; the windows are resampled, the same draws for every metric).
 
 Controls (``EvaluationConfig.controls``, segment level, same top-k; computed in the same pass
 over the candidates as the main ranks):
@@ -79,16 +82,19 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.special
+import scipy.stats
 import torch
 from pydantic import Field, field_validator
 
 from ..config import Config
+from ..training.losses import clip_norms, clip_scores
 
 __all__ = [
     "CandidateSource",
     "EvaluationConfig",
     "RetrievalEvaluator",
     "RetrievalResult",
+    "RESULT_FIELDS",
     "GROUP_COLUMNS",
     "within_subject_derangement",
     "phase_randomized",
@@ -155,6 +161,11 @@ class EvaluationConfig(Config):
         return value
 
 
+#: the fields of :meth:`RetrievalResult.to_dict`
+RESULT_FIELDS = ("n_windows", "n_candidates", "n_words", "topk", "metrics", "ci", "chance",
+                 "per_subject", "controls")
+
+
 @dataclass
 class RetrievalResult:
     """Outcome of :meth:`RetrievalEvaluator.evaluate`; accuracies are fractions in [0, 1].
@@ -164,7 +175,8 @@ class RetrievalResult:
     ``word_top{k}`` hits, ``segment_prob`` / ``word_prob`` (softmax probability of the true
     segment / word), ``predicted_word`` and ``best_1`` ... ``best_{n_best}`` (indices of the best
     candidates). ``metrics[level]["top{k}"]``, ``ci[level]["top{k}"] = (low, high)``,
-    ``chance["segment" | "word" | "word_frequency"]["top{k}"]``. ``per_subject``: one row per
+    ``chance["segment" | "word_shuffled" | "word_frequency_baseline"]["top{k}"]`` (module
+    docstring). ``per_subject``: one row per
     subject with ``n_windows``, ``{level}_top{k}`` and their ``_ci_low`` / ``_ci_high``.
     ``controls`` (empty when switched off): ``within_recording`` / ``within_story`` /
     ``shuffled`` -> ``accuracy``, ``ci``, ``chance`` (``{"top{k}": ...}``) and ``n_windows``
@@ -189,15 +201,29 @@ class RetrievalResult:
         return len(self.per_window)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable summary (everything but ``per_window``)."""
+        """JSON-serialisable summary, everything but ``per_window`` (:data:`RESULT_FIELDS`)::
+
+            {"n_windows": N, "n_candidates": M, "n_words": W, "topk": [1, 5, 10],
+             "metrics": {"segment": {"top1": ..}, "word": {..}},
+             "ci": {"segment": {"top1": [low, high], ..}, "word": {..}},
+             "chance": {"segment": {"top1": ..}, "word_shuffled": {..},
+                        "word_frequency_baseline": {..}},
+             "per_subject": {"<subject>": {"n_windows": n, "segment": {"top1": ..},
+                                           "word": {..}, "ci": {"segment": {"top1": [l, h]},
+                                                                "word": {..}}}},
+             "controls": {..}}
+
+        :meth:`from_dict` reads it back.
+        """
         per_subject = {}
         for row in self.per_subject.to_dict("records"):
             per_subject[str(row["subject"])] = {
                 "n_windows": int(row["n_windows"]),
-                **{
-                    level: {f"top{k}": float(row[f"{level}_top{k}"]) for k in self.topk}
-                    for level in LEVELS
-                },
+                **{level: {f"top{k}": float(row[f"{level}_top{k}"]) for k in self.topk}
+                   for level in LEVELS},
+                "ci": {level: {f"top{k}": [float(row[f"{level}_top{k}_ci_low"]),
+                                           float(row[f"{level}_top{k}_ci_high"])]
+                               for k in self.topk} for level in LEVELS},
             }
         return {
             "n_windows": self.n_windows,
@@ -210,6 +236,47 @@ class RetrievalResult:
             "per_subject": per_subject,
             "controls": self.controls,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], per_window: pd.DataFrame | None = None) \
+            -> RetrievalResult:
+        """The result summarised by :meth:`to_dict` (subjects as strings), with its
+        ``per_window`` table when given (e.g. read from ``per_window_<model>.csv``), else a table
+        of ``n_windows`` rows and no columns. Raises ``KeyError``/``TypeError``/``ValueError``
+        on a dict of another layout."""
+        topk = tuple(int(k) for k in data["topk"])
+        if per_window is None:
+            per_window = pd.DataFrame(index=pd.RangeIndex(int(data["n_windows"])))
+        elif len(per_window) != int(data["n_windows"]):
+            raise ValueError(f"per_window has {len(per_window)} rows, the summary "
+                             f"{data['n_windows']} windows")
+        rows = []
+        for subject, values in data["per_subject"].items():
+            row: dict[str, Any] = {"subject": subject, "n_windows": int(values["n_windows"])}
+            row.update({f"{level}_top{k}": float(values[level][f"top{k}"])
+                        for level in LEVELS for k in topk})
+            for level in LEVELS:
+                for k in topk:
+                    low, high = values["ci"][level][f"top{k}"]
+                    row[f"{level}_top{k}_ci_low"], row[f"{level}_top{k}_ci_high"] = low, high
+            rows.append(row)
+        hit_columns = [f"{level}_top{k}" for level in LEVELS for k in topk]
+        columns = ["subject", "n_windows", *hit_columns, *[f"{c}_ci_low" for c in hit_columns],
+                   *[f"{c}_ci_high" for c in hit_columns]]
+        return cls(
+            per_window=per_window,
+            per_subject=pd.DataFrame(rows, columns=columns),
+            metrics={lvl: {m: float(v) for m, v in d.items()}
+                     for lvl, d in data["metrics"].items()},
+            ci={lvl: {m: (float(v[0]), float(v[1])) for m, v in d.items()}
+                for lvl, d in data["ci"].items()},
+            chance={name: {m: float(v) for m, v in d.items()}
+                    for name, d in data["chance"].items()},
+            n_candidates=int(data["n_candidates"]),
+            n_words=int(data["n_words"]),
+            topk=topk,
+            controls=data["controls"],
+        )
 
 
 class RetrievalEvaluator:
@@ -324,8 +391,9 @@ class RetrievalEvaluator:
         ci = _nest(hit_columns, list(zip(low.tolist(), high.tolist())))
         chance = {
             "segment": {f"top{k}": min(1.0, k / n_candidates) for k in cfg.topk},
-            "word": self._shuffled_word_chance(stream.word_log_scores, true_word),
-            "word_frequency": _frequency_baseline(word_of_candidate, true_word, cfg.topk),
+            "word_shuffled": self._shuffled_word_chance(stream.word_log_scores, true_word),
+            "word_frequency_baseline": _frequency_baseline(word_of_candidate, true_word,
+                                                           cfg.topk),
         }
         controls = {}
         if cfg.controls:
@@ -359,7 +427,7 @@ class RetrievalEvaluator:
         parts: list[_StreamedScores] = []
         source: _CandidateReader | None = None
         feature_shape: tuple[int, ...] = ()
-        norms: dict[tuple[int, int], np.ndarray] = {}  # candidate norms, computed once
+        norms: dict[tuple[int, int], torch.Tensor] = {}  # candidate norms, computed once
         done = 0
         try:
             for batch in batches:
@@ -549,7 +617,7 @@ def _stream_scores(
     n_best: int,
     groups: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     decoy: np.ndarray | None = None,
-    norms: dict[tuple[int, int], np.ndarray] | None = None,
+    norms: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> _StreamedScores:
     """One pass over the candidates: ranks, best candidates and per-word log-sum-exps; with
     ``groups`` (name -> ``[N]`` group code, ``[G, M]`` candidate membership), the rank of the
@@ -624,28 +692,29 @@ def _best(
 
 def _normalised_scores(
     z: torch.Tensor, chunk: torch.Tensor, start: int, score_dtype: torch.dtype,
-    norms: dict[tuple[int, int], np.ndarray] | None = None,
+    norms: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """``S = z @ (Y / ||Y||).T`` for ``z [N, D]`` and ``chunk [B, D]``: ``[N, B]``. ``norms``
-    keeps the norms of each chunk (by ``(start, stop)``) for the next batch of windows."""
+    """CLIP scores (:func:`~braindecode_speech.training.losses.clip_scores`) of ``z [N, D]``
+    against ``chunk [B, D]``: ``[N, B]`` in ``score_dtype``. ``norms`` keeps the norms of each
+    chunk (by ``(start, stop)``) for the next batch of windows."""
     key = (start, start + len(chunk))
     norm = None if norms is None else norms.get(key)
     if norm is None:
         norm_dtype = torch.promote_types(chunk.dtype, score_dtype)
-        norm = torch.linalg.vector_norm(chunk, dim=1, dtype=norm_dtype).to(score_dtype).numpy()
-        bad = ~(np.isfinite(norm) & (norm > 0))
+        norm = clip_norms(chunk, dtype=norm_dtype).to(score_dtype)
+        bad = ~(torch.isfinite(norm) & (norm > 0)).numpy()
         if bad.any():
             index = (np.flatnonzero(bad) + start).tolist()
             raise ValueError(f"candidates {index[:10]} have a zero or non-finite norm (NaN/inf "
                              "values or all zeros)")
         if norms is not None:
             norms[key] = norm
-    return (z @ chunk.to(z.dtype).T).to(score_dtype).numpy() / norm
+    return clip_scores(z, chunk.to(z.dtype), norm).to(score_dtype).numpy()
 
 
 def _target_scores(
     z: torch.Tensor, source: _CandidateReader, target: np.ndarray, score_dtype: torch.dtype,
-    norms: dict[tuple[int, int], np.ndarray] | None = None,
+    norms: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """``S_i,target_i`` for every window, reading each distinct target once; ``inf`` where the
     target is -1 (none). → ``[N]``"""
@@ -706,16 +775,15 @@ def _bootstrap_ci(
     hits: np.ndarray, n_bootstrap: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile 95 % bootstrap interval (low ``[K]``, high ``[K]``) of the column means of
-    ``hits [N, K]``."""
-    rng = np.random.default_rng(seed)
-    n = len(hits)
-    batch = max(1, 2**22 // (n * hits.shape[1]))
-    means = []
-    for first in range(0, n_bootstrap, batch):
-        draw = rng.integers(0, n, size=(min(batch, n_bootstrap - first), n))
-        means.append(hits[draw].mean(axis=1))
-    low, high = np.percentile(np.concatenate(means), [2.5, 97.5], axis=0)
-    return low, high
+    ``hits [N, K]``: windows resampled with replacement, the same draws for every column
+    (:func:`scipy.stats.bootstrap`, in batches of about 4 M values)."""
+    if len(hits) < 2:  # one window: every resample is that window
+        return hits.mean(axis=0), hits.mean(axis=0)
+    result = scipy.stats.bootstrap(
+        (hits,), np.mean, axis=0, vectorized=True, n_resamples=n_bootstrap,
+        batch=max(1, 2**22 // hits.size), method="percentile", confidence_level=0.95,
+        random_state=np.random.default_rng(seed))
+    return result.confidence_interval.low, result.confidence_interval.high
 
 
 def _nest(columns: list[str], values: Sequence[Any]) -> dict[str, dict[str, Any]]:

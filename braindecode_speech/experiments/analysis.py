@@ -12,7 +12,6 @@ spatial-attention maps, the sensor layout of one recording. Accuracies are fract
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +26,15 @@ from matplotlib.figure import Figure
 
 from ..config import ConfigError
 from ..data.cache import default_cache_dir
+from ..data.events import sentence_words
 from ..data.preprocessing import preprocess
 from ..data.studies import get as get_study
+from ..evaluation.report import (
+    PER_WINDOW_TEXT_COLUMNS,
+    plot_accuracy_per_subject,
+    read_report,
+    report_result,
+)
 from ..models import SpatialAttention
 from ..training.losses import clip_scores
 from .config import ExperimentConfig
@@ -135,9 +141,6 @@ def compare_paper_configuration(summary: pd.DataFrame) -> pd.DataFrame:
 
 # -- a trained run ------------------------------------------------------------------------------
 
-_TEXT_COLUMNS = ("subject", "recording_uid", "word", "sequence_id", "segment", "target_word",
-                 "predicted_word", "story", "voice")
-
 
 @dataclass
 class RunResults:
@@ -179,17 +182,15 @@ def load_run(folder: str | Path, model: str = "model") -> RunResults:
         if not (folder / name).exists():
             raise FileNotFoundError(f"{folder / name}: missing; is {folder} a finished run?")
     config = ExperimentConfig.from_yaml(folder / "config.yaml")
-    report = json.loads((folder / "report.json").read_text())
+    report = read_report(folder / "report.json")
     windows = pd.read_csv(folder / f"per_window_{model}.csv", keep_default_na=False,
-                          na_values=[""], dtype={c: str for c in _TEXT_COLUMNS})
+                          na_values=[""], dtype={c: str for c in PER_WINDOW_TEXT_COLUMNS})
     per_subject = pd.read_csv(folder / "per_subject.csv", dtype={"subject": str})
     per_subject = per_subject[per_subject["model"] == model].reset_index(drop=True)
 
     events = _study_events(config)
     words = pd.concat(events.values(), ignore_index=True)
-    sentences = {sid: part.sort_values("word_index")["word"].astype(str).tolist()
-                 for sid, part in words.drop_duplicates(["sequence_id", "word_index"])
-                 .groupby("sequence_id", sort=False)}
+    sentences = sentence_words(words)
     missing = sorted(set(windows["sequence_id"]) - set(sentences))
     if missing:
         raise ValueError(f"{folder}: test sentences {missing[:3]} are not in the events of "
@@ -394,27 +395,12 @@ def plot_accuracy_by(table: pd.DataFrame, chance: dict[str, float] | None = None
 
 
 def plot_per_subject(run: RunResults, k: int = 10) -> Figure:
-    """Segment and word top-``k`` accuracy per subject with bootstrap 95 % intervals; dashed:
-    chance (segment: k / candidates, word: frequency-only baseline)."""
-    table = run.per_subject
-    fig = Figure(figsize=(max(5.0, 0.4 * len(table) + 3), 3.5), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(table))
-    chance = {"segment": run.report["chance"][f"top{k}"],
-              "word": run.report["chance"][f"word_top{k}"]}
-    for offset, level, color in ((-0.2, "segment", "C0"), (0.2, "word", "C1")):
-        column = f"{level}_top{k}"
-        value = table[column].to_numpy()
-        error = np.abs(table[[f"{column}_ci_low", f"{column}_ci_high"]].to_numpy().T - value)
-        ax.bar(x + offset, 100 * value, 0.4, yerr=100 * error, capsize=2, color=color,
-               label=level)
-        ax.axhline(100 * chance[level], ls="--", lw=1, color=color, label=f"{level} chance")
-    ax.set_xticks(x, table["subject"], rotation=90 if len(x) > 12 else 0)
-    ax.set_xlabel("subject")
-    ax.set_ylabel(f"top-{k} accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
+    """Segment and word top-``k`` accuracy per subject and overall with bootstrap 95 %
+    intervals (:func:`~braindecode_speech.evaluation.report.plot_accuracy_per_subject`, the
+    figure of the run's report, for the run's model)."""
+    return plot_accuracy_per_subject({run.model: report_result(run.report, run.model,
+                                                               path=run.folder / "report.json")},
+                                     k)
 
 
 def plot_sentence_confusion(table: pd.DataFrame) -> Figure:
@@ -486,7 +472,7 @@ def subject_layer_similarity(folder: str | Path) -> pd.DataFrame:
     weight = state["subject_layers.weight"].double()
     specific = (weight - weight.mean(0)).flatten(1)
     specific = specific / specific.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    report = json.loads((Path(folder) / "report.json").read_text())
+    report = read_report(Path(folder) / "report.json")
     subjects = [str(s) for s in report["subjects"]]
     if len(subjects) != len(weight):
         raise ValueError(f"{folder}: {len(weight)} subject layers but {len(subjects)} subjects "

@@ -47,6 +47,8 @@ import submitit
 from pydantic import Field
 
 from ..config import Config, ConfigError
+from ..evaluation.report import flat_metrics, read_report
+from ..fileio import atomic_path
 from ..training import distributed
 from .config import ExperimentConfig
 from .run import run_experiment
@@ -236,9 +238,8 @@ def resolve_runs(grid: Grid, root: str | Path, data: Mapping[str, str] | str | N
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=1))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -271,7 +272,7 @@ class GridJob(submitit.helpers.Checkpointable):
             raise
         if process.rank != 0:
             return None
-        return json.loads((self.folder / "report.json").read_text())
+        return read_report(self.folder / "report.json")
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit when the job is preempted or times out: requeue the same run,
@@ -464,32 +465,6 @@ def status(grid: Grid, root: str | Path, data: Mapping[str, str] | str | None = 
 # -- tables -------------------------------------------------------------------------------------
 
 
-def _flat_metrics(report: dict[str, Any], path: Path) -> dict[str, float]:
-    """``{"model.segment.top10": .., "chance.segment.top10": .., ...}`` from ``report.json``,
-    with the controls (``model.within_recording.top10``, ``chance.within_recording.top10``,
-    ``ceiling.recording.top10``...)."""
-    try:
-        out = {f"{model}.{level}.{k}": float(v)
-               for model, levels in report["metrics"].items()
-               for level, ks in levels.items() for k, v in ks.items()}
-        for key, value in report["chance"].items():  # top10: segment level, word_top10: word
-            level, k = key.split("_") if "_" in key else ("segment", key)
-            out[f"chance.{level}.{k}"] = float(value)
-        for model, controls in report.get("controls", {}).items():
-            for name, control in controls.items():
-                if name == "identity_ceiling":  # the same for every model
-                    out.update({f"ceiling.{group}.{k}": float(v)
-                                for group, ks in control.items() for k, v in ks.items()})
-                    continue
-                out.update({f"{model}.{name}.{k}": float(v)
-                            for k, v in control["accuracy"].items()})
-                out.update({f"chance.{name}.{k}": float(v) for k, v in control["chance"].items()})
-        out["n_candidates"] = int(report["n_candidates"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a report.json of this version ({exc!r})") from None
-    return out
-
-
 def label_columns(grid: Grid) -> list[str]:
     """The labels of the grid's points that tell groups apart (all but the seed), in order."""
     columns = dict.fromkeys(key for point in grid.points for key in point.labels)
@@ -504,7 +479,7 @@ def results(grid: Grid, root: str | Path) -> pd.DataFrame:
         path = run.folder / "report.json"
         if path.exists():
             rows.append({**run.labels, "signature": run.signature,
-                         **_flat_metrics(json.loads(path.read_text()), path)})
+                         **flat_metrics(read_report(path), path)})
     return pd.DataFrame(rows)
 
 
@@ -527,18 +502,11 @@ def _percent(mean: float, sem: float) -> str:
     return f"{100 * mean:.1f}" if pd.isna(sem) else f"{100 * mean:.1f} ± {100 * sem:.1f}"
 
 
-def markdown_table(table: pd.DataFrame, float_format: str = "{:.1f}") -> str:
-    """``table`` as a Markdown table (floats with ``float_format``, NaN as empty cells)."""
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "" if pd.isna(value) else float_format.format(value)
-        return "" if value is None or value is pd.NA else str(value)
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+def markdown_table(table: pd.DataFrame, floatfmt: str = ".1f") -> str:
+    """``table`` as a Markdown table (:meth:`pandas.DataFrame.to_markdown`: floats with
+    ``floatfmt``, missing values as empty cells)."""
+    cells = table.astype(object).where(table.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
 def markdown(summary: pd.DataFrame, labels: Sequence[str], metrics: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ out, and why). Running again in the same folder resumes training from the last c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -19,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from numpy.lib.format import open_memmap
 
 from ..config import ConfigError
 from ..data.dataset import WindowDataset
+from ..data.events import sentence_words
 from ..evaluation.report import format_table, write_report
 from ..evaluation.retrieval import (
     RetrievalEvaluator,
@@ -30,6 +31,7 @@ from ..evaluation.retrieval import (
     phase_randomized,
     within_subject_derangement,
 )
+from ..fileio import atomic_npy
 from ..models import RidgeDecoder
 from ..training import distributed
 from ..training.trainer import CheckpointError, Trainer, load_checkpoint
@@ -57,20 +59,17 @@ def _predict(model: torch.nn.Module, dataset: WindowDataset, batch_size: int,
     model.eval()
     out = None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.ExitStack() as files:
         for batch in loader:
             brain = batch["brain"] if transform is None else transform(batch["brain"])
             z = model(brain.to(device), batch["subject"].to(device),
                       batch["positions"].to(device), batch["mask"].to(device)).float().cpu()
             if path is not None:
                 if out is None:
-                    out = open_memmap(path, mode="w+", dtype=np.float32,
-                                      shape=(len(dataset), *z.shape[1:]))
+                    out = files.enter_context(atomic_npy(path, (len(dataset), *z.shape[1:])))
                 idx = batch["index"].numpy()
                 out[idx[0]:idx[-1] + 1] = z.numpy()
             yield z.numpy()
-    if out is not None:
-        out.flush()
 
 
 def _candidates(data: PreparedData, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
@@ -170,12 +169,8 @@ def _anchor_labels(data: PreparedData, test: pd.DataFrame,
 
 def _segment_sentences(data: PreparedData, first: pd.DataFrame) -> list[str]:
     """The sentence text of each candidate segment."""
-    texts = {}
-    for rec in data.recordings:
-        words = rec.events[rec.events["kind"] == "word"]
-        for sid, part in words.groupby("sequence_id", sort=False):
-            texts.setdefault(sid, " ".join(part.sort_values("word_index")["word"].astype(str)))
-    return [texts.get(s, "") for s in first["sequence_id"]]
+    texts = sentence_words(rec.events for rec in data.recordings)
+    return [" ".join(texts.get(s, [])) for s in first["sequence_id"]]
 
 
 def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
@@ -194,18 +189,17 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
                          time_step=config.ridge.time_step,
                          lag_step=config.ridge.lag_step).fit(x, y)
     test = data.datasets["test"]
-    out = None if path is None else open_memmap(
-        path, mode="w+", dtype=np.float32, shape=(len(test), data.n_features, test.n_times))
     size = config.evaluation.batch_size
-    for start in range(0, len(test), size):
-        stop = min(start + size, len(test))
-        batch = ridge.predict(np.stack([test[i]["brain"].numpy()
-                                        for i in range(start, stop)])).astype(np.float32)
-        if out is not None:
-            out[start:stop] = batch
-        yield batch
-    if out is not None:
-        out.flush()
+    with contextlib.ExitStack() as files:
+        out = None if path is None else files.enter_context(
+            atomic_npy(path, (len(test), data.n_features, test.n_times)))
+        for start in range(0, len(test), size):
+            stop = min(start + size, len(test))
+            batch = ridge.predict(np.stack([test[i]["brain"].numpy()
+                                            for i in range(start, stop)])).astype(np.float32)
+            if out is not None:
+                out[start:stop] = batch
+            yield batch
 
 
 def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.lib.format import open_memmap
 
 from ..config import stable_hash
 from ..data.cache import ArrayCache, file_digest, fingerprint
+from ..fileio import atomic_npy
 from . import SpeechFeatures, load_wav
 
 __all__ = ["AUDIO_SFREQ", "block_audio", "block_features"]
@@ -91,10 +91,8 @@ def block_features(
             raise RuntimeError(
                 f"{type(features).__name__} returned {feats.shape[1]} frames for a "
                 f"{stop - start:.3f} s block, expected {n_frames}: feature/brain clock mismatch")
-        out = open_memmap(folder / "data.npy", mode="w+", dtype=np.float32,
-                          shape=feats.shape[::-1])
-        out[:] = feats.T
-        out.flush()
+        with atomic_npy(folder / "data.npy", feats.shape[::-1]) as out:
+            out[:] = feats.T
         return {"start": start, "stop": stop, "features": features.signature()}
 
     data, _ = ArrayCache(cache_dir, "features").get_or_create(key, build)

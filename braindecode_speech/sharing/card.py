@@ -33,19 +33,20 @@ def _pct(value: float) -> str:
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
+    """The brain encoder's top-k accuracies with their intervals, and the chance levels."""
     topk = evaluation["topk"]
-    lines = ["| model | level | " + " | ".join(f"top-{k} % (95 % CI)" for k in topk) + " |",
+    lines = ["| | level | " + " | ".join(f"top-{k} % (95 % CI)" for k in topk) + " |",
              "|---|---|" + "---|" * len(topk)]
-    for name, levels in evaluation["metrics"].items():
-        for level, values in levels.items():
-            cells = [f"{_pct(values[f'top{k}'])} ({_pct(evaluation['ci'][name][level][f'top{k}'][0])}"
-                     f"–{_pct(evaluation['ci'][name][level][f'top{k}'][1])})" for k in topk]
-            lines.append(f"| {name} | {level} | " + " | ".join(cells) + " |")
+    for level, values in evaluation["metrics"].items():
+        ci = evaluation["ci"][level]
+        cells = [f"{_pct(values[f'top{k}'])} ({_pct(ci[f'top{k}'][0])}–{_pct(ci[f'top{k}'][1])})"
+                 for k in topk]
+        lines.append(f"| brain encoder | {level} | " + " | ".join(cells) + " |")
     chance = evaluation["chance"]
-    lines.append("| chance | segment (k / M) | "
-                 + " | ".join(_pct(chance[f"top{k}"]) for k in topk) + " |")
-    lines.append("| chance | word (frequency only) | "
-                 + " | ".join(_pct(chance[f"word_top{k}"]) for k in topk) + " |")
+    for name, label in (("segment", "segment (k / M)"), ("word_shuffled", "word (shuffled)"),
+                        ("word_frequency_baseline", "word (frequency only)")):
+        lines.append(f"| chance | {label} | "
+                     + " | ".join(_pct(chance[name][f"top{k}"]) for k in topk) + " |")
     return lines
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..evaluation.report import ReportError, read_report
 from ..experiments.config import ExperimentConfig
 from ..experiments.prepare import PreparedData, Scalers, open_study, prepare_data
 from ..experiments.run import load_weights
@@ -19,10 +20,8 @@ __all__ = ["export_run"]
 
 logger = logging.getLogger(__name__)
 
-#: entries of the run's report.json carried into the model folder's config.json
-_REPORT_ENTRIES = ("n_candidates", "n_words", "topk", "chance", "metrics", "ci", "per_subject",
-                   "windows_per_split", "n_windows", "controls", "split_audit", "subjects",
-                   "config_signature")
+#: entries of the run's report.json (beyond its schema's) that export needs
+_REPORT_ENTRIES = ("windows_per_split", "split_audit", "subjects", "config_signature")
 
 
 def export_run(run: str | Path, out: str | Path, data: str | Path | None = None) -> BrainDecoder:
@@ -66,19 +65,20 @@ def export_run(run: str | Path, out: str | Path, data: str | Path | None = None)
 
 
 def _report(run: Path, config: ExperimentConfig) -> dict[str, Any]:
-    """The run's report.json, checked to be of ``config``."""
+    """The run's report.json (:func:`~braindecode_speech.evaluation.report.read_report`),
+    checked to be of ``config`` and to hold the brain encoder's results."""
     path = run / "report.json"
     if not path.is_file():
         raise SharingError(f"{path}: no report; evaluate the run first "
                            f"(braindecode-speech evaluate --run {run})")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SharingError(f"{path}: not a readable report ({exc})") from None
-    missing = [k for k in _REPORT_ENTRIES if not isinstance(report, dict) or k not in report]
-    if missing:
-        raise SharingError(f"{path}: no {', '.join(missing)} entries; evaluate the run again "
-                           f"(braindecode-speech evaluate --run {run})")
+        report = read_report(path)
+    except ReportError as exc:
+        raise SharingError(str(exc)) from None
+    missing = [k for k in _REPORT_ENTRIES if k not in report]
+    if missing or "model" not in report["metrics"]:
+        raise SharingError(f"{path}: no {', '.join(missing) or 'model results'}; evaluate the "
+                           f"run again (braindecode-speech evaluate --run {run})")
     if report["config_signature"] != config.signature():
         raise SharingError(f"{path} was written for config {report['config_signature']}, the "
                            f"run's config.yaml is {config.signature()}: evaluate the run again")
@@ -89,10 +89,11 @@ def _metadata(config: ExperimentConfig, prepared: PreparedData, report: dict[str
               study: dict[str, Any]) -> dict[str, Any]:
     """The content of the model folder's config.json."""
     features = config.features.build(config.preprocess.sfreq)
-    evaluation = {k: report[k] for k in ("n_candidates", "n_words", "topk", "chance", "metrics",
-                                         "ci", "per_subject", "windows_per_split")}
-    evaluation.update(n_windows=report["n_windows"]["model"],
-                      controls=report["controls"].get("model", {}),
+    evaluation = {k: report[k] for k in ("n_candidates", "n_words", "topk", "windows_per_split")}
+    # the brain encoder's results; the ridge baseline's stay in the run's report
+    evaluation.update({k: report[k]["model"] for k in ("metrics", "ci", "chance", "per_subject",
+                                                        "n_windows")})
+    evaluation.update(controls=report["controls"].get("model", {}),
                       split_audit_ok=bool(report["split_audit"].get("ok")))
     return {
         "library": LIBRARY,

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..config import Config, ConfigError
+from ..data.study import Modality
 from .brain import DEFAULT_SNR
 from .sensors import EEG_LAYOUTS, MEG_LAYOUTS
 from .tts import TTSError, check_voice
@@ -49,7 +50,7 @@ class SimulationConfig(Config):
 
     preset: PresetName = Field("demo", description="the preset these values come from (a label)")
     seed: int = Field(0, ge=0, description="seed of everything: stories, voices, subjects, noise")
-    modality: Literal["meg", "eeg"] = "meg"
+    modality: Modality = "meg"
     meg_layouts: tuple[MegLayout, ...] = Field(
         MEG_LAYOUTS, min_length=1, description="MEG sensor sets, assigned to subjects in turn")
     eeg_layouts: tuple[EegLayout, ...] = Field(

@@ -171,8 +171,9 @@ def batch_share_loss(loss: nn.Module, brain: Tensor, speech: Tensor, global_batc
 
     ``brain`` and ``speech`` ``[n, F, T]`` are this process's ``n`` windows of a global batch of
     ``global_batch`` windows. ``loss`` is a per-window mean; a contrastive loss exposes
-    ``logits(brain [n, F, T], candidates [N, F, T]) -> [n, N]`` (the true candidate of row ``i``
-    is column ``i``), like :class:`~braindecode_speech.training.losses.ClipLoss`. Returns
+    ``scores(brain [n, F, T], candidates [N, F, T]) -> [n, N]`` and ``from_scores(scores,
+    offset)`` (the true candidate of row ``i`` is column ``offset + i``), like
+    :class:`~braindecode_speech.training.losses.ClipLoss`. Returns
     ``loss_share * world_size * n / global_batch``, so that the mean over processes (what
     data-parallel training averages, values and gradients alike) equals the loss of the global
     batch: with ``negatives="global"`` exactly the single-process loss of that batch, with
@@ -182,11 +183,9 @@ def batch_share_loss(loss: nn.Module, brain: Tensor, speech: Tensor, global_batc
     info = process_info()
     if not info.distributed:
         return loss(brain, speech)
-    if negatives == "global" and hasattr(loss, "logits"):
+    if negatives == "global" and hasattr(loss, "from_scores"):
         candidates, offset = gather_rows(speech)
-        logits = loss.logits(brain, candidates)
-        targets = torch.arange(offset, offset + len(brain), device=logits.device)
-        share = nn.functional.cross_entropy(logits, targets)
+        share = loss.from_scores(loss.scores(brain, candidates), offset)
     else:
         share = loss(brain, speech)
     return share * (info.world_size * len(brain) / global_batch)

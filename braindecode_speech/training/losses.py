@@ -4,7 +4,9 @@ Contrastive score (paper): with brain predictions ``Z [B, F, T]`` and speech fea
 ``Y [N, F, T]``, ``S_ij = <Z_i, Y_j> / ||Y_j||`` where the inner product and the L2 norm run
 over channels and time. The loss is the cross-entropy of each row of ``S`` (a softmax over the
 speech candidates of the batch) with the matching segment (the diagonal) as target. The same
-score ranks candidates at evaluation (:meth:`ClipLoss.scores`).
+score ranks candidates at evaluation: :func:`clip_scores` is the one implementation, used by
+the loss, the training steps, the multi-process loss (:mod:`.distributed`) and the streamed
+retrieval (:mod:`braindecode_speech.evaluation.retrieval`).
 """
 
 from __future__ import annotations
@@ -19,28 +21,36 @@ from torch import Tensor, nn
 
 from ..config import Config
 
-__all__ = ["ClipLoss", "LossConfig", "MSELoss", "clip_scores"]
+__all__ = ["ClipLoss", "LossConfig", "MSELoss", "clip_norms", "clip_scores"]
 
 
 def _check_pair(brain: Tensor, speech: Tensor) -> None:
-    if brain.dim() != 3 or speech.dim() != 3 or brain.shape[1:] != speech.shape[1:]:
+    if brain.dim() < 2 or brain.dim() != speech.dim() or brain.shape[1:] != speech.shape[1:]:
         raise ValueError(
-            f"brain [B, F, T] and speech [N, F, T] must agree in F and T, got "
-            f"{tuple(brain.shape)} and {tuple(speech.shape)}"
+            f"brain [B, F, T] and speech [N, F, T] (or flattened [B, D] and [N, D]) must agree "
+            f"in F and T, got {tuple(brain.shape)} and {tuple(speech.shape)}"
         )
+
+
+def clip_norms(speech: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``speech [N, F, T]`` (or ``[N, D]``) → ``[N]`` norms ``||Y_j||`` over channels and time,
+    accumulated in ``dtype`` (default: the dtype of ``speech``)."""
+    return torch.linalg.vector_norm(speech.flatten(1), dim=1, dtype=dtype)
 
 
 def clip_scores(brain: Tensor, speech: Tensor, speech_norms: Tensor | None = None) -> Tensor:
     """``brain [B, F, T]``, ``speech [N, F, T]`` → ``[B, N]`` scores ``<Z_i, Y_j> / ||Y_j||``.
 
     Computed as one ``[B, F·T] @ [F·T, N]`` product divided by the candidate norms, so no
-    normalised copy of ``speech`` is made. ``speech_norms [N]``: the norms ``||Y_j||`` when
-    already known (e.g. when scoring pieces of a batch against the same candidates).
+    normalised copy of ``speech`` is made; already flattened ``[B, D]`` and ``[N, D]`` inputs
+    are accepted too. ``speech_norms [N]``: the norms ``||Y_j||`` (:func:`clip_norms`) when
+    already known (e.g. when scoring pieces of a batch against the same candidates); the result
+    has the dtype of the product promoted with that of the norms.
     """
     _check_pair(brain, speech)
     flat_speech = speech.flatten(1)
     inner = brain.flatten(1) @ flat_speech.T
-    return inner / (flat_speech.norm(dim=1) if speech_norms is None else speech_norms)
+    return inner / (clip_norms(flat_speech) if speech_norms is None else speech_norms)
 
 
 class ClipLoss(nn.Module):
@@ -76,13 +86,17 @@ class ClipLoss(nn.Module):
         """Scores divided by the temperature, ``[B, N]``."""
         return self._with_temperature(clip_scores(brain, speech))
 
-    def from_scores(self, scores: Tensor) -> Tensor:
-        """The loss from the ``[B, B]`` scores of a batch (row i: brain i against every speech
-        segment of the batch; the match is on the diagonal)."""
-        if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
-            raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
+    def from_scores(self, scores: Tensor, offset: int = 0) -> Tensor:
+        """The loss from the ``[B, N]`` scores of ``B`` brain windows against ``N >= offset + B``
+        speech candidates: the match of row ``i`` is column ``offset + i`` (the diagonal of a
+        ``[B, B]`` batch; a process's own rows among gathered candidates in multi-process
+        training)."""
+        if scores.dim() != 2 or offset < 0 or scores.shape[1] < offset + scores.shape[0]:
+            raise ValueError(f"scores must be a [B, N] matrix with N >= offset + B, got "
+                             f"{tuple(scores.shape)} and offset {offset}")
         logits = self._with_temperature(scores)
-        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+        targets = torch.arange(offset, offset + len(logits), device=logits.device)
+        return F.cross_entropy(logits, targets)
 
     def _with_temperature(self, scores: Tensor) -> Tensor:
         if self.log_temperature is None:

@@ -20,11 +20,10 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from ..stimuli import sound_duration
 from ..study import StudyError
 
-__all__ = ["FIF_MAGIC", "is_fif", "read_raw", "read_mat", "read_table", "wav_duration",
-           "fif_path_of", "as_column"]
+__all__ = ["FIF_MAGIC", "is_fif", "read_raw", "read_mat", "read_table", "fif_path_of",
+           "as_column"]
 
 #: first 4 bytes of every FIF file: the tag kind FIFF_FILE_ID (100), big-endian
 FIF_MAGIC = b"\x00\x00\x00\x64"
@@ -98,17 +97,6 @@ def read_mat(path: Path, *variables: str) -> dict[str, Any]:
     if missing:
         raise StudyError(f"{path}: MATLAB file has no variable(s) {missing}")
     return mat
-
-
-def wav_duration(path: Path) -> float:
-    """Duration of a sound file in s (header only; see
-    :func:`braindecode_speech.data.stimuli.sound_duration`).
-
-    Raises
-    ------
-    StudyError : the file is missing, empty, truncated or not a readable sound file.
-    """
-    return sound_duration(path)
 
 
 def read_table(path: Path, what: str, **kwargs: Any) -> pd.DataFrame:

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import get_args
 
 import mne
 import mne_bids
@@ -38,7 +39,7 @@ import pandas as pd
 from ...config import Config
 from ..events import make_events
 from ..stimuli import inside_root
-from ..study import Recording, Study, StudyError
+from ..study import Modality, Recording, Study, StudyError
 from ._readers import read_table
 
 __all__ = ["BIDSColumns", "BIDSStudy", "RAW_EXTENSIONS"]
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 #: raw data files recognised as recordings
 RAW_EXTENSIONS = (".fif", ".vhdr", ".edf", ".bdf", ".set", ".con", ".sqd", ".ds")
-_MODALITIES = ("meg", "eeg")
+_MODALITIES: tuple[str, ...] = get_args(Modality)
 
 
 class BIDSColumns(Config):
@@ -88,7 +89,7 @@ class BIDSStudy(Study):
     name = "bids"
 
     def __init__(self, root: str | Path, subjects: list[str] | None = None,
-                 datatype: str | None = None, columns: BIDSColumns | None = None,
+                 datatype: Modality | None = None, columns: BIDSColumns | None = None,
                  strict: bool = True) -> None:
         super().__init__(root, subjects, strict)
         self.columns = columns if columns is not None else BIDSColumns()

@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 
 from ..events import make_events
-from ..stimuli import inside_root
+from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter
-from ._readers import as_column, read_mat, read_table, wav_duration
+from ._readers import as_column, read_mat, read_table
 
 __all__ = ["Brennan2019", "PAPER_SUBJECTS", "read_events", "read_eeg"]
 
@@ -145,7 +145,7 @@ def read_events(proc_path: Path, root: Path) -> pd.DataFrame:
                            proc_path, segment, implied.max() - implied.min())
         wav = wav_path(root, segment)
         rows.append({"onset": max(start, 0.0), "offset": max(-start, 0.0), "kind": "sound",
-                     "filepath": str(wav), "duration": wav_duration(wav) - max(-start, 0.0),
+                     "filepath": str(wav), "duration": sound_duration(wav) - max(-start, 0.0),
                      "sound_id": wav.stem, "story": "alice"})
         for word in part.itertuples():
             rows.append({"onset": word.time, "duration": word.offset - word.onset,

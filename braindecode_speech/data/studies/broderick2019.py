@@ -40,10 +40,10 @@ import numpy as np
 import pandas as pd
 
 from ..events import make_events
-from ..stimuli import inside_root
+from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter
-from ._readers import as_column, read_mat, wav_duration
+from ._readers import as_column, read_mat
 
 __all__ = ["Broderick2019", "read_eeg", "read_events"]
 
@@ -148,7 +148,7 @@ def read_events(text_path: Path, run: int, private: Path) -> pd.DataFrame:
             for w, t, u, sid, p in zip(words, onsets, offsets, sequence_ids, positions)]
     wav = private / f"audio{run}.wav"
     if wav.is_file():
-        rows.append({"onset": 0.0, "duration": wav_duration(wav), "kind": "sound",
+        rows.append({"onset": 0.0, "duration": sound_duration(wav), "kind": "sound",
                      "filepath": str(wav), "offset": 0.0, "sound_id": f"audio{run}"})
         alignment = private / f"align{run}.json"
         if alignment.is_file():

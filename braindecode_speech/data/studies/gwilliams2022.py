@@ -37,10 +37,10 @@ import mne
 import pandas as pd
 
 from ..events import make_events
-from ..stimuli import inside_root
+from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter, sentence_uid
-from ._readers import read_table, wav_duration
+from ._readers import read_table
 
 __all__ = ["Gwilliams2022", "STORIES", "read_events", "sound_file", "sound_files"]
 
@@ -118,7 +118,7 @@ def _event_row(info: dict, onset: float, duration: float, root: Path,
         if not wav.is_file():
             raise StudyError(f"sound file {wav} is missing")
         sounds[wav.stem] = onset
-        row.update(filepath=str(wav), offset=0.0, duration=duration or wav_duration(wav))
+        row.update(filepath=str(wav), offset=0.0, duration=duration or sound_duration(wav))
     elif kind == "word":
         row.update(offset=float(info["start"]), word=str(info["word"]),
                    word_index=int(info["word_index"]), condition=info.get("condition"),

@@ -41,10 +41,9 @@ import mne
 import pandas as pd
 
 from ..events import make_events
-from ..stimuli import inside_root
+from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter
-from ._readers import wav_duration
 from .presentation_log import LogError, fit_clock, read_presentation_log
 
 __all__ = ["Schoffelen2019", "EXCLUDED", "read_stimuli", "trigger_code"]
@@ -247,7 +246,7 @@ class Schoffelen2019(StudyAdapter):
             wav = self.wav(uid)
             common = {"sequence_id": str(uid), "sequence_uid": str(uid), "condition": condition,
                       "sound_id": wav.stem}
-            rows.append({**common, "onset": onset, "duration": wav_duration(wav),
+            rows.append({**common, "onset": onset, "duration": sound_duration(wav),
                          "kind": "sound", "filepath": str(wav), "offset": 0.0})
             grid = self.textgrid(uid)
             if grid.is_file():
