@@ -179,3 +179,11 @@ def test_trl_disagreeing_with_the_csv_is_an_error(copy):
 def test_unknown_subject_id(root):
     with pytest.raises(StudyError, match=r"unknown subject ids \['S99'\]"):
         get("brennan2019", root, subjects=["S99"]).recordings()
+
+
+def test_options_passed_on_to_the_base_adapter_are_listed(tmp_path):
+    with pytest.raises(StudyError, match=r"takes no option 'colour'; its options: subjects, "
+                                         r"strict, raw_reader, selection$"):
+        get("brennan2019", tmp_path, colour="red")
+    with pytest.raises(ValueError, match="selection must be 'paper' or 'all', got 'some'"):
+        Brennan2019(tmp_path, selection="some")

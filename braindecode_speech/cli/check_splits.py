@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from ._experiment_options import add_experiment_arguments, experiment_config
 
 HELP = "split a study into blocks and prove no sentence or audio is shared between splits"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--data", required=True, help="folder of the local copy of the study")
-    parser.add_argument("--config", help="YAML file with an ExperimentConfig (splits are read)")
+    add_experiment_arguments(parser, "splits are read", "splits.min_block_duration=4")
     parser.add_argument("--json", help="also write the audit to this JSON file")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted config overrides, e.g. splits.min_block_duration=4")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..experiments.config import ExperimentConfig
     from ..experiments.prepare import split_study
 
-    config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
-    config = config.with_overrides({"study.name": args.study, "study.root": args.data})
-    config = config.with_overrides(list(args.overrides))
-    audit = split_study(config)
+    audit = split_study(experiment_config(args))
     for split in ("train", "valid", "test"):
         print(f"{split:>5}: {audit['n_blocks'][split]:6d} blocks "
               f"{audit['n_sentences'][split]:6d} sentences {audit['hours'][split]:8.3f} h")

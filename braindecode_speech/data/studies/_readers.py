@@ -23,7 +23,7 @@ import scipy.io
 from ..stimuli import sound_duration
 from ..study import StudyError
 
-__all__ = ["FIF_MAGIC", "is_fif", "read_raw", "read_mat", "read_table", "wav_duration",
+__all__ = ["FIF_MAGIC", "RawReader", "is_fif", "read_raw", "read_mat", "read_table", "wav_duration",
            "fif_path_of", "as_column"]
 
 #: first 4 bytes of every FIF file: the tag kind FIFF_FILE_ID (100), big-endian
