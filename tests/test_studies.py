@@ -17,10 +17,9 @@ from braindecode_speech.config import ConfigError
 from braindecode_speech.experiments import ExperimentConfig
 from braindecode_speech.experiments import grid as grids
 from braindecode_speech.experiments.analysis import compare_paper_configuration, paper_results
-from braindecode_speech.experiments.reproduce import reproduction_grid
+from braindecode_speech.experiments.reproduce import PUBLIC_STUDIES, reproduction_grid
 
 STUDIES = Path(__file__).parents[1] / "studies"
-REAL = ["gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019"]
 
 
 def _run_script(name: str, argv: list[str], monkeypatch) -> int:
@@ -63,7 +62,7 @@ def test_unknown_study_has_no_reproduction_grid():
         reproduction_grid("mous")
 
 
-@pytest.mark.parametrize("study", REAL)
+@pytest.mark.parametrize("study", PUBLIC_STUDIES)
 def test_real_study_scripts_run_the_paper_configuration(study, tmp_path, monkeypatch, capsys):
     grid = grids.load_grid(STUDIES / f"{study}.py")
     runs = grids.resolve_runs(grid, tmp_path, str(tmp_path / study))
