@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from fixtures import LAYOUT_STUDIES, copy_layout, truncate
 
+from braindecode_speech.cli import example_layout as example_layout_command
 from braindecode_speech.data.studies import get
 from braindecode_speech.data.study import StudyError
 
@@ -24,8 +25,9 @@ CASES = {
 }
 
 
-def test_every_study_has_a_case():
+def test_every_study_has_a_case_and_a_command_line_choice():
     assert set(CASES) == set(LAYOUT_STUDIES)
+    assert set(example_layout_command.STUDIES) == set(LAYOUT_STUDIES)
 
 
 def test_unknown_subject_id(example_layout):
