@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile
-from fixtures import copy_layout, example_layout, rewrite_fif, truncate
+from fixtures import LAYOUT_STUDIES, copy_layout, rewrite_fif, truncate
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.data.stimuli import wav_truncation
@@ -37,21 +37,19 @@ from braindecode_speech.experiments import prepare_data
 from braindecode_speech.experiments.presets import tiny_config
 from braindecode_speech.features.audio import AudioError, load_wav
 
-STUDIES = ("simulated", "bids", "gwilliams2022", "schoffelen2019", "broderick2019",
-           "brennan2019")
-LAYOUTS = STUDIES[2:]
+STUDIES = ("simulated", "bids", *LAYOUT_STUDIES)
 SIMULATED_EVENTS = "sub-01/ses-0/meg/sub-01_ses-0_task-0_events.tsv"
 MASC_EVENTS = "sub-01/ses-0/meg/sub-01_ses-0_task-0_events.tsv"
 
 
 @pytest.fixture
-def copy_of(tmp_path, tmp_path_factory, tiny_meg_root):
+def copy_of(tmp_path, example_layouts, tiny_meg_root):
     """``copy_of(study)``: a modifiable copy of the data read by ``study``."""
 
     def make(study: str) -> Path:
         if study in ("simulated", "bids"):
             return Path(shutil.copytree(tiny_meg_root, tmp_path / study))
-        return copy_layout(example_layout(study, tmp_path_factory), tmp_path / study)
+        return copy_layout(example_layouts(study), tmp_path / study)
 
     return make
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
-from fixtures import example_layout
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, EXPECTED_ERRORS, main
 from braindecode_speech.cli import evaluate as evaluate_command
@@ -65,10 +64,10 @@ def test_unknown_adapter_option_is_named(tmp_path, capsys):
     ("selection=[all", EXIT_INPUT_ERROR, "--option 'selection=[all': the value is not valid"),
     ("selection", EXIT_INPUT_ERROR, "--option 'selection' is not of the form KEY=VALUE"),
 ])
-def test_check_names_a_bad_adapter_option(tmp_path_factory, capsys, option, exit_code,
+def test_check_names_a_bad_adapter_option(example_layouts, capsys, option, exit_code,
                                           expected):
     """An unknown option is a problem found (listed, exit 1); a malformed one is refused."""
-    root = example_layout("brennan2019", tmp_path_factory)
+    root = example_layouts("brennan2019")
     code = main(["check", "--study", "brennan2019", "--data", str(root), "--no-signal",
                  "--option", option])
     captured = capsys.readouterr()

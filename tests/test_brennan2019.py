@@ -11,21 +11,12 @@ import pandas as pd
 import pytest
 import scipy.io
 import soundfile
-from fixtures import copy_layout, example_layout, truncate
 
 from braindecode_speech.data.studies import get
 from braindecode_speech.data.studies.brennan2019 import PAPER_SUBJECTS, Brennan2019, read_events
 from braindecode_speech.data.study import StudyError
 
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return example_layout("brennan2019", tmp_path_factory)
-
-
-@pytest.fixture
-def copy(root, tmp_path) -> Path:
-    return copy_layout(root, tmp_path / "alice")
+STUDY = "brennan2019"  # the example layout of the fixtures root and copy
 
 
 def _trl(root: Path, subject: str) -> np.ndarray:
@@ -141,12 +132,6 @@ def test_missing_raw_file_and_extracted_folders(copy):
         Brennan2019(copy).recordings()
 
 
-def test_truncated_raw_file_is_an_error_naming_it(copy):
-    truncate(copy / "S01.mat")
-    rec = get("brennan2019", copy).recordings()[0]
-    with pytest.raises(StudyError, match="S01.mat: cannot read MATLAB file"):
-        rec.raw()
-
 
 def test_missing_channel_is_an_error_naming_the_file(copy):
     path = copy / "S03.mat"
@@ -176,6 +161,10 @@ def test_trl_disagreeing_with_the_csv_is_an_error(copy):
         rec.events()
 
 
-def test_unknown_subject_id(root):
-    with pytest.raises(StudyError, match=r"unknown subject ids \['S99'\]"):
-        get("brennan2019", root, subjects=["S99"]).recordings()
+
+def test_options_passed_on_to_the_base_adapter_are_listed(tmp_path):
+    with pytest.raises(StudyError, match=r"takes no option 'colour'; its options: subjects, "
+                                         r"strict, raw_reader, selection$"):
+        get("brennan2019", tmp_path, colour="red")
+    with pytest.raises(ValueError, match="selection must be 'paper' or 'all', got 'some'"):
+        Brennan2019(tmp_path, selection="some")

@@ -9,21 +9,17 @@ from pathlib import Path
 import mne
 import numpy as np
 import pandas as pd
-import pytest
 import scipy.io
-from fixtures import copy_layout, example_layout, truncate
+from fixtures import copy_layout, truncate
 
 from braindecode_speech.cli import main
 from braindecode_speech.data.events import make_events
 from braindecode_speech.data.studies.check import check, check_study
 from braindecode_speech.data.study import Recording, Study
 
-STUDIES = ("brennan2019", "broderick2019", "gwilliams2022", "schoffelen2019")
 
-
-@pytest.mark.parametrize("study", STUDIES)
-def test_example_layouts_pass(study, tmp_path_factory):
-    root = example_layout(study, tmp_path_factory)
+def test_example_layouts_pass(example_layout):
+    study, root = example_layout
     report = check(study, root)
     assert report.ok, report.format()
     assert len(report.subjects) == 2
@@ -43,8 +39,8 @@ def test_cli_example_layout_then_check(tmp_path, capsys):
     assert "no problems found" in out
 
 
-def test_damaged_copy_reports_every_problem_at_once(tmp_path_factory, tmp_path, capsys):
-    root = copy_layout(example_layout("broderick2019", tmp_path_factory), tmp_path / "b")
+def test_damaged_copy_reports_every_problem_at_once(example_layouts, tmp_path, capsys):
+    root = copy_layout(example_layouts("broderick2019"), tmp_path / "b")
     eeg = root / "Natural Speech" / "EEG"
     truncate(eeg / "Subject1" / "Subject1_Run1.mat")
     mat = scipy.io.loadmat(eeg / "Subject1" / "Subject1_Run2.mat")
@@ -73,8 +69,8 @@ def test_damaged_copy_reports_every_problem_at_once(tmp_path_factory, tmp_path, 
         assert text in out, (text, out)
 
 
-def test_events_problems_are_reported(tmp_path_factory, tmp_path):
-    root = copy_layout(example_layout("gwilliams2022", tmp_path_factory), tmp_path / "g")
+def test_events_problems_are_reported(example_layouts, tmp_path):
+    root = copy_layout(example_layouts("gwilliams2022"), tmp_path / "g")
     meg = root / "sub-01" / "ses-0" / "meg"
     path = meg / "sub-01_ses-0_task-1_events.tsv"
     tsv = pd.read_csv(path, sep="\t")
@@ -95,8 +91,8 @@ def test_events_problems_are_reported(tmp_path_factory, tmp_path):
     assert report.n_recordings == 9
 
 
-def test_unknown_subject_and_missing_folder(tmp_path_factory, tmp_path):
-    root = example_layout("brennan2019", tmp_path_factory)
+def test_unknown_subject_and_missing_folder(example_layouts, tmp_path):
+    root = example_layouts("brennan2019")
     report = check("brennan2019", root, subjects=["S01", "S99"])
     assert [str(p) for p in report.problems] == [f"{root}: unknown subject ids ['S99'] for "
                                                  "'brennan2019'"]
@@ -128,8 +124,8 @@ def test_channel_counts_may_differ_when_the_study_defines_none(tmp_path):
     assert messages == [f"{tmp_path / 'x.wav'}: sound file is missing"]  # listed once
 
 
-def test_missing_extracted_folder_is_reported(tmp_path_factory, tmp_path):
-    root = copy_layout(example_layout("brennan2019", tmp_path_factory), tmp_path / "b")
+def test_missing_extracted_folder_is_reported(example_layouts, tmp_path):
+    root = copy_layout(example_layouts("brennan2019"), tmp_path / "b")
     shutil.rmtree(root / "audio")
     report = check("brennan2019", root)
     assert [str(p) for p in report.problems] == [
@@ -138,8 +134,8 @@ def test_missing_extracted_folder_is_reported(tmp_path_factory, tmp_path):
     assert Path(report.root) == root
 
 
-def test_cli_names_a_deleted_wav_and_a_truncated_raw_file(tmp_path_factory, tmp_path, capsys):
-    root = copy_layout(example_layout("gwilliams2022", tmp_path_factory), tmp_path / "g")
+def test_cli_names_a_deleted_wav_and_a_truncated_raw_file(example_layouts, tmp_path, capsys):
+    root = copy_layout(example_layouts("gwilliams2022"), tmp_path / "g")
     wav = root / "stimuli" / "audio" / "cable_spool_fort_0.wav"
     wav.unlink()
     raw = root / "sub-02" / "ses-0" / "meg" / "sub-02_ses-0_task-3_meg.con"

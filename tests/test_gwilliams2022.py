@@ -9,22 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures import copy_layout, example_layout, rewrite_fif, truncate
+from fixtures import rewrite_fif
 
 from braindecode_speech.data.events import EventsError
 from braindecode_speech.data.studies import get
 from braindecode_speech.data.studies.gwilliams2022 import STORIES, Gwilliams2022, sound_file
 from braindecode_speech.data.study import StudyError
 
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return example_layout("gwilliams2022", tmp_path_factory)
-
-
-@pytest.fixture
-def copy(root, tmp_path) -> Path:
-    return copy_layout(root, tmp_path / "masc")
+STUDY = "gwilliams2022"  # the example layout of the fixtures root and copy
 
 
 def _events_tsv(root: Path, subject="01", session="0", task=0) -> Path:
@@ -156,12 +148,6 @@ def test_missing_raw_file_is_skipped_and_named(copy):
     assert study.skipped == [(raw, "file is missing")]
 
 
-def test_truncated_raw_file_is_an_error_naming_it(copy):
-    path = copy / "sub-01" / "ses-0" / "meg" / "sub-01_ses-0_task-1_meg.con"
-    truncate(path)
-    with pytest.raises(StudyError, match="sub-01_ses-0_task-1_meg.con: damaged FIF file"):
-        _recording(get("gwilliams2022", copy), task="1").raw()
-
 
 def test_events_past_the_end_and_duplicates_are_errors(copy):
     path = _events_tsv(copy, task=1)
@@ -189,9 +175,7 @@ def test_a_different_channel_count_is_an_error_naming_the_file(copy):
         rec.raw()
 
 
-def test_unknown_and_unlisted_subjects(copy):
-    with pytest.raises(StudyError, match=r"unknown subject ids \['99'\]"):
-        get("gwilliams2022", copy, subjects=["99"]).recordings()
+def test_unlisted_subjects(copy):
     assert {r.subject for r in get("gwilliams2022", copy, subjects=["02"]).recordings()} == \
         {"02"}
     (copy / "sub-03").mkdir()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import copy_layout, example_layout, truncate
 
 from braindecode_speech.data.studies import get
 from braindecode_speech.data.studies.presentation_log import (
@@ -20,19 +19,11 @@ from braindecode_speech.data.studies.presentation_log import (
 from braindecode_speech.data.studies.schoffelen2019 import Schoffelen2019, trigger_code
 from braindecode_speech.data.study import StudyError
 
+STUDY = "schoffelen2019"  # the example layout of the fixtures root and copy
+
 # the example layout's clocks: MEG time = SLOPE * log time + INTERCEPT (s)
 SLOPE = 1 + 2e-5
 INTERCEPT = 1.0 - SLOPE * 2.0
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return example_layout("schoffelen2019", tmp_path_factory)
-
-
-@pytest.fixture
-def copy(root, tmp_path) -> Path:
-    return copy_layout(root, tmp_path / "mous")
 
 
 def _log(root: Path, subject: str = "A2002") -> Path:
@@ -195,14 +186,3 @@ def test_stimulus_missing_from_the_stimulus_list(copy):
     with pytest.raises(StudyError, match=r"stimulus ids \[2\] are not in stimuli.txt"):
         get("schoffelen2019", copy).recordings()
 
-
-def test_truncated_raw_file_is_an_error_naming_it(copy):
-    ds = copy / "sub-A2003/meg/sub-A2003_task-auditory_meg.ds"
-    truncate(ds / "sub-A2003_task-auditory_meg.meg4")
-    with pytest.raises(StudyError, match="sub-A2003_task-auditory_meg.ds: damaged FIF file"):
-        get("schoffelen2019", copy).recordings()[1].raw()
-
-
-def test_unknown_subject_id(root):
-    with pytest.raises(StudyError, match=r"unknown subject ids \['A2999'\]"):
-        get("schoffelen2019", root, subjects=["A2999"]).recordings()

@@ -4,19 +4,22 @@ machinery and compares with the paper's numbers; the simulated one runs here end
 from __future__ import annotations
 
 import json
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from braindecode_speech.config import ConfigError
 from braindecode_speech.experiments import ExperimentConfig
 from braindecode_speech.experiments import grid as grids
 from braindecode_speech.experiments.analysis import compare_paper_configuration, paper_results
+from braindecode_speech.experiments.reproduce import PUBLIC_STUDIES, reproduction_grid
 
 STUDIES = Path(__file__).parents[1] / "studies"
-REAL = ["gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019"]
 
 
 def _run_script(name: str, argv: list[str], monkeypatch) -> int:
@@ -26,7 +29,40 @@ def _run_script(name: str, argv: list[str], monkeypatch) -> int:
     return exit_info.value.code
 
 
-@pytest.mark.parametrize("study", REAL)
+def _script(path: Path, *argv: str) -> subprocess.CompletedProcess:
+    """Run a script of ``studies/`` as a user does, in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(STUDIES.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=STUDIES.parent)
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.py")), ids=lambda p: p.stem)
+def test_every_script_answers_help(path):
+    done = _script(path, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: {path.name} ") and not done.stderr
+    # the script's docstring, then the options of `grid run` and its own
+    assert done.stdout.split("\n\n")[1].startswith("Reproduce") or path.stem == "simulated"
+    for option in ("--data", "--executor", "--dry-run", "--root", "--tasks-per-node"):
+        assert option in done.stdout
+    assert (f"braindecode-speech grid status studies/{path.name}") in done.stdout
+    assert ("--preset" in done.stdout) == (path.stem == "simulated")
+
+
+def test_simulated_script_needs_a_data_folder():
+    done = _script(STUDIES / "simulated.py")
+    assert done.returncode == 2
+    assert "the following arguments are required: --data" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_study_has_no_reproduction_grid():
+    with pytest.raises(ConfigError, match="no reproduction grid for study 'mous'; known: "):
+        reproduction_grid("mous")
+
+
+@pytest.mark.parametrize("study", PUBLIC_STUDIES)
 def test_real_study_scripts_run_the_paper_configuration(study, tmp_path, monkeypatch, capsys):
     grid = grids.load_grid(STUDIES / f"{study}.py")
     runs = grids.resolve_runs(grid, tmp_path, str(tmp_path / study))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures import LAYOUT_STUDIES
 
 from braindecode_speech.data.studies import get
 from braindecode_speech.experiments import build_model, prepare_data, study_blocks
@@ -27,7 +28,7 @@ SIZES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(SIZES))
+@pytest.fixture(scope="module", params=LAYOUT_STUDIES)
 def study(request, tmp_path_factory) -> tuple[str, Path, Path]:
     """``(name, root, cache)`` of a two-subject example layout of each study."""
     name = request.param

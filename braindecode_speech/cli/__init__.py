@@ -17,8 +17,9 @@ import logging
 import pkgutil
 import sys
 import traceback
+from collections.abc import Callable
 
-__all__ = ["main", "build_parser", "EXPECTED_ERRORS", "EXIT_INPUT_ERROR"]
+__all__ = ["main", "build_parser", "run_command", "EXPECTED_ERRORS", "EXIT_INPUT_ERROR"]
 
 #: exit code of a run refused for bad input (argparse's usage errors exit 2 too; 1 is kept for
 #: problems found by ``check`` and ``check-splits`` and for failed downloads or grid runs)
@@ -72,10 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(args._run, args)
+
+
+def run_command(command: Callable[[argparse.Namespace], int | None],
+                args: argparse.Namespace) -> int:
+    """``command(args)`` with logging at ``args.verbose``; bad input (:data:`EXPECTED_ERRORS`)
+    ends in one line ``error: <message>`` and :data:`EXIT_INPUT_ERROR`."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args._run(args) or 0)
+        return int(command(args) or 0)
     except Exception as exc:
         if not _is_expected(exc):
             raise

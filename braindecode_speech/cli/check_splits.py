@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from ._study import add_study_arguments, study_config
+from ._experiment_options import add_experiment_arguments, experiment_config
 
 HELP = "split a study into blocks and prove no sentence or audio is shared between splits"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_arguments(parser, "YAML file with an ExperimentConfig (splits are read)",
-                        "splits.min_block_duration=4")
+    add_experiment_arguments(parser, "splits are read", "splits.min_block_duration=4")
     parser.add_argument("--json", help="also write the audit to this JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ..experiments.prepare import split_study
 
-    config = study_config(args)
-    audit = split_study(config)
+    audit = split_study(experiment_config(args))
     for split in ("train", "valid", "test"):
         print(f"{split:>5}: {audit['n_blocks'][split]:6d} blocks "
               f"{audit['n_sentences'][split]:6d} sentences {audit['hours'][split]:8.3f} h")

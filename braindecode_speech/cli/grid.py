@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "run a grid of experiments (SLURM, local or debug), show its status, tabulate its results"
 
@@ -26,21 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     run = actions.add_parser("run", help="submit the runs that are not done or in progress")
-    run.add_argument("--executor", choices=["slurm", "local", "debug"], default="local",
-                     help="slurm: job array; local: subprocesses on this machine; debug: in "
-                          "this process, one after the other, a failure opens pdb "
-                          "(default: local)")
-    run.add_argument("--data", action="append", default=[], metavar="[STUDY=]PATH",
-                     help="local copy of a study (STUDY=PATH, repeatable), or one folder: "
-                          "the study itself in a single-study grid, else a folder with one "
-                          "sub-folder per study (PATH/<study name>)")
-    run.add_argument("--dry-run", action="store_true",
-                     help="list the runs and what would be submitted, submit nothing")
-    run.add_argument("--jobs", type=int, default=1,
-                     help="local executor: runs at the same time (default: 1)")
+    _add_run_arguments(run)
     run.add_argument("--table", action="store_true",
                      help="then, if every run is done, write the table (as `grid table`)")
-    _add_slurm_arguments(run)
 
     show = actions.add_parser("status", help="state of every run, last log lines of failures")
     show.add_argument("--lines", type=int, default=10,
@@ -48,12 +37,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("table", help="metrics, mean ± s.e.m. over seeds: CSV, Markdown, PNG")
     for sub in actions.choices.values():
         sub.add_argument("file", metavar="FILE", help="grid file (defines GRID = Grid(...))")
-        sub.add_argument("--root", default="runs", help="folder of the grids' runs "
-                                                        "(default: runs)")
+        _add_root_argument(sub)
 
 
-def _add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options overriding the grid's :class:`~braindecode_speech.experiments.grid.SlurmConfig`."""
+def _add_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default="runs", help="folder of the grids' runs "
+                                                       "(default: runs)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    """The options of ``grid run`` (``data=False``: all but ``--data``)."""
+    parser.add_argument("--executor", choices=["slurm", "local", "debug"], default="local",
+                        help="slurm: job array; local: subprocesses on this machine; debug: "
+                             "in this process, one after the other, a failure opens pdb "
+                             "(default: local)")
+    if data:
+        parser.add_argument("--data", action="append", default=[], metavar="[STUDY=]PATH",
+                            help="local copy of a study (STUDY=PATH, repeatable), or one "
+                                 "folder: the study itself in a single-study grid, else a "
+                                 "folder with one sub-folder per study (PATH/<study name>)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs and what would be submitted, submit nothing")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local executor: runs at the same time (default: 1)")
     group = parser.add_argument_group("SLURM resources (override the grid file)")
     for flag, kind, text in [
         ("--partition", str, "partition"), ("--account", str, "account"),
@@ -140,3 +146,56 @@ def _print_tables(paths: dict) -> None:
         print("Beside the published numbers (top-10 segment accuracy, %):")
         print(paths["comparison_markdown"].read_text())
     print("written:", ", ".join(str(p) for p in paths.values()))
+
+
+_REPRODUCTION_EPILOG = """\
+example:
+  python {file} --data {data} --executor {executor}
+Runs live in ROOT/reproduce_{study}/<config signature>/. A second call skips finished runs,
+resumes the others from their last checkpoint and, once every run is done, writes the table
+(public studies: comparison.md beside the paper's numbers). The script is also a grid file:
+  braindecode-speech grid status {file}
+  braindecode-speech grid table {file}
+"""
+
+
+def run_reproduction(study: str, file: str, description: str | None = None,
+                     argv: list[str] | None = None) -> int:
+    """The command line of the reproduction script ``file`` (``studies/<study>.py``, whose
+    ``GRID`` is :func:`~braindecode_speech.experiments.reproduce.reproduction_grid`): ``grid run
+    FILE --table`` with the options of ``grid run``; for ``simulated``, ``--data`` is where the
+    study is generated (``--preset``) unless it is already there.
+
+    ``description`` (the script's docstring) heads ``--help``; ``argv`` defaults to
+    ``sys.argv[1:]``. Returns the exit code.
+    """
+    from . import run_command
+
+    simulated = study == "simulated"
+    epilog = _REPRODUCTION_EPILOG.format(
+        file=os.path.relpath(file), study=study,
+        data="/tmp/simulated" if simulated else f"/datasets/{study}",
+        executor="debug" if simulated else "slurm")
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v: info, -vv: debug)")
+    if simulated:
+        parser.add_argument("--data", required=True, metavar="PATH",
+                            help="folder of the simulated study (generated unless present)")
+        parser.add_argument("--preset", default="tiny", choices=["tiny", "demo", "large"],
+                            help="simulated study to generate (default: tiny)")
+    _add_run_arguments(parser, data=not simulated)
+    _add_root_argument(parser)
+    args = parser.parse_args(argv)
+    args.action, args.file, args.table = "run", file, True
+
+    def command(args: argparse.Namespace) -> int:
+        if simulated:
+            from ..simulation import SimulationConfig, simulate
+
+            simulate(SimulationConfig.preset(args.preset), args.data)
+            args.data = [args.data]
+        return run(args)
+
+    return run_command(command, args)

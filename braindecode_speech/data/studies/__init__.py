@@ -39,9 +39,24 @@ def get(name: str, root: str | Path, **kwargs: Any) -> Study:
         raise StudyError(f"Unknown study {name!r}; known studies: {', '.join(names())}")
     module_name, class_name = REGISTRY[name].split(":")
     cls = getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
-    parameters = inspect.signature(cls).parameters
-    unknown = sorted(set(kwargs) - set(parameters))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+    options = _options(cls)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
         raise StudyError(f"study {name!r} takes no option {', '.join(map(repr, unknown))}; "
-                         f"its options: {', '.join(k for k in parameters if k != 'root')}")
+                         f"its options: {', '.join(options)}")
     return cls(root, **kwargs)
+
+
+def _options(cls: type) -> list[str]:
+    """The keyword options of ``cls`` (all but ``root``): those of its ``__init__`` and, where
+    that passes ``**kwargs`` on, those of its base classes' (base classes' first)."""
+    options: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        options = [p.name for p in parameters if p.name not in ("self", "root")
+                   and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)] + options
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return options

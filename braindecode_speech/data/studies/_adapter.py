@@ -19,16 +19,19 @@ import logging
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import mne
 import pandas as pd
 
 from ..study import Recording, Study, StudyError
-from ._readers import read_raw
+from ._readers import RawReader, read_raw
 
-__all__ = ["StudyAdapter", "sentence_uid"]
+__all__ = ["StudyAdapter", "sentence_uid", "choice"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class StudyAdapter(Study):
@@ -42,6 +45,11 @@ class StudyAdapter(Study):
         :attr:`skipped` (False).
     raw_reader : optional ``callable(path) -> mne.io.BaseRaw`` replacing the default reader
         (the native MNE reader, or the FIF reader for the FIF stand-ins of example layouts).
+
+    A subclass with options of its own takes them keyword-only and passes these on::
+
+        def __init__(self, root, *, reference=None, **common):
+            super().__init__(root, **common)
     """
 
     #: number of data channels the paper keeps (checked for every recording)
@@ -50,8 +58,7 @@ class StudyAdapter(Study):
     sfreq: float = 0.0
 
     def __init__(self, root: str | Path, subjects: Sequence[str] | None = None,
-                 strict: bool = True,
-                 raw_reader: Callable[[Path], mne.io.BaseRaw] | None = None) -> None:
+                 strict: bool = True, raw_reader: RawReader | None = None) -> None:
         super().__init__(root, None if subjects is None else list(subjects), strict)
         self.raw_reader = raw_reader
         #: subjects left out by the paper's protocol (not problems)
@@ -111,3 +118,11 @@ def sentence_uid(prefix: str, words: Sequence[str]) -> str:
     """
     text = " ".join(str(w).lower() for w in words)
     return f"{prefix}:{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def choice(option: str, value: T, allowed: Sequence[T]) -> T:
+    """``value`` of an adapter's ``option`` if it is one of ``allowed``, else a ``ValueError``
+    naming the option and the allowed values."""
+    if value not in allowed:
+        raise ValueError(f"{option} must be {' or '.join(map(repr, allowed))}, got {value!r}")
+    return value

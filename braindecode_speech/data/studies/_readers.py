@@ -22,8 +22,8 @@ import scipy.io
 
 from ..study import StudyError
 
-__all__ = ["FIF_MAGIC", "is_fif", "read_raw", "read_mat", "read_table", "fif_path_of",
-           "as_column"]
+__all__ = ["FIF_MAGIC", "RawReader", "is_fif", "read_raw", "read_mat", "read_table",
+           "fif_path_of", "as_column"]
 
 #: first 4 bytes of every FIF file: the tag kind FIFF_FILE_ID (100), big-endian
 FIF_MAGIC = b"\x00\x00\x00\x64"

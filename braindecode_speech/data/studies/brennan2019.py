@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import mne
 import numpy as np
@@ -37,7 +37,7 @@ import pandas as pd
 from ..events import make_events
 from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
-from ._adapter import StudyAdapter
+from ._adapter import StudyAdapter, choice
 from ._readers import as_column, read_mat, read_table
 
 __all__ = ["Brennan2019", "PAPER_SUBJECTS", "read_events", "read_eeg"]
@@ -171,14 +171,10 @@ class Brennan2019(StudyAdapter):
     n_channels = 60
     sfreq = SFREQ
 
-    def __init__(self, root: str | Path, subjects: Sequence[str] | None = None,
-                 strict: bool = True,
-                 raw_reader: Callable[[Path], mne.io.BaseRaw] | None = None,
-                 selection: Literal["paper", "all"] = "paper") -> None:
-        super().__init__(root, subjects, strict, raw_reader)
-        if selection not in ("paper", "all"):
-            raise ValueError(f"selection must be 'paper' or 'all', got {selection!r}")
-        self.selection = selection
+    def __init__(self, root: str | Path, *, selection: Literal["paper", "all"] = "paper",
+                 **common: Any) -> None:
+        super().__init__(root, **common)
+        self.selection = choice("selection", selection, ("paper", "all"))
 
     def read_native(self, path: Path) -> mne.io.BaseRaw:
         return read_eeg(path)

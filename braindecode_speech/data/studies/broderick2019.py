@@ -31,9 +31,9 @@ import difflib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import mne
 import numpy as np
@@ -42,7 +42,7 @@ import pandas as pd
 from ..events import make_events
 from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
-from ._adapter import StudyAdapter
+from ._adapter import StudyAdapter, choice
 from ._readers import as_column, read_mat
 
 __all__ = ["Broderick2019", "read_eeg", "read_events"]
@@ -60,6 +60,7 @@ def _clean(word: str) -> str:
 
 def read_eeg(path: Path, reference: Literal["mastoids"] | None = None) -> mne.io.RawArray:
     """Read one run: 128 EEG channels (``biosemi128`` names and positions), in V."""
+    choice("reference", reference, (None, "mastoids"))
     mat = read_mat(path, "eegData", "mastoids", "fs")
     sfreq = float(np.asarray(mat["fs"]).ravel()[0])
     eeg = np.asarray(mat["eegData"], dtype=float)
@@ -72,8 +73,6 @@ def read_eeg(path: Path, reference: Literal["mastoids"] | None = None) -> mne.io
             raise StudyError(f"{path}: mastoids has shape {mastoids.shape}, expected "
                              f"({eeg.shape[0]}, 2)")
         data = data - mastoids.mean(axis=1)
-    elif reference is not None:
-        raise ValueError(f"reference must be None or 'mastoids', got {reference!r}")
     montage = mne.channels.make_standard_montage("biosemi128")
     info = mne.create_info(montage.ch_names, sfreq, "eeg")
     raw = mne.io.RawArray(data * 1e-6, info, verbose="error")  # µV -> V
@@ -171,14 +170,10 @@ class Broderick2019(StudyAdapter):
     n_channels = 128
     sfreq = 128.0
 
-    def __init__(self, root: str | Path, subjects: Sequence[str] | None = None,
-                 strict: bool = True,
-                 raw_reader: Callable[[Path], mne.io.BaseRaw] | None = None,
-                 reference: Literal["mastoids"] | None = None) -> None:
-        super().__init__(root, subjects, strict, raw_reader)
-        if reference not in (None, "mastoids"):
-            raise ValueError(f"reference must be None or 'mastoids', got {reference!r}")
-        self.reference = reference
+    def __init__(self, root: str | Path, *, reference: Literal["mastoids"] | None = None,
+                 **common: Any) -> None:
+        super().__init__(root, **common)
+        self.reference = choice("reference", reference, (None, "mastoids"))
         nested = self.root / "Natural Speech"
         self.data_dir = nested if nested.is_dir() else self.root
         self.private_dir = self.root / "private"

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import mne
 import pandas as pd
@@ -43,7 +43,7 @@ import pandas as pd
 from ..events import make_events
 from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
-from ._adapter import StudyAdapter
+from ._adapter import StudyAdapter, choice
 from .presentation_log import LogError, fit_clock, read_presentation_log
 
 __all__ = ["Schoffelen2019", "EXCLUDED", "read_stimuli", "trigger_code"]
@@ -129,15 +129,10 @@ class Schoffelen2019(StudyAdapter):
     n_channels = 273
     sfreq = 1200.0
 
-    def __init__(self, root: str | Path, subjects: Sequence[str] | None = None,
-                 strict: bool = True,
-                 raw_reader: Callable[[Path], mne.io.BaseRaw] | None = None,
-                 selection: Literal["paper", "all"] = "paper",
-                 alignment_tolerance: float = 0.005) -> None:
-        super().__init__(root, subjects, strict, raw_reader)
-        if selection not in ("paper", "all"):
-            raise ValueError(f"selection must be 'paper' or 'all', got {selection!r}")
-        self.selection = selection
+    def __init__(self, root: str | Path, *, selection: Literal["paper", "all"] = "paper",
+                 alignment_tolerance: float = 0.005, **common: Any) -> None:
+        super().__init__(root, **common)
+        self.selection = choice("selection", selection, ("paper", "all"))
         self.alignment_tolerance = alignment_tolerance
 
     def wav(self, uid: int) -> Path:

@@ -1,6 +1,5 @@
-"""Arguments shared by the subcommands that run on one study (``train``, ``check-splits``):
-``--study``, ``--data``, ``--config`` and dotted ``KEY=VALUE`` overrides, and the
-:class:`~braindecode_speech.experiments.config.ExperimentConfig` they describe."""
+"""Options shared by the subcommands that build an ExperimentConfig for one study (``train``,
+``check-splits``): ``--study``, ``--data``, ``--config`` and ``KEY=VALUE`` overrides."""
 
 from __future__ import annotations
 
@@ -11,19 +10,20 @@ if TYPE_CHECKING:
     from ..experiments.config import ExperimentConfig
 
 
-def add_study_arguments(parser: argparse.ArgumentParser, config_help: str,
-                        example: str) -> None:
-    """``--study``, ``--data``, ``--config`` (``config_help``) and the overrides (``example``:
-    an example of them for the help)."""
+def add_experiment_arguments(parser: argparse.ArgumentParser, config_help: str,
+                             example: str) -> None:
+    """Add the options; ``config_help`` says what is read from ``--config``, ``example`` is an
+    example of overrides."""
     parser.add_argument("--study", required=True, help="study name (see `check --help`)")
     parser.add_argument("--data", required=True, help="folder of the local copy of the study")
-    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--config", help=f"YAML file with an ExperimentConfig ({config_help})")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help=f"dotted config overrides, e.g. {example}")
 
 
-def study_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The ``--config`` file (or the defaults) with the study, its folder and the overrides."""
+def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config of the options: ``--config`` (default: the paper's), then the study, then
+    the overrides."""
     from ..experiments.config import ExperimentConfig
 
     config = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
