@@ -182,6 +182,12 @@ class BrainEncoder(nn.Module):
         else:
             self.final = nn.Conv1d(config.hidden, n_outputs, 1)
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The convolution blocks, ``[B, channels, T]`` → ``[B, hidden, T]`` (the staged
+        interface of the ``fast`` and ``lean`` training steps)."""
+        return self.convs.blocks
+
     def spatial_dropout(self, positions: Tensor | None, mask: Tensor | None) -> Tensor | None:
         """Draw the spatial dropout of a whole batch, ``[B, C]`` bool (True = dropped), or
         None when there is none (eval mode, radius 0, no positions merger).
