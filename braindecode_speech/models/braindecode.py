@@ -27,6 +27,7 @@ layouts to common channels). Install with ``pip install 'braindecode-speech[brai
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import torch
@@ -59,6 +60,8 @@ class BraindecodeEncoder(nn.Module):
         cls = _braindecode_model(model)
         if sfreq is not None:
             model_kwargs["sfreq"] = sfreq
+        if "add_log_softmax" in inspect.signature(cls).parameters:  # braindecode < 1.0
+            model_kwargs.setdefault("add_log_softmax", False)  # part of the replaced head
         try:
             self.backbone = cls(n_chans=n_channels, n_outputs=n_outputs, n_times=n_times,
                                 **model_kwargs)
