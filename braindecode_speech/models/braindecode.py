@@ -7,10 +7,10 @@ braindecode model with the ``n_chans / n_outputs / n_times / sfreq`` signature, 
 running the layers on two window lengths) becomes the last axis, every other axis becomes a
 channel, a 1×1 convolution maps those channels to the F speech features and linear
 interpolation brings the time axis back to the T samples of the window: ``[B, F, T]``.
-Convolutional models keep such a map (``ShallowFBCSPNet``, ``Deep4Net``, ``EEGNetv4``,
-``EEGNetv1``); a model whose layers flatten time into features before the head
-(``EEGInception``) or need a fixed window length (``EEGConformer``) is refused with a
-:class:`~braindecode_speech.config.ConfigError` saying so.
+Convolutional models keep such a map (``ShallowFBCSPNet``, ``EEGNetv4``, ``EEGNetv1``;
+``Deep4Net`` on windows longer than the paper's 360 samples); a model whose layers flatten time
+into features before the head (``EEGInception``) or need a fixed window length
+(``EEGConformer``) is refused with a :class:`~braindecode_speech.config.ConfigError` saying so.
 
 Registered as ``model.target=braindecode`` (no ``--trust-model-code`` needed)::
 
@@ -58,6 +58,7 @@ class BraindecodeEncoder(nn.Module):
                  n_times: int, sfreq: float | None = None, **model_kwargs: Any):
         super().__init__()
         cls = _braindecode_model(model)
+        given = {**model_kwargs, "sfreq": sfreq}
         if sfreq is not None:
             model_kwargs["sfreq"] = sfreq
         if "add_log_softmax" in inspect.signature(cls).parameters:  # braindecode < 1.0
@@ -68,7 +69,7 @@ class BraindecodeEncoder(nn.Module):
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model.kwargs: braindecode's {model} cannot be built with "
                               f"n_chans={n_channels}, n_times={n_times} and "
-                              f"{model_kwargs or 'no other arguments'}: {exc}") from None
+                              f"{given}: {exc}") from None
         if not isinstance(getattr(self.backbone, "final_layer", None), nn.Module):
             raise ConfigError(f"model.kwargs.model={model!r}: the braindecode model has no "
                               "final_layer to replace")
