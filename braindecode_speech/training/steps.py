@@ -59,7 +59,9 @@ What ``fast`` and ``lean`` need of the model (``plain`` takes any model with the
   of ``nn.Sequential``, ``nn.BatchNorm1d``, ``nn.Dropout``,
   :class:`~braindecode_speech.models.DilatedConv` and modules without batch norm or dropout)
   and ``final`` (a module ``[B, H', T] → [B, F, T]``, per sample); the model's forward must be
-  ``final(blocks(embed_sensors(...)))``, and batch norm may sit in ``blocks`` only.
+  ``final(blocks(embed_sensors(...)))``, and batch norm may sit in ``blocks`` only. A model
+  that offers this interface is cut by it, batch norm or not (spatial dropout is then drawn
+  once for the whole batch, as in ``plain``).
 
 Any other model is refused when the step is built, with a :class:`ConfigError` naming
 ``model.target`` and what is missing. ``fast`` and ``lean`` also need a
@@ -304,35 +306,39 @@ def _average_loss_gradients(loss: nn.Module) -> None:
 
 def _stages(model: nn.Module, mode: Mode) -> _Stages:
     """``model`` cut into the segments of the ``fast`` and ``lean`` steps (see the module
-    documentation); :class:`ConfigError` saying what is missing when it cannot be."""
-    name = type(model).__name__
+    documentation): by its staged interface when it has a usable one (the exact cut), else as
+    one per-sample segment when it has no batch norm; :class:`ConfigError` saying what is
+    missing otherwise."""
     batch_norms = [n for n, m in model.named_modules()
                    if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    missing = [attr for attr in STAGED_INTERFACE if not hasattr(model, attr)]
+    problem = None
+    if missing:
+        problem = (f"lacks {', '.join(missing)} of the staged interface "
+                   f"({', '.join(STAGED_INTERFACE)}; see braindecode_speech.training.steps)")
+    else:
+        blocks = list(model.blocks)
+        staged = {id(m) for block in [*blocks, model.final] for m in block.modules()}
+        outside = [n for n in batch_norms if id(model.get_submodule(n)) not in staged]
+        unsyncable = [found for block in blocks if (found := _unsyncable(block)) is not None]
+        if outside:
+            problem = f"holds {', '.join(outside)} outside its blocks"
+        elif unsyncable:
+            problem = (f"holds a {unsyncable[0]} in its blocks that the step cannot run layer "
+                       "by layer (blocks are made of nn.Sequential, nn.BatchNorm1d, nn.Dropout, "
+                       "DilatedConv and modules without batch norm or dropout)")
+        else:
+            return _Stages(model.spatial_dropout, model.embed_sensors, blocks, model.final)
     if not batch_norms:  # samples independent: the whole model is one segment
         return _Stages(spatial_dropout=lambda positions, mask: None,
                        embed=lambda x, subjects, positions, mask, dropped:
                        model(x, subjects, positions, mask),
                        blocks=(), final=nn.Identity())
-    missing = [attr for attr in STAGED_INTERFACE if not hasattr(model, attr)]
-    refusal = (f"optim.step={mode!r} cannot train {name} (model.target): it has batch norm "
-               f"({', '.join(batch_norms[:3])}{', ...' if len(batch_norms) > 3 else ''}), "
-               "whose statistics pool the whole batch, ")
-    if missing:
-        raise ConfigError(refusal + f"and lacks {', '.join(missing)} of the staged interface "
-                          f"({', '.join(STAGED_INTERFACE)}; see braindecode_speech.training."
-                          "steps). Use optim.step=plain, or give the model that interface")
-    blocks = list(model.blocks)
-    staged = {id(m) for block in [*blocks, model.final] for m in block.modules()}
-    outside = [n for n, m in model.named_modules()
-               if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in staged]
-    unsyncable = [found for block in blocks if (found := _unsyncable(block)) is not None]
-    if outside or unsyncable:
-        where = (f"{', '.join(outside)} outside its blocks" if outside
-                 else f"a {unsyncable[0]} in its blocks that the step cannot run layer by layer")
-        raise ConfigError(refusal + f"and holds {where}. Use optim.step=plain, or keep batch "
-                          "norm in blocks made of nn.Sequential, nn.BatchNorm1d, nn.Dropout "
-                          "and DilatedConv")
-    return _Stages(model.spatial_dropout, model.embed_sensors, blocks, model.final)
+    listed = ", ".join(batch_norms[:3]) + (", ..." if len(batch_norms) > 3 else "")
+    raise ConfigError(
+        f"optim.step={mode!r} cannot train {type(model).__name__} (model.target): it has batch "
+        f"norm ({listed}), whose statistics pool the whole batch, and {problem}. Use "
+        "optim.step=plain, or give the model the staged interface")
 
 
 def _consolidate(parts: list[Tensor]) -> list[Tensor]:
