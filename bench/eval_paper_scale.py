@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
     """Measure the GEMM peak, then the evaluation in a fresh subprocess (its own peak RSS)."""
     from gemm_peak import bench as gemm_peak
 
-    peak = gemm_peak(args.threads)["gflops"]
+    peak = gemm_peak(args.threads, size=args.gemm_size, bf16=False)["gflops"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads)}
     command = [sys.executable, __file__, "--worker", "--threads", str(args.threads),
@@ -170,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256,
                         help="windows per batch of predictions (the model's test batch)")
     parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--gemm-size", type=int, default=4096,
+                        help="side of the square GEMM timed for the bound (bench/gemm_peak.py)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
 

@@ -42,6 +42,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: the CPU flags that decide which GEMM kernels torch can use (fp32 AVX-512, bf16, AMX tiles)
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def machine() -> dict:
+    """The CPU model, its kernel-relevant flags and the torch version, stored with every figure:
+    figures from CPUs with different flags do not compare."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": cpu_model(), "flags": [f for f in KERNEL_FLAGS if f in flags],
+            "torch": torch.__version__}
+
+
 def format_line(result: dict) -> str:
     parts = [f"{result['name']:<18}", f"{result['seconds']:9.3f} s (min {result['seconds_min']:.3f})"]
     if result.get("peak_rss_mb") is not None:
@@ -49,7 +70,8 @@ def format_line(result: dict) -> str:
     if result.get("gflops") is not None:
         parts.append(f"{result['gflops']:8.1f} GFLOP/s")
     extra = {k: v for k, v in result.items()
-             if k not in ("name", "seconds", "seconds_min", "peak_rss_mb", "gflops", "config")}
+             if k not in ("name", "seconds", "seconds_min", "peak_rss_mb", "gflops", "config",
+                          "machine")}
     if extra:
         parts.append(" ".join(f"{k}={v}" for k, v in extra.items()))
     return "  ".join(parts)
@@ -66,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     names = [args.only] if args.only else list(BENCHMARKS)
-    print(f"# {cpu_model()}, {args.threads} threads")
+    host = machine()
+    header = f"{host['cpu']} [{' '.join(host['flags']) or 'no AVX flags'}], torch {host['torch']}"
+    print(f"# {header}, {args.threads} threads")
     results = []
     for name in names:
         module, function = BENCHMARKS[name]
@@ -76,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             options["n_windows"] = args.n_windows
         result = run(args.threads, **options)
         result["name"] = name
-        print(format_line(result), flush=True)
+        result["machine"] = {**host, "threads": args.threads}
+        print(f"{format_line(result)}  [{host['cpu']}]", flush=True)
         results.append(result)
     if args.json:
         Path(args.json).write_text(json.dumps(results[0] if args.only else results, indent=1))

@@ -2,8 +2,8 @@
 
 The subpackages follow the data: ``data`` (studies → preprocessed arrays → splits → windows),
 ``features`` (speech features on the brain's clock), ``models``, ``training``, ``evaluation``
-and ``experiments`` (config → run → report); ``simulation`` writes test studies and ``cli`` is
-the command line. The most used names are importable from here.
+and ``experiments`` (config → run → report), ``sharing`` (a trained run as a model folder,
+:class:`BrainDecoder`); ``simulation`` writes test studies and ``cli`` is the command line. The most used names are importable from here.
 """
 
 from importlib import import_module
@@ -16,6 +16,7 @@ _EXPORTS = {
     "run_experiment": "experiments.run",
     "evaluate_run": "experiments.run",
     "BrainEncoder": "models.encoder",
+    "BrainDecoder": "sharing",
 }
 
 __all__ = ["__version__", *_EXPORTS]

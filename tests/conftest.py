@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
-import pytest
 
-from braindecode_speech.simulation import SimulationConfig, simulate
+def _usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+# One BLAS/OpenMP thread per usable core, for this process and the CLI subprocesses the tests
+# start: a container that shows more cores than its quota grants would otherwise oversubscribe
+# them many times over (set before torch and numpy are imported).
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, str(_usable_cores()))
+
+import pytest  # noqa: E402
+
+from braindecode_speech.simulation import SimulationConfig, simulate  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -131,8 +131,13 @@ def test_check_splits_and_simulate_refuse_bad_values_too(tmp_path, capsys):
 
 
 def test_presets_and_paper_defaults_are_valid():
-    for config in (ExperimentConfig(), demo_config("/data"), tiny_config("/data")):
+    for config in (ExperimentConfig(), demo_config("/data"), demo_config("/data", modality="eeg"),
+                   tiny_config("/data")):
         assert ExperimentConfig.from_dict(config.to_dict()) == config
+    # the EEG demo is the MEG demo plus its EEG-sized changes
+    eeg, meg = demo_config("/data", modality="eeg"), demo_config("/data")
+    assert eeg.model.n_spatial == 32 != meg.model.n_spatial
+    assert eeg.model.hidden == meg.model.hidden and eeg.features == meg.features
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(REPO).as_posix() for folder in

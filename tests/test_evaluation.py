@@ -359,7 +359,7 @@ def test_paper_scale_benchmark_runs_on_tiny_shapes(tmp_path):
     spec.loader.exec_module(bench)
     args = bench._parser().parse_args([
         "--n-windows", "70", "--n-candidates", "40", "--n-features", "4", "--n-times", "6",
-        "--batch-size", "32", "--chunk-size", "16", "--threads", "1",
+        "--batch-size", "32", "--chunk-size", "16", "--threads", "1", "--gemm-size", "256",
     ])
     result = bench.run(args)
     assert {"seconds", "peak_rss_gb", "bytes_written", "gemm_bound_s"} <= set(result)

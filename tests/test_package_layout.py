@@ -22,6 +22,7 @@ STAGES = [
     {"training"},
     {"evaluation"},
     {"experiments"},
+    {"sharing"},
     {"cli", "__main__"},
 ]
 #: the package's front door and deprecated aliases may import from anywhere

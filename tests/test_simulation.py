@@ -347,7 +347,12 @@ def test_chunks_equal_the_whole_recording(tiny_meg_root):
     whole = simulator(0, 6000)
     pieces = np.concatenate([simulator(a, min(a + 777, 6000)) for a in range(0, 6000, 777)],
                             axis=1)
-    np.testing.assert_allclose(pieces, whole, rtol=1e-6, atol=1e-22)
+    # same numbers up to float rounding: the BLAS kernels (and so the summation order) depend on
+    # the CPU and on the chunk's shape, and samples near zero then differ relatively, so the
+    # absolute tolerance is relative to each channel's scale (1e-13 T on MEG)
+    scale = np.abs(whole).max(axis=1, keepdims=True)
+    np.testing.assert_array_less(np.abs(pieces - whole),
+                                 np.broadcast_to(1e-6 * scale + 1e-30, whole.shape))
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ EXPECTED_ERRORS = (
     "braindecode_speech.data.studies.presentation_log:LogError",
     "braindecode_speech.data.studies.download:DownloadError",
     "braindecode_speech.simulation.tts:TTSError",
+    "braindecode_speech.sharing.folder:SharingError",
 )
 
 #: operating-system errors that are the user's input (a path that is not there or not readable)

@@ -93,6 +93,7 @@ __all__ = [
     "within_subject_derangement",
     "phase_randomized",
     "control_summary",
+    "segment_scores",
 ]
 
 log = logging.getLogger(__name__)
@@ -448,6 +449,20 @@ def control_summary(rank: np.ndarray, chance: dict[str, float],
         "chance": dict(chance),
         "n_windows": len(hits),
     }
+
+
+def segment_scores(predictions: np.ndarray | torch.Tensor, candidates: np.ndarray | torch.Tensor,
+                   dtype: str = "float32") -> np.ndarray:
+    """The scores ``S [N, M]`` of the module's definition, ``S_im = <Z_i, Y_m / ||Y_m||>``, of
+    decoded windows ``predictions [N, F, T]`` against ``candidates [M, F, T]`` held in memory,
+    with the products in ``dtype`` (see :class:`EvaluationConfig`)."""
+    if tuple(candidates.shape[1:]) != tuple(predictions.shape[1:]):
+        raise ValueError(f"candidates have shape {tuple(candidates.shape)}, predictions "
+                         f"{tuple(predictions.shape)}: their [F, T] differ")
+    z = _predictions_matrix(predictions).to(_TORCH_DTYPES[dtype])
+    score_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    return _normalised_scores(z, _ArrayReader(candidates).read(0, len(candidates)), 0,
+                              score_dtype)
 
 
 def within_subject_derangement(subjects: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -43,7 +43,7 @@ from .config import ExperimentConfig
 
 __all__ = ["PreparedData", "prepare_data", "open_study", "check_recordings", "check_recording",
            "preprocess_recordings", "Blocks", "split_blocks", "WindowTable", "window_table",
-           "Scalers", "fit_scalers", "build_datasets", "study_blocks", "split_study"]
+           "Scalers", "fit_scalers", "build_datasets", "window_baseline", "study_blocks", "split_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def fit_scalers(config: ExperimentConfig, table: WindowTable) -> Scalers:
     gets a scaler fitted on its subject's other recordings' training windows, pooled."""
     sfreq = config.preprocess.sfreq
     n_times = config.windows.n_times(sfreq)
-    baseline, baseline_offset = _baseline(config)
+    baseline, baseline_offset = window_baseline(config)
     rng = np.random.default_rng(config.optim.seed)
     windows = table.windows
     train_windows = windows[windows["split"] == "train"]
@@ -287,7 +287,7 @@ def build_datasets(config: ExperimentConfig, table: WindowTable,
                    scalers: Scalers) -> dict[str, WindowDataset]:
     """Stage 7: the train, valid and test :class:`WindowDataset` (windows in table order)."""
     n_times = config.windows.n_times(config.preprocess.sfreq)
-    baseline, baseline_offset = _baseline(config)
+    baseline, baseline_offset = window_baseline(config)
     brains = [RowReader(r.samples) for r in table.recordings]
     readers = [RowReader(a) for a in table.block_features]
     n_channels = max(r.samples.shape[1] for r in table.recordings)
@@ -302,7 +302,7 @@ def build_datasets(config: ExperimentConfig, table: WindowTable,
     return datasets
 
 
-def _baseline(config: ExperimentConfig) -> tuple[int, int]:
+def window_baseline(config: ExperimentConfig) -> tuple[int, int]:
     """Baseline length and its offset from the brain window's start, samples: the paper's
     baseline is brain ``[a - 0.5, a]`` s, before the lag shift (as :func:`make_windows`)."""
     sfreq = config.preprocess.sfreq

@@ -37,7 +37,8 @@ from ..training.trainer import CheckpointError, Trainer, load_checkpoint
 from .config import ExperimentConfig
 from .prepare import PreparedData, prepare_data
 
-__all__ = ["run_experiment", "evaluate_run", "evaluate_models", "load_weights", "build_model"]
+__all__ = ["run_experiment", "evaluate_run", "evaluate_models", "load_weights", "build_model",
+           "test_segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,16 @@ def _candidates(data: PreparedData, test: pd.DataFrame) -> tuple[np.ndarray, np.
         out[position[seg]] = dataset.speech_window(int(row))
     targets = test["segment"].map(position).to_numpy()
     return out, targets, first
+
+
+def test_segments(data: PreparedData) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
+    """The candidates of the evaluation: the distinct test segments of ``data`` as speech
+    windows ``[M, F, T]`` (normalised by the test dataset's feature scaler), the first test
+    window of each (rows of ``data.windows``: ``segment``, ``word``, ``recording_uid``...) and
+    the sentence each belongs to."""
+    test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
+    candidates, _, first = _candidates(data, test)
+    return candidates, first, _segment_sentences(data, first)
 
 
 def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.nn.Module,

@@ -1,0 +1,34 @@
+"""bench/run.py's driver: every figure carries the machine it was measured on."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).parents[1] / "bench"
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_result_names_the_cpu_and_its_kernel_flags(tmp_path, monkeypatch, capsys):
+    driver = _driver()
+    fake = tmp_path / "fake_bench.py"
+    fake.write_text("def bench(threads):\n    return {'seconds': 1.5, 'seconds_min': 1.0, "
+                    "'peak_rss_mb': 10.0, 'gflops': None, 'config': {'threads': threads}, "
+                    "'windows_per_s': 7}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(driver.BENCHMARKS, "fake", ("fake_bench", "bench"))
+    assert driver.main(["--only", "fake", "--threads", "1", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    host = driver.machine()
+    assert out[0].startswith(f"# {host['cpu']} [") and "1 threads" in out[0]
+    assert out[1].startswith("fake") and "windows_per_s=7" in out[1] and host["cpu"] in out[1]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["machine"] == {**host, "threads": 1}
+    assert set(host["flags"]) <= set(driver.KERNEL_FLAGS) and host["torch"]
