@@ -162,6 +162,31 @@ def test_custom_model_trains_checkpoints_and_is_evaluated_with_trust(custom_run,
     assert after["metrics"] == before["metrics"]
 
 
+@pytest.mark.slow
+def test_model_folder_of_a_custom_model_is_loaded_only_with_trust(custom_run, tiny_meg_root,
+                                                                   tmp_path, capsys):
+    """export → from_pretrained / decode of a model folder whose model.target is not
+    registered: refused without trust (before anything is written or read), works with it."""
+    from braindecode_speech.sharing import BrainDecoder, export_run
+
+    _, folder, _ = custom_run
+    with pytest.raises(UntrustedModelError, match="config.yaml"):
+        export_run(folder, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    export_run(folder, tmp_path / "model", trust_model_code=True)
+    with pytest.raises(UntrustedModelError, match=r"experiment\.yaml.*trust_model_code=True"):
+        BrainDecoder.from_pretrained(tmp_path / "model")
+    decoder = BrainDecoder.from_pretrained(tmp_path / "model", trust_model_code=True)
+    assert isinstance(decoder.encoder, TinyConv)
+    decode = ["decode", "--model", str(tmp_path / "model"), "--data", str(tiny_meg_root),
+              "--study", "simulated", "--subject", "02", "--out", str(tmp_path / "out.csv")]
+    assert main(decode) == EXIT_INPUT_ERROR
+    assert "--trust-model-code" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+    assert main([*decode, "--trust-model-code"]) == 0
+    assert "test windows" in capsys.readouterr().out
+
+
 def test_a_crafted_run_folder_cannot_run_a_command(tiny_meg_root, tmp_path, monkeypatch,
                                                     capsys):
     """``subprocess:run`` with a command in model.kwargs, in a run folder whose ``best.pt``
