@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from braindecode_speech.config import ConfigError
 from braindecode_speech.models import EncoderConfig
 from braindecode_speech.training.losses import ClipLoss
 from braindecode_speech.training.steps import ContrastiveStep
@@ -124,9 +125,69 @@ def test_step_rejects_bad_arguments():
         ContrastiveStep(model, ClipLoss(), optimizer, mode="quick")
     with pytest.raises(ValueError, match="micro_batch"):
         ContrastiveStep(model, ClipLoss(), optimizer, mode="fast", micro_batch=0)
-    linear = torch.nn.Conv1d(7, 5, 1)
-    with pytest.raises(TypeError, match="BrainEncoder"):
-        ContrastiveStep(linear, ClipLoss(), optimizer, mode="lean")
+    with pytest.raises(TypeError, match="ClipLoss"):
+        ContrastiveStep(model, torch.nn.MSELoss(), optimizer, mode="lean")
+
+
+class PerSample(torch.nn.Module):
+    """A model that treats samples independently (no batch norm), with optional dropout."""
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv1d(7, 12, 3, padding=1), torch.nn.GELU(),
+                                       torch.nn.Dropout(dropout), torch.nn.Conv1d(12, 5, 1))
+        self.subject = torch.nn.Embedding(3, 12)
+
+    def forward(self, brain, subject, positions, mask):
+        hidden = self.net[:2](brain * mask[:, :, None]) + self.subject(subject.clamp(min=0))[..., None]
+        return self.net[2:](hidden)
+
+
+class WithBatchNorm(PerSample):
+    def __init__(self):
+        super().__init__()
+        self.net.insert(1, torch.nn.BatchNorm1d(12))
+
+
+def per_sample_step(mode: str, make=PerSample, micro_batch: int = 4):
+    torch.manual_seed(0)
+    model = make()
+    loss = ClipLoss(temperature=0.5, learn_temperature=True)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
+    return ContrastiveStep(model, loss, optimizer, mode, micro_batch)
+
+
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+def test_any_model_without_batch_norm_runs_fast_and_lean(mode):
+    plain, other = per_sample_step("plain"), per_sample_step(mode)
+    assert run_steps(other) == pytest.approx(run_steps(plain), rel=1e-5)
+    assert_same_state(other, plain)
+
+
+def test_lean_replays_the_dropout_of_its_first_pass():
+    """With dropout, micro-batches draw their own masks, the same in both modes; lean's re-run
+    must see the masks of its first pass to give fast's gradients."""
+    def make():
+        return PerSample(dropout=0.5)
+
+    fast, lean = per_sample_step("fast", make), per_sample_step("lean", make)
+    assert run_steps(lean) == pytest.approx(run_steps(fast), rel=1e-5)
+    assert_same_state(lean, fast)
+
+
+def test_batch_norm_without_staged_interface_is_refused_with_what_is_missing():
+    with pytest.raises(ConfigError, match=r"model\.target.*net\.1.*lacks spatial_dropout, "
+                       r"embed_sensors, blocks, final.*optim\.step=plain"):
+        per_sample_step("fast", WithBatchNorm)
+    # a staged model whose batch norm sits outside its blocks cannot be cut either
+    def make():
+        model = EncoderConfig(**SMALL).build(n_subjects=3, n_outputs=5)
+        model.initial_linear = torch.nn.Sequential(torch.nn.Conv1d(6, 6, 1),
+                                                   torch.nn.BatchNorm1d(6))
+        return model
+
+    with pytest.raises(ConfigError, match=r"initial_linear\.1 outside its blocks"):
+        per_sample_step("lean", make)
 
 
 def test_plain_mode_accepts_any_model():

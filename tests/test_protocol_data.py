@@ -193,13 +193,13 @@ def _valid_batches(tmp_path, valid_shuffle: bool, epoch: int = 0) -> list[list[i
     trainer = Trainer(_Mean(), nn.MSELoss(), config, tmp_path, "sig")
     trainer.epoch = epoch
     seen: list[list[int]] = []
-    forward = trainer._forward
+    batch_loss = trainer.step.batch_loss
 
     def record(batch, global_batch):
         seen.append(batch["index"].tolist())
-        return forward(batch, global_batch)
+        return batch_loss(batch, global_batch)
 
-    trainer._forward = record
+    trainer.step.batch_loss = record
     trainer.validate(_Windows(50))
     return seen
 

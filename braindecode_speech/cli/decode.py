@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a window every STEP s (default: one at every word onset)")
     parser.add_argument("--out", default="decoded.csv",
                         help="CSV to write (the figure goes next to it, .png)")
+    parser.add_argument("--trust-model-code", action="store_true",
+                        help="allow the model folder's model.target to import and call a model that "
+                             "is not registered under the entry-point group "
+                             "braindecode_speech.models (runs code named by its experiment.yaml: only "
+                             "for folders you trust)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..sharing import BrainDecoder, plot_decoding
 
-    decoder = BrainDecoder.from_pretrained(args.model)
+    decoder = BrainDecoder.from_pretrained(args.model,
+                                           trust_model_code=args.trust_model_code)
     candidates = decoder.folder_candidates(args.candidates) if args.candidates \
         else decoder.study_candidates(args.data, args.study)
     table = decoder.decode_study(args.data, args.study, args.subject, candidates,

@@ -423,6 +423,9 @@ def attention_maps(folder: str | Path, recording: int = 0) -> tuple[np.ndarray, 
     ``mne.Info`` of those sensors (for topomaps). The sensor positions come from the run's
     preprocessing cache (the recording is preprocessed again if it is not cached)."""
     config, state = load_weights(folder)
+    if config.model.target is not None:
+        raise ConfigError(f"{folder}: attention maps read the BrainEncoder's spatial attention; "
+                          f"this run trained model.target={config.model.target!r}")
     if not (config.model.spatial_attention and config.model.merger == "positions"):
         raise ConfigError(f"{folder}: the model has no position-based spatial attention")
     attention = SpatialAttention(config.model.n_spatial, config.model.n_fourier,

@@ -33,6 +33,7 @@ from ..evaluation.retrieval import (
 )
 from ..fileio import atomic_npy
 from ..models import RidgeDecoder
+from ..models.factory import resolve_target
 from ..training import distributed
 from ..training.trainer import CheckpointError, Trainer, load_checkpoint
 from .config import ExperimentConfig
@@ -44,9 +45,20 @@ __all__ = ["run_experiment", "evaluate_run", "evaluate_models", "load_weights", 
 logger = logging.getLogger(__name__)
 
 
-def build_model(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
+def build_model(config: ExperimentConfig, data: PreparedData, trust_model_code: bool = False,
+                source: str = "the config") -> torch.nn.Module:
+    """The model of ``config.model`` for the subjects, features and sensors of ``data``: the
+    BrainEncoder, or the model of ``model.target`` (one that is not registered only with
+    ``trust_model_code``, see :mod:`~braindecode_speech.models.factory`)."""
     return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features,
-                              n_channels=data.datasets["train"].n_channels)
+                              n_channels=data.datasets["train"].n_channels,
+                              trust_model_code=trust_model_code, source=source)
+
+
+def _check_model_target(config: ExperimentConfig, trust_model_code: bool, source: str) -> None:
+    """Refuse an untrusted or unusable ``model.target`` before any data are prepared."""
+    if config.model.target is not None:
+        resolve_target(config.model.target, trust_model_code, source)
 
 
 def _predict(model: torch.nn.Module, dataset: WindowDataset, batch_size: int,
@@ -202,19 +214,26 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
             yield batch
 
 
-def run_experiment(config: ExperimentConfig, folder: str | Path) -> dict[str, Any]:
+def run_experiment(config: ExperimentConfig, folder: str | Path,
+                   trust_model_code: bool = True) -> dict[str, Any]:
     """Run (or resume) the experiment of ``config`` in ``folder``; return ``{"results",
-    "table"}`` (empty in the processes other than the first of a multi-process run)."""
+    "table"}`` (empty in the processes other than the first of a multi-process run).
+
+    ``config`` is the caller's own, so its ``model.target`` is trusted by default; pass
+    ``trust_model_code=False`` for a config read from someone else's folder.
+    """
     folder = Path(folder)  # created by the Trainer, once the data are known to be usable
     torch.manual_seed(config.optim.seed)
     start = time.time()
+    _check_model_target(config, trust_model_code, "the config")
     data = prepare_data(config)
-    model = build_model(config, data)
+    model = build_model(config, data, trust_model_code)
     trainer = Trainer(model, config.loss.build(), config.optim, folder, config.signature())
     if distributed.is_main_process():
         config.to_yaml(folder / "config.yaml")
     trainer.fit(data.datasets["train"], data.datasets["valid"])
-    null_model = _train_null(config, data, folder) if config.evaluation.train_null else None
+    null_model = (_train_null(config, data, folder, trust_model_code)
+                  if config.evaluation.train_null else None)
     out: dict[str, Any] = {}
     if distributed.is_main_process():  # one process evaluates and writes the report
         out = evaluate_models(config, data, trainer.model, folder, null_model)
@@ -241,19 +260,28 @@ def load_weights(folder: str | Path) -> tuple[ExperimentConfig, dict[str, torch.
     return config, state["model"]
 
 
-def evaluate_run(folder: str | Path) -> dict[str, Any]:
-    """Re-evaluate the best checkpoint of the run in ``folder`` (rewrites its report)."""
+def evaluate_run(folder: str | Path, trust_model_code: bool = False) -> dict[str, Any]:
+    """Re-evaluate the best checkpoint of the run in ``folder`` (rewrites its report).
+
+    The model is rebuilt from the run's ``config.yaml``: the BrainEncoder or a registered
+    ``model.target``; any other target only with ``trust_model_code`` (the folder may come
+    from someone else; see :mod:`~braindecode_speech.models.factory`), refused before any data
+    are read.
+    """
     config, weights = load_weights(folder)
+    source = str(Path(folder) / "config.yaml")
+    _check_model_target(config, trust_model_code, source)
     data = prepare_data(config)
-    model = build_model(config, data)
+    model = build_model(config, data, trust_model_code, source)
     model.load_state_dict(weights)
     null_model = None
-    if config.evaluation.train_null:
-        null_model = _train_null(config, data, Path(folder))  # resumes: trained already
+    if config.evaluation.train_null:  # resumes: trained already
+        null_model = _train_null(config, data, Path(folder), trust_model_code, source)
     return evaluate_models(config, data, model, Path(folder), null_model)
 
 
-def _train_null(config: ExperimentConfig, data: PreparedData, folder: Path) -> torch.nn.Module:
+def _train_null(config: ExperimentConfig, data: PreparedData, folder: Path,
+                trust_model_code: bool, source: str = "the config") -> torch.nn.Module:
     """The null model of ``evaluation.train_null``: the same encoder and training, in
     ``folder / "null"``, on training and validation windows whose brain data are paired with
     the speech of another window of the same subject (a seeded derangement; windows of a
@@ -269,7 +297,7 @@ def _train_null(config: ExperimentConfig, data: PreparedData, folder: Path) -> t
                    for w, p in zip(dataset.windows, partner) if p >= 0]
         mismatched[split] = copy.copy(dataset)
         mismatched[split].windows = windows
-    trainer = Trainer(build_model(config, data), config.loss.build(), config.optim,
-                      folder / "null", config.signature())
+    trainer = Trainer(build_model(config, data, trust_model_code, source), config.loss.build(),
+                      config.optim, folder / "null", config.signature())
     trainer.fit(mismatched["train"], mismatched["valid"])
     return trainer.model

@@ -14,19 +14,24 @@ model ablation of the paper's Table 4 (see :data:`TABLE4_ABLATIONS`).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from ..config import Config, ConfigError
 from .channel_reordering import ChannelReordering
 from .conv import Activation, DilatedConvStack, make_activation
+from .factory import FACTORY_ARGUMENTS, build_from_target
 from .spatial_attention import FourierLayout, SpatialAttention
 from .subject_layers import SubjectEmbedding, SubjectInit, SubjectLayers
 
-__all__ = ["TABLE4_ABLATIONS", "BrainEncoder", "EncoderConfig"]
+__all__ = ["TABLE4_ABLATIONS", "BrainEncoder", "EncoderConfig", "brain_encoder"]
+
+#: ``package.module:attribute`` or a registered name
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*|[\w.-]+")
 
 
 class EncoderConfig(Config):
@@ -83,6 +88,14 @@ class EncoderConfig(Config):
     """dropout after each dilated conv's activation"""
     final_convs: bool = True
     """two 1×1 convs hidden → 2·hidden → F at the end (off: a single 1×1 conv hidden → F)"""
+    target: str | None = None
+    """another model instead of :class:`BrainEncoder`: ``"package.module:factory"`` or the name
+    of a registered model (see :mod:`~braindecode_speech.models.factory`), called with
+    ``n_subjects``, ``n_outputs``, ``n_channels`` and ``kwargs``. The fields above are the
+    BrainEncoder's and must keep their defaults then (replace the whole section:
+    ``model={target: ..., kwargs: {...}}``). None: the BrainEncoder"""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """keyword arguments of ``target`` (plain values: numbers, strings, lists, mappings)"""
 
     @field_validator("kernel_size")
     @classmethod
@@ -91,13 +104,67 @@ class EncoderConfig(Config):
             raise ValueError(f"kernel_size must be odd to keep the time length, got {value}")
         return value
 
-    def build(self, n_subjects: int, n_outputs: int, n_channels: int | None = None) -> BrainEncoder:
-        """The encoder for ``n_subjects`` training subjects and ``n_outputs`` speech features.
+    @field_validator("target")
+    @classmethod
+    def _target_syntax(cls, value: str | None) -> str | None:
+        if value is not None and not _TARGET.fullmatch(value):
+            raise ValueError("expected 'package.module:factory' or the name of a registered "
+                             "model")
+        return value
+
+    @model_validator(mode="after")
+    def _target_alone(self) -> EncoderConfig:
+        if self.target is None:
+            if self.kwargs:
+                raise ValueError("model.kwargs are the arguments of model.target, which is not "
+                                 "set")
+            return self
+        reserved = sorted(set(self.kwargs) & set(FACTORY_ARGUMENTS))
+        if reserved:
+            raise ValueError(f"model.kwargs cannot set {', '.join(reserved)}: model.target "
+                             "is given those by the data")
+        changed = [name for name, field in type(self).model_fields.items()
+                   if name not in ("target", "kwargs") and getattr(self, name) != field.default]
+        if changed:
+            raise ValueError(f"{', '.join(f'model.{n}' for n in changed)} set: the fields "
+                             "besides target and kwargs are the BrainEncoder's and do not apply "
+                             "with model.target set; give the model's settings in model.kwargs "
+                             "(replace the whole section: model={target: ..., kwargs: {...}})")
+        return self
+
+    def signature_dict(self) -> dict[str, Any]:
+        """The BrainEncoder's fields without ``target`` (so a default config keeps its
+        signature), or ``target`` and ``kwargs`` alone."""
+        if self.target is None:
+            out = super().signature_dict()
+            del out["target"], out["kwargs"]
+            return out
+        return {"target": self.target, "kwargs": self.kwargs}
+
+    def build(self, n_subjects: int, n_outputs: int, n_channels: int | None = None,
+              trust_model_code: bool = False, source: str = "the config") -> nn.Module:
+        """The encoder for ``n_subjects`` training subjects and ``n_outputs`` speech features:
+        a :class:`BrainEncoder`, or the model of ``target``.
 
         ``n_channels`` (the padded sensor count) is required only without spatial attention,
-        where the first layer sees the sensors directly.
+        where the first layer sees the sensors directly. ``trust_model_code``: allow a
+        ``target`` that is not registered (see :mod:`~braindecode_speech.models.factory`);
+        ``source``: where the config was read, for error messages.
         """
-        return BrainEncoder(self, n_subjects, n_outputs, n_channels)
+        if self.target is None:
+            return BrainEncoder(self, n_subjects, n_outputs, n_channels)
+        return build_from_target(self.target, self.kwargs, n_subjects, n_outputs, n_channels,
+                                 trust_model_code, source)
+
+
+def brain_encoder(n_subjects: int, n_outputs: int, n_channels: int | None = None,
+                  **settings: Any) -> BrainEncoder:
+    """The :class:`BrainEncoder` as a registered factory (``model.target=brain_encoder``):
+    ``settings`` are :class:`EncoderConfig` fields."""
+    config = EncoderConfig.from_dict(settings, source="model.kwargs")
+    if config.target is not None:
+        raise ConfigError("model.kwargs of brain_encoder cannot set another target")
+    return BrainEncoder(config, n_subjects, n_outputs, n_channels)
 
 
 #: The model ablations of the paper's Table 4 as ``EncoderConfig`` overrides. (The clamping
@@ -181,6 +248,12 @@ class BrainEncoder(nn.Module):
             )
         else:
             self.final = nn.Conv1d(config.hidden, n_outputs, 1)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The convolution blocks, ``[B, channels, T]`` → ``[B, hidden, T]`` (the staged
+        interface of the ``fast`` and ``lean`` training steps)."""
+        return self.convs.blocks
 
     def spatial_dropout(self, positions: Tensor | None, mask: Tensor | None) -> Tensor | None:
         """Draw the spatial dropout of a whole batch, ``[B, C]`` bool (True = dropped), or

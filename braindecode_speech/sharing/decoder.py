@@ -59,6 +59,7 @@ from ..experiments.prepare import (
 from ..experiments.run import test_segments
 from ..features import SpeechFeatures, load_wav
 from ..features.blocks import AUDIO_SFREQ
+from ..models.factory import resolve_target
 from .card import model_card
 from .folder import (
     CARD_FILE,
@@ -80,9 +81,13 @@ logger = logging.getLogger(__name__)
 
 
 def build_encoder(config: ExperimentConfig, n_subjects: int, n_features: int,
-                  n_channels: int) -> torch.nn.Module:
-    """The untrained brain encoder of ``config`` (the one place this package builds it)."""
-    return config.model.build(n_subjects=n_subjects, n_outputs=n_features, n_channels=n_channels)
+                  n_channels: int, trust_model_code: bool = False,
+                  source: str = "the config") -> torch.nn.Module:
+    """The untrained brain encoder of ``config`` for a model folder: the BrainEncoder, or the
+    model of ``model.target`` (one that is not registered only with ``trust_model_code``; see
+    :mod:`~braindecode_speech.models.factory`)."""
+    return config.model.build(n_subjects=n_subjects, n_outputs=n_features, n_channels=n_channels,
+                              trust_model_code=trust_model_code, source=source)
 
 
 @dataclass
@@ -154,37 +159,44 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path,  # type: ignore[override]
-                        **kwargs: Any) -> BrainDecoder:
+                        trust_model_code: bool = False, **kwargs: Any) -> BrainDecoder:
         """Load the model folder at ``pretrained_model_name_or_path`` (a local folder, or a Hub
         repo id, downloaded through ``huggingface_hub``). A folder that is incomplete, damaged
-        or from an incompatible package version is a :class:`ModelFolderError`."""
+        or from an incompatible package version is a :class:`ModelFolderError`; one whose
+        ``model.target`` is not a registered model is refused unless ``trust_model_code``
+        (:mod:`~braindecode_speech.models.factory`)."""
         name = str(pretrained_model_name_or_path)
         if os.path.isdir(name):
             check_folder(Path(name))  # before the mixin reads its config.json unchecked
         elif _local_path(name):
             raise ModelFolderError(f"{name}: no such model folder (nor a Hub repo id, "
                                    "'owner/name')")
-        return super().from_pretrained(name, **kwargs)
+        return super().from_pretrained(name, trust_model_code=trust_model_code, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None,
                          cache_dir: str | Path | None, force_download: bool,
                          local_files_only: bool, token: str | bool | None,
-                         **model_kwargs: Any) -> BrainDecoder:
+                         trust_model_code: bool = False, **model_kwargs: Any) -> BrainDecoder:
         folder = Path(model_id)
         if not folder.is_dir():
             folder = Path(snapshot_download(repo_id=model_id, revision=revision,
                                             cache_dir=cache_dir, force_download=force_download,
                                             local_files_only=local_files_only, token=token))
-        return cls.load(folder)
+        return cls.load(folder, trust_model_code)
 
     @classmethod
-    def load(cls, folder: str | Path) -> BrainDecoder:
+    def load(cls, folder: str | Path, trust_model_code: bool = False) -> BrainDecoder:
         """Load a local model folder after checking it (every required file, format and
-        package version): :class:`ModelFolderError` naming the folder or file otherwise."""
+        package version): :class:`ModelFolderError` naming the folder or file otherwise. A
+        ``model.target`` that is not a registered model is refused, before anything else is
+        read, unless ``trust_model_code``."""
         folder = Path(folder)
         meta = check_folder(folder)
         experiment = ExperimentConfig.from_yaml(folder / EXPERIMENT_FILE)
+        source = str(folder / EXPERIMENT_FILE)
+        if experiment.model.target is not None:
+            resolve_target(experiment.model.target, trust_model_code, source)
         if experiment.signature() != meta["config_signature"]:
             raise ModelFolderError(f"{folder / EXPERIMENT_FILE}: config signature "
                                    f"{experiment.signature()}, but {CONFIG_FILE} was written for "
@@ -201,7 +213,7 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
                                  for name in ("mean", "std"))) \
             if experiment.norm.standardize_features else None
         encoder = build_encoder(experiment, len(meta["subjects"]), meta["n_features"],
-                                meta["n_channels"])
+                                meta["n_channels"], trust_model_code, source)
         weights = _safetensors(folder / WEIGHTS_FILE, load_tensors)
         try:
             encoder.load_state_dict(weights)

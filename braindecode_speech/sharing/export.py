@@ -13,6 +13,7 @@ from ..evaluation.report import ReportError, read_report
 from ..experiments.config import ExperimentConfig
 from ..experiments.prepare import PreparedData, Scalers, open_study, prepare_data
 from ..experiments.run import load_weights
+from ..models.factory import resolve_target
 from .decoder import BrainDecoder, build_encoder
 from .folder import FORMAT_VERSION, LIBRARY, SensorLayout, SharingError
 
@@ -24,9 +25,11 @@ logger = logging.getLogger(__name__)
 _REPORT_ENTRIES = ("windows_per_split", "split_audit", "subjects", "config_signature")
 
 
-def export_run(run: str | Path, out: str | Path, data: str | Path | None = None) -> BrainDecoder:
+def export_run(run: str | Path, out: str | Path, data: str | Path | None = None,
+               trust_model_code: bool = False) -> BrainDecoder:
     """Write the model folder of the trained run in ``run`` to ``out`` (a new or empty folder)
-    and return the :class:`BrainDecoder`.
+    and return the :class:`BrainDecoder`. The run's ``model.target``, when not a registered
+    model, is built only with ``trust_model_code`` (:mod:`~braindecode_speech.models.factory`).
 
     The best weights and the config come from the run folder (``best.pt``, ``config.yaml``), the
     metrics from its ``report.json``; the scalers, sensor layouts and subjects are rebuilt from
@@ -38,6 +41,9 @@ def export_run(run: str | Path, out: str | Path, data: str | Path | None = None)
         raise SharingError(f"{out}: already exists and is not an empty folder; export writes a "
                            "new model folder")
     config, weights = load_weights(run)
+    source = str(run / "config.yaml")
+    if config.model.target is not None:
+        resolve_target(config.model.target, trust_model_code, source)
     if data is not None:
         config = config.with_overrides({"study.root": str(data)})
     report = _report(run, config)
@@ -49,7 +55,7 @@ def export_run(run: str | Path, out: str | Path, data: str | Path | None = None)
                            f"{report['subjects']}: is it the same copy of the study?")
     train = prepared.datasets["train"]
     encoder = build_encoder(config, len(prepared.subjects), prepared.n_features,
-                            train.n_channels)
+                            train.n_channels, trust_model_code, source)
     encoder.load_state_dict(weights)
     meta = _metadata(config, prepared, report, {
         "name": config.study.name, "modality": study.modality, "language": study.language,

@@ -1,11 +1,16 @@
-"""One optimisation step on a paper-sized contrastive batch, three ways with the same result.
+"""The training step: one optimisation step on a contrastive batch, three ways with the same
+result. The trainer runs every step through :class:`ContrastiveStep` (whose ``plain`` mode is
+also the multi-process step) and every validation batch through :meth:`ContrastiveStep.batch_loss`.
 
 The paper trains with 256 windows per batch. The CLIP loss couples every sample of the batch
 (each is scored against all the others), and so does batch norm (statistics over the batch), so
 the batch cannot simply be cut into independent pieces. :class:`ContrastiveStep` offers:
 
 ``plain``
-    One forward of the whole batch, the loss, one backward: the textbook step.
+    One forward of the whole batch, the loss, one backward: the textbook step. Any model and
+    loss; with several processes (a :class:`~torch.nn.parallel.DistributedDataParallel` model),
+    each process computes its share of the loss of the global batch
+    (:func:`~braindecode_speech.training.distributed.batch_share_loss`).
 
 ``fast``
     The batch is cut into micro-batches that go through the convolution blocks *layer by
@@ -39,6 +44,29 @@ the batch cannot simply be cut into independent pieces. :class:`ContrastiveStep`
     generator is set back to its pass-1 state at the start of each re-run segment (and the
     global state is left as pass 1 left it), so dropout masks are identical.
 
+What ``fast`` and ``lean`` need of the model (``plain`` takes any model with the call
+``(brain [B, C, T], subject [B], positions [B, C, 2], mask [B, C]) → [B, F, T]``), one of:
+
+- *samples processed independently*: no batch norm anywhere (no ``nn.BatchNorm*``; the step
+  cannot see other layers that mix samples, so the model must have none). The whole model is
+  then one segment, run one micro-batch at a time (``lean``: gradient caching with the
+  micro-batch re-run from the same random state). Dropout masks are drawn one micro-batch at
+  a time (the same distribution as ``plain``'s, not always the same draw).
+- *the staged interface* of :class:`~braindecode_speech.models.BrainEncoder`, for models with
+  batch norm: ``spatial_dropout(positions, mask) → dropped [B, C] | None`` (random draws that
+  must cover the whole batch), ``embed_sensors(x, subjects, positions, mask, dropped) →
+  [B, H, T]`` (per sample), ``blocks`` (a sequence of modules ``[B, H, T] → [B, H', T]`` made
+  of ``nn.Sequential``, ``nn.BatchNorm1d``, ``nn.Dropout``,
+  :class:`~braindecode_speech.models.DilatedConv` and modules without batch norm or dropout)
+  and ``final`` (a module ``[B, H', T] → [B, F, T]``, per sample); the model's forward must be
+  ``final(blocks(embed_sensors(...)))``, and batch norm may sit in ``blocks`` only. A model
+  that offers this interface is cut by it, batch norm or not (spatial dropout is then drawn
+  once for the whole batch, as in ``plain``).
+
+Any other model is refused when the step is built, with a :class:`ConfigError` naming
+``model.target`` and what is missing. ``fast`` and ``lean`` also need a
+:class:`~braindecode_speech.training.losses.ClipLoss`.
+
 All modes optionally run the encoder under bfloat16 autocast (``bf16=True``; scores and loss
 stay in float32), much faster on CPUs with AMX or AVX512-BF16 but with results that differ from
 float32 at the 1e-2 level.
@@ -47,21 +75,40 @@ float32 at the 1e-2 level.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
-from ..models import BrainEncoder
+from ..config import ConfigError
 from ..models.conv import DilatedConv
+from . import distributed
+from .distributed import Negatives
 from .losses import ClipLoss, clip_scores
 
-__all__ = ["ContrastiveStep", "Mode"]
+__all__ = ["ContrastiveStep", "Mode", "STAGED_INTERFACE"]
 
 Mode = Literal["plain", "fast", "lean"]
 MODES: tuple[Mode, ...] = ("plain", "fast", "lean")
 _RNGState = tuple[torch.device, Tensor, "Tensor | None"]
+
+#: what a model with batch norm must offer to the ``fast`` and ``lean`` steps
+STAGED_INTERFACE = ("spatial_dropout", "embed_sensors", "blocks", "final")
+
+
+@dataclass(frozen=True)
+class _Stages:
+    """A model cut into the segments of the ``fast`` and ``lean`` steps."""
+
+    spatial_dropout: Callable[[Tensor, Tensor], Tensor | None]
+    embed: Callable[..., Tensor]
+    """``(brain, subject, positions, mask, dropped)`` → ``[b, H, T]``, per sample"""
+    blocks: Sequence[nn.Module]
+    final: Callable[[Tensor], Tensor]
+    """``[b, H', T]`` → ``[b, F, T]``, per sample"""
 
 
 class ContrastiveStep:
@@ -71,14 +118,17 @@ class ContrastiveStep:
     Parameters
     ----------
     model : the encoder, ``(brain [B, C, T], subject [B], positions [B, C, 2], mask [B, C])``
-        → ``[B, F, T]``; a :class:`~braindecode_speech.models.BrainEncoder` for ``fast`` and
-        ``lean``.
+        → ``[B, F, T]``, or its :class:`~torch.nn.parallel.DistributedDataParallel` wrapper
+        (``plain`` only); ``fast`` and ``lean`` need one of the two kinds of models of the
+        module documentation.
     loss : ``(prediction [B, F, T], speech [B, F, T])`` → scalar; a
         :class:`~braindecode_speech.training.losses.ClipLoss` for ``fast`` and ``lean``.
     optimizer : over the parameters of ``model`` and ``loss``.
     mode : ``"plain"``, ``"fast"`` or ``"lean"`` (see the module documentation).
     micro_batch : micro-batch size of ``fast`` and ``lean``.
     bf16 : run the encoder under bfloat16 autocast.
+    negatives : with several processes, the contrastive candidates of each window (see
+        :func:`~braindecode_speech.training.distributed.batch_share_loss`).
 
     The batch is a mapping with tensors ``brain``, ``subject``, ``positions``, ``mask`` and
     ``speech`` (other keys are ignored); they are moved to the model's device.
@@ -92,48 +142,69 @@ class ContrastiveStep:
         mode: Mode = "plain",
         micro_batch: int = 32,
         bf16: bool = False,
+        negatives: Negatives = "global",
     ):
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
         if micro_batch < 1:
             raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        if mode != "plain" and not isinstance(model, BrainEncoder):
-            raise TypeError(f"mode {mode!r} needs a BrainEncoder, got {type(model).__name__}")
-        if mode != "plain" and not isinstance(loss, ClipLoss):
-            raise TypeError(f"mode {mode!r} needs a ClipLoss, got {type(loss).__name__}")
-        self.model = model
+        self.parallel_model = model
+        self.model = model.module if isinstance(model, DistributedDataParallel) else model
+        self.stages: _Stages | None = None
+        if mode != "plain":
+            if model is not self.model:
+                raise ValueError(f"mode {mode!r} is single-process only; use mode 'plain' "
+                                 "with a DistributedDataParallel model")
+            if not isinstance(loss, ClipLoss):
+                raise TypeError(f"mode {mode!r} needs a ClipLoss, got {type(loss).__name__}")
+            self.stages = _stages(self.model, mode)
         self.loss = loss
         self.optimizer = optimizer
         self.mode = mode
         self.micro_batch = micro_batch
         self.bf16 = bf16
+        self.negatives = negatives
 
-    def __call__(self, batch: Mapping[str, Tensor]) -> float:
-        device = next(self.model.parameters()).device
-        inputs = {key: batch[key].to(device, non_blocking=True)
-                  for key in ("brain", "subject", "positions", "mask", "speech")}
+    def __call__(self, batch: Mapping[str, Tensor], global_batch: int | None = None) -> float:
+        """One step on ``batch``: this process's windows of a global batch of ``global_batch``
+        windows (default: ``batch`` is the whole batch)."""
+        inputs = self._to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
         mode = self.mode
         if mode == "fast" and len(inputs["brain"]) <= self.micro_batch:
             mode = "plain"  # one micro-batch: the same computation, without the bookkeeping
-        loss = {"plain": self._plain, "fast": self._fast, "lean": self._lean}[mode](inputs)
+        if mode == "plain":
+            loss = self._plain(inputs, global_batch or len(inputs["brain"]))
+        else:
+            loss = {"fast": self._fast, "lean": self._lean}[mode](inputs)
         self.optimizer.step()
         return loss
 
-    # ------------------------------------------------------------------------------- modes
-    def _plain(self, batch: dict[str, Tensor]) -> float:
+    def batch_loss(self, batch: Mapping[str, Tensor], global_batch: int | None = None) -> Tensor:
+        """Forward and loss of ``batch`` (this process's share of the loss of a global batch
+        of ``global_batch`` windows; the loss of ``batch`` in single-process runs), through
+        the data-parallel wrapper in training mode and through the model itself otherwise
+        (validation)."""
+        inputs = self._to_device(batch)
+        model = self.parallel_model if self.model.training else self.model
         with self._autocast():
-            out = self.model(batch["brain"], batch["subject"], batch["positions"], batch["mask"])
-        loss = self.loss(out.float(), batch["speech"])
+            out = model(inputs["brain"], inputs["subject"], inputs["positions"], inputs["mask"])
+        return distributed.batch_share_loss(self.loss, out.float(), inputs["speech"],
+                                            global_batch or len(out), self.negatives)
+
+    # ------------------------------------------------------------------------------- modes
+    def _plain(self, batch: dict[str, Tensor], global_batch: int) -> float:
+        loss = self.batch_loss(batch, global_batch)
         loss.backward()
+        _average_loss_gradients(self.loss)
         return float(loss.detach())
 
     def _fast(self, batch: dict[str, Tensor]) -> float:
-        model: BrainEncoder = self.model
-        dropped = model.spatial_dropout(batch["positions"], batch["mask"])
+        stages = self.stages
+        dropped = stages.spatial_dropout(batch["positions"], batch["mask"])
         with self._autocast():
-            parts = self._embed_sensors(batch, dropped)
-            for block in model.convs.blocks:
+            parts = self._embed(batch, dropped)
+            for block in stages.blocks:
                 parts = _layer_sync(block, parts, update_stats=True)
         speech, norms = batch["speech"], batch["speech"].flatten(1).norm(dim=1)
         scores = torch.cat([self._scores(part, speech, norms) for part in parts])
@@ -142,22 +213,24 @@ class ContrastiveStep:
         return float(loss.detach())
 
     def _lean(self, batch: dict[str, Tensor]) -> float:
-        model: BrainEncoder = self.model
-        blocks = list(model.convs.blocks)
-        dropped = model.spatial_dropout(batch["positions"], batch["mask"])
+        stages = self.stages
+        blocks = list(stages.blocks)
+        dropped = stages.spatial_dropout(batch["positions"], batch["mask"])
         # pass 1, without graph: the input of each block and of the final convolutions (and
-        # the random-number state when it starts), then the scores
+        # the random-number state when each segment starts), then the scores
+        device = batch["brain"].device
+        embed_rng = _rng_state(device)
         inputs: list[list[Tensor]] = []
         rng_states: list[_RNGState] = []
         with torch.no_grad():
             with self._autocast():
-                parts = self._embed_sensors(batch, dropped)
+                parts = self._embed(batch, dropped)
                 for block in blocks:
                     inputs.append(_consolidate(parts))
-                    rng_states.append(_rng_state(parts[0].device))
+                    rng_states.append(_rng_state(device))
                     parts = _layer_sync(block, inputs[-1], update_stats=True)
             inputs.append(_consolidate(parts))
-            rng_states.append(_rng_state(parts[0].device))
+            rng_states.append(_rng_state(device))
             del parts
             speech, norms = batch["speech"], batch["speech"].flatten(1).norm(dim=1)
             scores = torch.cat([self._scores(part, speech, norms) for part in inputs[-1]])
@@ -179,13 +252,18 @@ class ContrastiveStep:
             torch.autograd.backward(outputs, _cast_like(grads, outputs))
             del outputs
             grads = [part.grad for part in parts]
-        with self._autocast():
+        with _replayed_rng(embed_rng), self._autocast():
             for part, grad in zip(self._micro_batches(batch, dropped), grads):
-                output = model.embed_sensors(*part)
+                output = stages.embed(*part)
                 output.backward(grad.to(output.dtype))
         return float(loss.detach())
 
     # ----------------------------------------------------------------------------- helpers
+    def _to_device(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        device = next(self.model.parameters()).device
+        return {key: batch[key].to(device, non_blocking=True)
+                for key in ("brain", "subject", "positions", "mask", "speech")}
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         device = next(self.model.parameters()).device
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -201,16 +279,66 @@ class ContrastiveStep:
         )
         yield from zip(*pieces, dropped_pieces)
 
-    def _embed_sensors(self, batch: dict[str, Tensor], dropped: Tensor | None) -> list[Tensor]:
-        """The part of the encoder before the convolutions, one micro-batch at a time."""
-        return [self.model.embed_sensors(*part) for part in self._micro_batches(batch, dropped)]
+    def _embed(self, batch: dict[str, Tensor], dropped: Tensor | None) -> list[Tensor]:
+        """The first segment (the part of the encoder before the blocks), one micro-batch at a
+        time."""
+        return [self.stages.embed(*part) for part in self._micro_batches(batch, dropped)]
 
     def _scores(self, part: Tensor, speech: Tensor, speech_norms: Tensor) -> Tensor:
-        """CLIP scores ``[b, B]`` of one micro-batch: its predictions (the final convolutions)
+        """CLIP scores ``[b, B]`` of one micro-batch: its predictions (the final segment)
         scored in float32 against every speech segment of the batch."""
         with self._autocast():
-            prediction = self.model.final(part)
+            prediction = self.stages.final(part)
         return clip_scores(prediction.float(), speech, speech_norms)
+
+
+def _average_loss_gradients(loss: nn.Module) -> None:
+    """Average the gradients of the loss's own parameters (a learned temperature) over the
+    processes; those of the model are averaged by DistributedDataParallel."""
+    world_size = distributed.process_info().world_size
+    if world_size == 1:
+        return
+    for param in loss.parameters():
+        if param.grad is not None:
+            torch.distributed.all_reduce(param.grad)
+            param.grad /= world_size
+
+
+def _stages(model: nn.Module, mode: Mode) -> _Stages:
+    """``model`` cut into the segments of the ``fast`` and ``lean`` steps (see the module
+    documentation): by its staged interface when it has a usable one (the exact cut), else as
+    one per-sample segment when it has no batch norm; :class:`ConfigError` saying what is
+    missing otherwise."""
+    batch_norms = [n for n, m in model.named_modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    missing = [attr for attr in STAGED_INTERFACE if not hasattr(model, attr)]
+    problem = None
+    if missing:
+        problem = (f"lacks {', '.join(missing)} of the staged interface "
+                   f"({', '.join(STAGED_INTERFACE)}; see braindecode_speech.training.steps)")
+    else:
+        blocks = list(model.blocks)
+        staged = {id(m) for block in [*blocks, model.final] for m in block.modules()}
+        outside = [n for n in batch_norms if id(model.get_submodule(n)) not in staged]
+        unsyncable = [found for block in blocks if (found := _unsyncable(block)) is not None]
+        if outside:
+            problem = f"holds {', '.join(outside)} outside its blocks"
+        elif unsyncable:
+            problem = (f"holds a {unsyncable[0]} in its blocks that the step cannot run layer "
+                       "by layer (blocks are made of nn.Sequential, nn.BatchNorm1d, nn.Dropout, "
+                       "DilatedConv and modules without batch norm or dropout)")
+        else:
+            return _Stages(model.spatial_dropout, model.embed_sensors, blocks, model.final)
+    if not batch_norms:  # samples independent: the whole model is one segment
+        return _Stages(spatial_dropout=lambda positions, mask: None,
+                       embed=lambda x, subjects, positions, mask, dropped:
+                       model(x, subjects, positions, mask),
+                       blocks=(), final=nn.Identity())
+    listed = ", ".join(batch_norms[:3]) + (", ..." if len(batch_norms) > 3 else "")
+    raise ConfigError(
+        f"optim.step={mode!r} cannot train {type(model).__name__} (model.target): it has batch "
+        f"norm ({listed}), whose statistics pool the whole batch, and {problem}. Use "
+        "optim.step=plain, or give the model the staged interface")
 
 
 def _consolidate(parts: list[Tensor]) -> list[Tensor]:
@@ -233,6 +361,21 @@ def _needs_whole_batch(module: nn.Module) -> bool:
         isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Dropout) and m.training
         for m in module.modules()
     )
+
+
+def _unsyncable(module: nn.Module) -> str | None:
+    """The type name of the first layer of ``module`` that :func:`_layer_sync` cannot run in
+    training mode (a layer holding batch norm or dropout that it does not know), or None."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Dropout)
+               for m in module.modules()):
+        return None
+    if isinstance(module, nn.BatchNorm1d | nn.Dropout):
+        return None
+    if isinstance(module, DilatedConv):
+        return _unsyncable(module.layers)
+    if isinstance(module, nn.Sequential):
+        return next((found for child in module if (found := _unsyncable(child))), None)
+    return type(module).__name__
 
 
 def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool) -> list[Tensor]:

@@ -216,14 +216,12 @@ class Trainer:
         self.signature = signature
         params = list(self.model.parameters()) + list(self.loss.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr)
-        self.contrastive_step: ContrastiveStep | None = None
-        if config.step != "plain":
-            if self.process.distributed:
-                raise ValueError(f"optim.step={config.step!r} is single-process only; use "
-                                 "step=plain with several processes")
-            self.contrastive_step = ContrastiveStep(
-                self.model, self.loss, self.optimizer, mode=config.step,
-                micro_batch=config.micro_batch, bf16=self._bf16)
+        if config.step != "plain" and self.process.distributed:
+            raise ValueError(f"optim.step={config.step!r} is single-process only; use "
+                             "step=plain with several processes")
+        self.step = ContrastiveStep(self.parallel_model, self.loss, self.optimizer,
+                                    mode=config.step, micro_batch=config.micro_batch,
+                                    bf16=self._bf16, negatives=config.negatives)
         self.history: list[dict[str, float]] = []
         self.best_loss = float("inf")
         self.bad_epochs = 0
@@ -239,21 +237,6 @@ class Trainer:
         if self.device.type == "cuda":
             return self.config.amp
         return self.device.type == "cpu" and self.config.cpu_bf16
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self._bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _forward(self, batch: dict[str, torch.Tensor], global_batch: int) -> torch.Tensor:
-        """This process's share of the loss of a global batch of ``global_batch`` windows (the
-        loss of the batch in single-process runs)."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        model = self.parallel_model if self.model.training else self.model
-        with self._autocast():
-            out = model(batch["brain"], batch["subject"], batch["positions"], batch["mask"])
-        return distributed.batch_share_loss(self.loss, out.float(), batch["speech"],
-                                            global_batch, self.config.negatives)
 
     def _global_batches(self, n_windows: int, shuffle_epoch: int | None,
                         n_batches: int | None) -> list[list[int]]:
@@ -294,7 +277,7 @@ class Trainer:
         total = 0.0
         with torch.no_grad():
             for batch, indices in zip(self._loader(dataset, batches), batches):
-                share = self._forward(batch, len(indices)).item()
+                share = self.step.batch_loss(batch, len(indices)).item()
                 total += share * len(indices) / self.process.world_size
         (total,) = distributed.all_reduce_sum([total], self.device)
         return total / max(sum(len(b) for b in batches), 1)
@@ -325,15 +308,7 @@ class Trainer:
                        desc=f"epoch {self.epoch + 1}", leave=False,
                        disable=not (cfg.progress and main))
             for batch, indices in bar:
-                if self.contrastive_step is not None:
-                    losses.append(self.contrastive_step(batch))
-                else:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss = self._forward(batch, len(indices))
-                    loss.backward()
-                    self._average_loss_gradients()
-                    self.optimizer.step()
-                    losses.append(loss.item())
+                losses.append(self.step(batch, len(indices)))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             self._broadcast_buffers()
             (train_loss,) = distributed.all_reduce_sum([sum(losses)], self.device)
@@ -355,16 +330,6 @@ class Trainer:
         distributed.barrier()
         self.load_best()
         return self.history
-
-    def _average_loss_gradients(self) -> None:
-        """Average the gradients of the loss's own parameters (a learned temperature) over the
-        processes; those of the model are averaged by DistributedDataParallel."""
-        if not self.process.distributed:
-            return
-        for param in self.loss.parameters():
-            if param.grad is not None:
-                torch.distributed.all_reduce(param.grad)
-                param.grad /= self.process.world_size
 
     def _broadcast_buffers(self) -> None:
         """Give every process the batch-norm statistics of rank 0 (those that are saved)."""
