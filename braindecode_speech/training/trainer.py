@@ -205,9 +205,9 @@ class Trainer:
         if self.process.distributed:
             self.parallel_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if config.negatives == "global" and not hasattr(loss, "logits"):
-                logger.info("%s has no logits(): it is averaged over the processes' shares "
-                            "(no negatives to gather)", type(loss).__name__)
+            if config.negatives == "global" and not hasattr(loss, "from_scores"):
+                logger.info("%s has no from_scores(): it is averaged over the processes' "
+                            "shares (no negatives to gather)", type(loss).__name__)
         self.config = config
         if config.deterministic:  # read when cuBLAS starts (ignored on CPU)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
