@@ -174,3 +174,18 @@ def test_pipeline_batches_match_items(tiny_meg_root, tmp_path, overrides):
     assert data.datasets["train"].store is data.datasets["test"].store
     stored = {r.samples.dtype for r in data.recordings}
     assert stored == {np.dtype(config.data.storage)}
+
+
+def test_training_and_evaluation_read_batches_not_items(tiny_meg_root, tmp_path, monkeypatch):
+    """The trainer, the evaluation and the ridge baseline go through ``get_batch`` only."""
+    from braindecode_speech.experiments import run_experiment
+    from braindecode_speech.experiments.presets import tiny_config
+
+    def refused(self, i):
+        raise AssertionError("a window was read on its own")
+
+    monkeypatch.setattr(WindowDataset, "__getitem__", refused)
+    config = tiny_config(tiny_meg_root, tmp_path / "cache").with_overrides(
+        {"optim.max_epochs": 1, "optim.batches_per_epoch": 2, "data.prefetch": 1})
+    out = run_experiment(config, tmp_path / "run")
+    assert {"model", "ridge"} <= set(out["results"])
