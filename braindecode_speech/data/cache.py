@@ -220,8 +220,7 @@ class RowReader:
         size = os.stat(self.path).st_size
         if size < self.offset + self.shape[0] * self.row_bytes:
             raise CacheError(f"{self.path} holds {size} bytes, fewer than its shape "
-                             f"{self.shape} needs: truncated file? Delete the cache entry "
-                             "folder to rebuild it")
+                             f"{self.shape} needs: truncated file?")
         self._fd: int | None = None
         self._pid = -1
         self._local = threading.local()
@@ -280,6 +279,12 @@ class RowReader:
         count = (stop - start) * (self.row_bytes // self.stored_dtype.itemsize)
         rows = np.frombuffer(mapping, self.stored_dtype, count, first - aligned)
         return rows.reshape(stop - start, *self.row_shape)
+
+    def close(self) -> None:
+        """Close the file descriptor (reads open it again)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers
         return {**self.__dict__, "_fd": None, "_pid": -1, "_local": None}
