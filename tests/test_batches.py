@@ -189,3 +189,29 @@ def test_training_and_evaluation_read_batches_not_items(tiny_meg_root, tmp_path,
         {"optim.max_epochs": 1, "optim.batches_per_epoch": 2, "data.prefetch": 1})
     out = run_experiment(config, tmp_path / "run")
     assert {"model", "ridge"} <= set(out["results"])
+
+
+def test_loader_throughput_benchmark_runs_on_tiny_shapes(tmp_path, monkeypatch):
+    """bench/loader.py's loader_throughput, as bench/run.py calls it, on a tiny generated
+    cache: both paths measured in their own worker, the bandwidth bound beside them."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("BRAINDECODE_SPEECH_BENCH", str(tmp_path))
+    spec = importlib.util.spec_from_file_location(
+        "bench_loader", Path(__file__).parents[1] / "bench" / "loader.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.bench_throughput(1, gb=0.004, n_batches=3, n_recordings=2, n_features=3,
+                                    workers=1, batch_size=8, bandwidth_bytes=1 << 22)
+    assert result["name"] == "loader_throughput"
+    assert result["windows_per_s"] > 0 and result["per_window"]["windows_per_s"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["windows_per_s"] / result["per_window"]["windows_per_s"], rel=0.01)
+    assert result["peak_rss_gb"] > 0 and result["per_window"]["peak_rss_gb"] > 0
+    assert min(result["bandwidth_gb_s"].values()) > 0
+    window_bytes = (208 + 3) * 360 * 4
+    assert result["bound_windows_per_s"] == round(
+        max(result["bandwidth_gb_s"].values()) * 1e9 / window_bytes)
+    assert result["cpu"] and result["config"]["windows"] > 3 * 8
+    assert (tmp_path / "throughput" / "brain1.npy").exists()

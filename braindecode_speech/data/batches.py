@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 from ..config import Config
 from .cache import RowReader
 
-__all__ = ["DataConfig", "BatchLoader", "DeviceStore", "read_windows", "BATCH_KEYS"]
+__all__ = ["DataConfig", "BatchLoader", "DeviceStore", "read_windows", "scratch", "BATCH_KEYS"]
 
 #: the entries of a batch, with their per-window shapes: brain ``[C, T]``, mask ``[C]``,
 #: positions ``[C, 2]``, subject, speech ``[F, T]``, index (position in the dataset)
@@ -88,6 +88,13 @@ class _Staging(threading.local):
 
 
 _STAGING = _Staging()
+_SCRATCH = _Staging()
+
+
+def scratch(n_rows: int, n_columns: int) -> np.ndarray:
+    """A per-thread float32 ``[n_rows, n_columns]`` work buffer (reused; one window fits in
+    the CPU cache, where elementwise operations are fast)."""
+    return _SCRATCH.rows(n_rows, n_columns)
 
 
 def read_windows(readers: Sequence[RowReader], array: np.ndarray, start: np.ndarray,

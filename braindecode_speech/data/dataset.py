@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 
 from ..config import Config
-from .batches import DataConfig, DeviceStore, read_windows
+from .batches import DataConfig, DeviceStore, read_windows, scratch
 from .cache import RowReader
 
 __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
@@ -272,25 +272,28 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _gather_brain(self, recording: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
         """Normalised brain windows into ``out [B, C, T]``: the operations of
-        :meth:`brain_window` in the same order, on rows read once per run of windows."""
+        :meth:`brain_window` in the same order (elementwise, so the same values in any memory
+        layout), done time-major in a cached work buffer on rows read once per run of windows,
+        then transposed into place."""
         n_times, baseline, clamp = self.n_times, self.baseline_samples, self.clamp
         lo = min(0, self.baseline_offset) if baseline else 0
         hi = max(n_times, self.baseline_offset + baseline) if baseline else n_times
         first = self.baseline_offset - lo
         for k, r, rows in read_windows(self.brains, recording, start + lo, hi - lo):
             n_ch = rows.shape[1]
-            slot = out[k, :n_ch]
-            window = rows[-lo:n_times - lo].T
+            x = scratch(n_times, n_ch)
             if baseline:
-                np.subtract(window, rows[first:first + baseline].mean(axis=0)[:, None], out=slot)
+                np.subtract(rows[-lo:n_times - lo], rows[first:first + baseline].mean(axis=0),
+                            out=x)
             else:
-                np.copyto(slot, window)
+                np.copyto(x, rows[:n_times])
             scaler = self.scalers[r]
             if scaler is not None:
-                np.subtract(slot, scaler.center[:, None], out=slot)
-                np.divide(slot, scaler.scale[:, None], out=slot)
+                np.subtract(x, scaler.center, out=x)
+                np.divide(x, scaler.scale, out=x)
             if clamp is not None:
-                np.clip(slot, -clamp, clamp, out=slot)
+                np.clip(x, -clamp, clamp, out=x)
+            np.copyto(out[k, :n_ch], x.T)
             out[k, n_ch:] = 0
 
     def _gather_speech(self, block: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
@@ -299,9 +302,11 @@ class WindowDataset(torch.utils.data.Dataset):
         for k, _, rows in read_windows(self.features, block, start, self.n_times):
             if scaler is None:
                 np.copyto(out[k], rows.T)
-            else:
-                np.subtract(rows.T, scaler.mean[:, None], out=out[k])
-                np.divide(out[k], scaler.std[:, None], out=out[k])
+                continue
+            y = scratch(*rows.shape)
+            np.subtract(rows, scaler.mean, out=y)
+            np.divide(y, scaler.std, out=y)
+            np.copyto(out[k], y.T)
 
 
 def read_brain_window(brain: RowReader, start: int, n_times: int, baseline_samples: int,
