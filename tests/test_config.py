@@ -45,3 +45,17 @@ def test_overrides_and_yaml_round_trip(tmp_path):
     cfg.to_yaml(tmp_path / "c.yaml")
     back = Outer.from_yaml(tmp_path / "c.yaml")
     assert back == cfg and back.signature() == cfg.signature()
+
+
+def test_signatures_of_the_defaults_are_stable():
+    """New config sections and fields left at their defaults keep the signatures, so the caches
+    and run folders of earlier versions are found again (data: only float16 storage counts)."""
+    from braindecode_speech.experiments import ExperimentConfig
+    from braindecode_speech.experiments.presets import demo_config, tiny_config
+
+    assert ExperimentConfig().signature() == "7fc93e0b1b5e"
+    assert tiny_config("/data").signature() == "ef81ad67930d"
+    demo = demo_config("/data")
+    assert demo.signature() == "29065faf6d45"
+    assert demo.with_overrides({"data.prefetch": 4, "data.device": "cpu"}).signature() == \
+        demo.signature() != demo.with_overrides({"data.storage": "float16"}).signature()

@@ -138,3 +138,24 @@ def test_row_reader_reads_rows_like_slicing(tmp_path):
         f.truncate(200)
     with pytest.raises(CacheError, match="shorter than its header"):
         pickle.loads(pickle.dumps(reader)).read(10, 20)
+
+
+def test_float16_storage_round_trips_within_float16_precision(tmp_path):
+    rec, _ = _recording(tmp_path)
+    single = preprocess(rec, PreprocessConfig(), tmp_path / "cache")
+    half = preprocess(rec, PreprocessConfig(), tmp_path / "cache", storage="float16")
+    assert len(list((tmp_path / "cache" / "preprocessed").iterdir())) == 2  # its own entry
+    assert half.samples.dtype == np.float16 and single.scale is None
+    assert half.samples.nbytes * 2 == single.samples.nbytes
+    exponent = np.log2(half.scale)
+    assert np.array_equal(exponent, np.round(exponent))  # powers of two: decoding is exact
+    peak = np.abs(half.samples.astype(np.float32)).max(axis=0)
+    assert np.all((peak > 2 ** 14) & (peak <= 2 ** 15))  # each channel uses float16's range
+    exact, decoded = single.data.astype(np.float64), half.data.astype(np.float64)
+    # half an ulp of float16 (relative 2**-11), float32's own rounding, a subnormal's floor
+    bound = np.abs(exact) * (2 ** -11 + 2 ** -23) + half.scale[:, None] * 2 ** -24
+    assert np.all(np.abs(decoded - exact) <= bound)
+    assert np.abs(decoded - exact).max() > 0  # float16 is not float32
+    reader = half.reader()
+    assert reader.dtype == np.float32
+    assert np.array_equal(reader.read(5, 40), half.data[:, 5:40].T)

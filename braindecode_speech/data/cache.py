@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 CACHE_VERSION = 3
 
 _CHUNK = 1 << 20  # bytes read at a time when hashing
+#: pre-fault mapped rows in one system call where the platform allows it (Linux)
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 #: digests of files by fingerprint, and entries verified by this process (by fingerprint)
 _DIGESTS: dict[tuple, str] = {}
 _VERIFIED: dict[str, tuple] = {}
@@ -179,44 +183,114 @@ class ArrayCache:
 
 
 class RowReader:
-    """Reads rows ``[start, stop)`` of a cached 2D array with ``os.pread``.
+    """Rows ``[start, stop)`` of a cached C-contiguous array ``[N, *row_shape]`` (a ``.npy``
+    file opened by ``np.load(..., mmap_mode="r")``): the one reader of cached arrays.
 
-    Slicing a memory map leaves the touched pages mapped, so a process sampling windows all over
-    a large study would see its resident memory grow to the size of the study. Explicit reads
-    of the contiguous rows keep it bounded (the OS page cache still serves repeated reads).
-    ``array`` must be a C-contiguous ``np.memmap`` opened by ``np.load(..., mmap_mode="r")``.
+    - :meth:`read` copies rows with ``os.preadv`` (into ``out`` when given, e.g. a reused
+      buffer). Slicing a memory map instead leaves the touched pages mapped, so a process
+      sampling windows all over a large study would see its resident memory grow to the size of
+      the study; explicit reads keep it bounded (the OS page cache still serves repeated reads).
+    - :meth:`view` maps the rows read-only, pre-faulted, without a copy; the mapping lives as long
+      as the returned array, so its pages leave the resident set once the caller drops it. The
+      rows after them are announced to the kernel (``POSIX_FADV_WILLNEED``) so that reading them
+      from disk overlaps with the work on these.
+
+    ``scale`` (``[row_shape[-1]]`` float32, powers of two): the array is stored in float16 as
+    ``value / scale``; :meth:`read` returns float32 ``stored * scale`` (exact: a float16 is a
+    float32, and multiplying by a power of two is exact).
     """
 
-    def __init__(self, array: np.memmap) -> None:
-        if not isinstance(array, np.memmap) or array.ndim != 2 or not array.flags.c_contiguous:
-            raise TypeError("RowReader needs a C-contiguous 2D np.memmap")
+    def __init__(self, array: np.memmap, scale: np.ndarray | None = None) -> None:
+        if not isinstance(array, np.memmap) or array.ndim < 1 or not array.flags.c_contiguous \
+                or array.filename is None or not array.dtype.isnative \
+                or isinstance(array.base, np.ndarray):
+            raise TypeError("RowReader needs a whole C-contiguous np.memmap of a file")
         self.path = str(array.filename)
         self.shape = array.shape
-        self.dtype = array.dtype
+        self.row_shape = array.shape[1:]
+        self.stored_dtype = array.dtype
         self.offset = int(array.offset)
-        self.row_bytes = int(array.strides[0])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * array.itemsize
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float32)
+        if self.scale is not None and (array.dtype != np.float16 or
+                                       self.scale.shape != self.row_shape[-1:]):
+            raise ValueError(f"{self.path}: a decoding scale needs a float16 array and one "
+                             f"factor per column ({array.dtype}, scale {self.scale.shape})")
+        self.dtype = np.dtype(np.float32) if self.scale is not None else array.dtype
+        size = os.stat(self.path).st_size
+        if size < self.offset + self.shape[0] * self.row_bytes:
+            raise CacheError(f"{self.path} holds {size} bytes, fewer than its shape "
+                             f"{self.shape} needs: truncated file?")
         self._fd: int | None = None
         self._pid = -1
+        self._local = threading.local()
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """A new ``[stop - start, n_columns]`` array."""
-        if not 0 <= start <= stop <= self.shape[0]:
-            raise IndexError(f"rows [{start}, {stop}) outside {self.path} of {self.shape[0]} rows")
+    def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # one descriptor per process
             self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        return self._fd
+
+    def _check(self, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise IndexError(f"rows [{start}, {stop}) outside {self.path} of {self.shape[0]} rows")
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` as ``[stop - start, *row_shape]`` (:attr:`dtype`), written into
+        ``out`` (C-contiguous, that shape and dtype) when given, else a new array."""
+        self._check(start, stop)
+        shape = (stop - start, *self.row_shape)
+        if out is None:
+            out = np.empty(shape, dtype=self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {self.dtype} array of shape {shape}, "
+                             f"got {out.dtype} {out.shape}")
+        target = out
+        if self.scale is not None:  # stored float16 into a per-thread buffer, then decoded
+            raw = getattr(self._local, "raw", None)
+            if raw is None or raw.size < out.size:
+                raw = self._local.raw = np.empty(out.size, dtype=np.float16)
+            target = raw[:out.size].reshape(shape)
         size = (stop - start) * self.row_bytes
-        if os.preadv(self._fd, [memoryview(out).cast("B")],
-                     self.offset + start * self.row_bytes) != size:
+        if size and os.preadv(self._descriptor(), [memoryview(target).cast("B")],
+                              self.offset + start * self.row_bytes) != size:
             raise CacheError(f"{self.path} is shorter than its header says: delete the cache "
                              "entry folder to rebuild it")
+        if self.scale is not None:
+            np.multiply(target, self.scale, out=out)
         return out
 
+    def view(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as a read-only ``[stop - start, *row_shape]`` array mapping the
+        file (stored values: no decoding), without a copy."""
+        self._check(start, stop)
+        if self.scale is not None:
+            raise ValueError(f"{self.path} is stored in float16 with a scale: use read()")
+        fd = self._descriptor()
+        first = self.offset + start * self.row_bytes
+        aligned = first - first % mmap.ALLOCATIONGRANULARITY
+        n_bytes = (stop - start) * self.row_bytes
+        mapping = mmap.mmap(fd, first - aligned + n_bytes, offset=aligned,
+                            flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, first + n_bytes, n_bytes, os.POSIX_FADV_WILLNEED)
+        count = (stop - start) * (self.row_bytes // self.stored_dtype.itemsize)
+        rows = np.frombuffer(mapping, self.stored_dtype, count, first - aligned)
+        return rows.reshape(stop - start, *self.row_shape)
+
+    def close(self) -> None:
+        """Close the file descriptor (reads open it again)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
     def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers
-        return {**self.__dict__, "_fd": None, "_pid": -1}
+        return {**self.__dict__, "_fd": None, "_pid": -1, "_local": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _local=threading.local())
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None and self._pid == os.getpid():

@@ -6,11 +6,15 @@ paper's ``[a - 0.5, a]`` s), robust-scaled per recording and channel (median / I
 training windows) and clamped. Speech windows are read from the block-feature cache and
 standard-scaled with statistics fitted on training windows. Each switch is a config field, as
 the paper's ablations turn them off.
+
+``dataset[i]`` is the simple per-window path (the reference); :meth:`WindowDataset.get_batch`
+gathers a batch at once, bit for bit the same windows (see :mod:`~braindecode_speech.data.batches`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +23,7 @@ import torch
 from pydantic import Field
 
 from ..config import Config
+from .batches import DataConfig, DeviceStore, read_windows, scratch
 from .cache import RowReader
 
 __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
@@ -115,6 +120,10 @@ class WindowDataset(torch.utils.data.Dataset):
     baseline_offset : first baseline sample relative to each window's brain start (the paper's
         ``-lag`` samples: the baseline is taken before the brain lag shift; 0: the first
         samples of the brain window).
+    data_config : how batches are read (:class:`~braindecode_speech.data.batches.DataConfig`;
+        its ``device`` needs ``store``).
+    store : the study held on a device (:meth:`device_store`, shared by the splits), or None to
+        read the memory maps.
 
     Items are dicts: ``brain [C, T]``, ``mask [C]`` (True on real sensors), ``positions [C, 2]``,
     ``subject`` (long), ``speech [F, T]``, ``index`` (position in ``windows``).
@@ -124,7 +133,8 @@ class WindowDataset(torch.utils.data.Dataset):
                  features: list[RowReader], windows: list[Window],
                  scalers: list[RobustScaler | None], feature_scaler: FeatureScaler | None,
                  n_channels: int, n_times: int, baseline_samples: int,
-                 clamp: float | None, baseline_offset: int = 0) -> None:
+                 clamp: float | None, baseline_offset: int = 0,
+                 data_config: DataConfig | None = None, store: DeviceStore | None = None) -> None:
         self.brains = brains
         self.positions = positions
         self.features = features
@@ -136,6 +146,35 @@ class WindowDataset(torch.utils.data.Dataset):
         self.baseline_samples = baseline_samples
         self.baseline_offset = baseline_offset
         self.clamp = clamp
+        self.data_config = data_config or DataConfig()
+        self.store = store
+        self._mask = np.zeros((len(positions), n_channels), dtype=bool)
+        self._positions = np.zeros((len(positions), n_channels, 2), dtype=np.float32)
+        for r, pos in enumerate(positions):
+            self._mask[r, :len(pos)] = True
+            self._positions[r, :len(pos)] = pos
+
+    @classmethod
+    def device_store(cls, brains: list[RowReader], features: list[RowReader],
+                     scalers: list[RobustScaler | None], feature_scaler: FeatureScaler | None,
+                     n_channels: int, device: str | torch.device) -> DeviceStore:
+        """The study (``brains``, ``features``) and its normalisation held on ``device``."""
+        return DeviceStore(
+            brains, features, [None if s is None else s.center for s in scalers],
+            [None if s is None else s.scale for s in scalers],
+            None if feature_scaler is None else feature_scaler.mean,
+            None if feature_scaler is None else feature_scaler.std, n_channels, device)
+
+    @property
+    def windows(self) -> list[Window]:
+        return self._windows
+
+    @windows.setter
+    def windows(self, windows: list[Window]) -> None:
+        self._windows = windows
+        self._table = {name: np.array([getattr(w, name) for w in windows], dtype=np.int64)
+                       for name in ("recording", "brain_start", "block", "speech_start",
+                                    "subject")}
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -177,6 +216,97 @@ class WindowDataset(torch.utils.data.Dataset):
             "speech": torch.from_numpy(self.speech_window(i)),
             "index": torch.tensor(i, dtype=torch.long),
         }
+
+
+    def empty_batch(self, n: int, pin_memory: bool = False) -> dict[str, torch.Tensor] | None:
+        """Buffers for a batch of ``n`` windows to give :meth:`get_batch` (pinned memory when
+        ``pin_memory``); None with a device store, whose batches are made on the device."""
+        if self.store is not None:
+            return None
+        n_features = self.features[0].shape[1] if self.features else 0
+        shapes = {"brain": ((n, self.n_channels, self.n_times), torch.float32),
+                  "mask": ((n, self.n_channels), torch.bool),
+                  "positions": ((n, self.n_channels, 2), torch.float32),
+                  "subject": ((n,), torch.long),
+                  "speech": ((n, n_features, self.n_times), torch.float32),
+                  "index": ((n,), torch.long)}
+        return {k: torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
+                for k, (shape, dtype) in shapes.items()}
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray,
+                  out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The windows ``indices`` as one batch: ``brain [B, C, T]``, ``mask [B, C]``,
+        ``positions [B, C, 2]``, ``subject [B]``, ``speech [B, F, T]``, ``index [B]``, bit for
+        bit ``torch.utils.data.default_collate([self[i] for i in indices])``.
+
+        From the memory maps (written into ``out``, buffers of :meth:`empty_batch` for exactly
+        ``B`` windows, when given), or gathered on the device of the store (new tensors there).
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"window indices out of range [0, {len(self)})")
+        rec, brain_start, block, speech_start, subject = (
+            self._table[k][idx] for k in ("recording", "brain_start", "block", "speech_start",
+                                          "subject"))
+        if self.store is not None:
+            store = self.store
+            device = store.device
+            return {
+                "brain": store.brain_windows(rec, brain_start, self.n_times,
+                                             self.baseline_samples, self.baseline_offset,
+                                             self.clamp),
+                "mask": torch.from_numpy(self._mask[rec]).to(device),
+                "positions": torch.from_numpy(self._positions[rec]).to(device),
+                "subject": torch.from_numpy(subject).to(device),
+                "speech": store.speech_windows(block, speech_start, self.n_times),
+                "index": torch.from_numpy(idx).to(device),
+            }
+        out = self.empty_batch(len(idx)) if out is None else out
+        self._gather_brain(rec, brain_start, out["brain"].numpy())
+        self._gather_speech(block, speech_start, out["speech"].numpy())
+        np.take(self._mask, rec, axis=0, out=out["mask"].numpy())
+        np.take(self._positions, rec, axis=0, out=out["positions"].numpy())
+        out["subject"].numpy()[:] = subject
+        out["index"].numpy()[:] = idx
+        return out
+
+    def _gather_brain(self, recording: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
+        """Normalised brain windows into ``out [B, C, T]``: the operations of
+        :meth:`brain_window` in the same order (elementwise, so the same values in any memory
+        layout), done time-major in a cached work buffer on rows read once per run of windows,
+        then transposed into place."""
+        n_times, baseline, clamp = self.n_times, self.baseline_samples, self.clamp
+        lo = min(0, self.baseline_offset) if baseline else 0
+        hi = max(n_times, self.baseline_offset + baseline) if baseline else n_times
+        first = self.baseline_offset - lo
+        for k, r, rows in read_windows(self.brains, recording, start + lo, hi - lo):
+            n_ch = rows.shape[1]
+            x = scratch(n_times, n_ch)
+            if baseline:
+                np.subtract(rows[-lo:n_times - lo], rows[first:first + baseline].mean(axis=0),
+                            out=x)
+            else:
+                np.copyto(x, rows[:n_times])
+            scaler = self.scalers[r]
+            if scaler is not None:
+                np.subtract(x, scaler.center, out=x)
+                np.divide(x, scaler.scale, out=x)
+            if clamp is not None:
+                np.clip(x, -clamp, clamp, out=x)
+            np.copyto(out[k, :n_ch], x.T)
+            out[k, n_ch:] = 0
+
+    def _gather_speech(self, block: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
+        """Normalised speech windows into ``out [B, F, T]`` (as :meth:`speech_window`)."""
+        scaler = self.feature_scaler
+        for k, _, rows in read_windows(self.features, block, start, self.n_times):
+            if scaler is None:
+                np.copyto(out[k], rows.T)
+                continue
+            y = scratch(*rows.shape)
+            np.subtract(rows, scaler.mean, out=y)
+            np.divide(y, scaler.std, out=y)
+            np.copyto(out[k], y.T)
 
 
 def read_brain_window(brain: RowReader, start: int, n_times: int, baseline_samples: int,

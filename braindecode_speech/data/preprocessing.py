@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mne
 import numpy as np
@@ -24,13 +24,21 @@ from pydantic import Field, model_validator
 
 from ..config import Config, stable_hash
 from ..fileio import atomic_npy
-from .cache import ArrayCache, file_digest
+from .cache import ArrayCache, RowReader, file_digest
 from .study import Recording, StudyError
 
 __all__ = ["PreprocessConfig", "PreprocessedRecording", "preprocess", "sensor_positions_2d",
-           "source_files"]
+           "source_files", "Storage", "FLOAT16_HEADROOM"]
 
 logger = logging.getLogger(__name__)
+
+#: dtype of the cached preprocessed samples
+Storage = Literal["float32", "float16"]
+
+#: float16 storage: each channel is divided by the power of two that brings its largest
+#: absolute value to at most ``2 ** FLOAT16_HEADROOM`` (float16 holds up to 65504, and values
+#: down to ``2 ** -14`` at full precision: 29 octaves below the channel's peak)
+FLOAT16_HEADROOM = 15
 
 
 class PreprocessConfig(Config):
@@ -64,8 +72,11 @@ class PreprocessConfig(Config):
 class PreprocessedRecording:
     """A recording's data channels at ``sfreq``, memory-mapped from the cache.
 
-    ``samples`` is the cached ``[T, C]`` float32 array in SI units (T for MEG, V for EEG), stored
-    time-major so that a window is one contiguous read; ``data`` is its ``[C, T]`` view.
+    ``samples`` is the cached ``[T, C]`` array, stored time-major so that a window is one
+    contiguous read: float32 in SI units (T for MEG, V for EEG), or float16 storage (``scale``
+    is then the ``[C]`` powers of two that give SI units: ``samples * scale``, see
+    :data:`FLOAT16_HEADROOM`). Read it through :meth:`reader`; ``data`` is the ``[C, T]``
+    samples in SI units.
     ``positions`` is ``[C, 2]`` sensor positions on the 2D layout, normalised to [0, 1];
     ``events`` is the validated events table (times in s on the recording's clock; sample ``i``
     is at ``i / sfreq`` s).
@@ -78,6 +89,11 @@ class PreprocessedRecording:
     positions: np.ndarray
     bads: list[str]
     events: pd.DataFrame
+    scale: np.ndarray | None = None
+
+    def reader(self) -> RowReader:
+        """Reader of :attr:`samples` giving float32 rows in SI units."""
+        return RowReader(self.samples, self.scale)
 
     @property
     def uid(self) -> str:
@@ -89,8 +105,11 @@ class PreprocessedRecording:
 
     @property
     def data(self) -> np.ndarray:
-        """``[C, T]`` view of :attr:`samples`."""
-        return self.samples.T
+        """``[C, T]`` samples in SI units: a view of :attr:`samples` (float32 storage) or a
+        decoded float32 copy (float16 storage)."""
+        if self.scale is None:
+            return self.samples.T
+        return (self.samples * self.scale).T
 
     @property
     def n_times(self) -> int:
@@ -136,12 +155,14 @@ def _flat_channels(data: np.ndarray, names: list[str]) -> list[str]:
 
 
 def preprocess(
-    recording: Recording, config: PreprocessConfig, cache_dir: str | Path
+    recording: Recording, config: PreprocessConfig, cache_dir: str | Path,
+    storage: Storage = "float32",
 ) -> PreprocessedRecording:
-    """Preprocess ``recording`` (or load it from the cache).
+    """Preprocess ``recording`` (or load it from the cache), stored as ``storage``.
 
-    The cache entry is keyed by the content of the recording's files (:func:`source_files`)
-    and the configuration's signature: a file rewritten or replaced gives a new entry.
+    The cache entry is keyed by the content of the recording's files (:func:`source_files`),
+    the configuration's signature and the storage dtype: a file rewritten or replaced gives a
+    new entry.
 
     Raises :class:`StudyError` naming the file when the data contain NaN/inf or have no data
     channels, or when events fall after the end of the recording.
@@ -154,10 +175,12 @@ def preprocess(
                     for f in source_files(path)],
         "config": config.signature(),
     }
+    if storage != "float32":  # float32 entries keep the keys they had before float16 came
+        identity["storage"] = storage
     key = stable_hash(identity, 20)
 
     def build(folder: Path) -> dict[str, Any]:
-        return _build(recording, config, folder)
+        return _build(recording, config, folder, storage)
 
     data, meta = cache.get_or_create(key, build)
     events = recording.events(duration=meta["duration"])
@@ -169,6 +192,8 @@ def preprocess(
         positions=np.asarray(meta["positions"], dtype=np.float32),
         bads=meta["bads"],
         events=events,
+        scale=None if storage == "float32" else
+        np.ldexp(np.float32(1), np.asarray(meta["scale_exponent"])).astype(np.float32),
     )
 
 
@@ -207,7 +232,8 @@ def _filter_and_resample(x: np.ndarray, sfreq: float, ratio: Fraction,
         return np.concatenate(list(pool.map(run, np.array_split(x, n_jobs))))
 
 
-def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict[str, Any]:
+def _build(recording: Recording, config: PreprocessConfig, folder: Path,
+           storage: Storage) -> dict[str, Any]:
     raw = recording.raw()
     picks = mne.pick_types(raw.info, meg=True, eeg=True, ref_meg=False, exclude=[])
     if len(picks) == 0:
@@ -221,9 +247,10 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
     n_out = int(round(n_in * config.sfreq / sfreq_in))
     logger.info("Preprocessing %s: %d channels, %.0f -> %.0f Hz, %.1f s",
                 recording.uid, len(picks), sfreq_in, config.sfreq, n_in / sfreq_in)
+    exponent = np.zeros(len(picks), dtype=np.int64)
     flat: list[str] = []
     per_chunk = max(1, int(config.chunk_mb * 2**20 // (8 * n_in)))
-    with atomic_npy(folder / "data.npy", (n_out, len(picks))) as out:
+    with atomic_npy(folder / "data.npy", (n_out, len(picks)), np.dtype(storage)) as out:
         for start in range(0, len(picks), per_chunk):
             chunk = picks[start:start + per_chunk]
             x = raw.get_data(picks=chunk)
@@ -234,6 +261,11 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
                                  f"{bad[:5]}")
             flat += _flat_channels(x, [raw.ch_names[c] for c in chunk])
             x = _filter_and_resample(x, sfreq_in, ratio, config)
+            if storage == "float16":
+                peak = np.abs(x).max(axis=1)
+                exp = np.where(peak > 0, np.ceil(np.log2(np.where(peak > 0, peak, 1))), 0)
+                exponent[start:start + len(chunk)] = exp.astype(np.int64) - FLOAT16_HEADROOM
+                x = np.ldexp(x, -exponent[start:start + len(chunk), None])
             n = min(n_out, x.shape[1])
             out[:n, start:start + len(chunk)] = x[:, :n].T
             if n < n_out:  # resampler rounding: repeat the last sample
@@ -251,4 +283,5 @@ def _build(recording: Recording, config: PreprocessConfig, folder: Path) -> dict
         "bads": [b for b in raw.info["bads"] if b in names],
         "flat": flat,
         "duration": n_in / sfreq_in,
+        **({"scale_exponent": exponent.tolist()} if storage == "float16" else {}),
     }

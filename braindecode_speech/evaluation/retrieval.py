@@ -72,8 +72,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import mmap
-import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +85,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..config import Config
+from ..data.cache import CacheError, RowReader
 from ..training.losses import clip_norms, clip_scores
 
 __all__ = [
@@ -112,9 +111,6 @@ LEVELS = ("segment", "word")
 
 #: group of the within-group controls and identity ceilings -> the ``windows`` column naming it
 GROUP_COLUMNS = {"recording": "recording_uid", "story": "story"}
-
-#: pre-fault mapped chunks in one system call where the platform allows it (Linux)
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -877,42 +873,29 @@ class _ArrayReader(_CandidateReader):
 
 
 class _MemmapReader(_CandidateReader):
-    """Maps each chunk of a C-ordered memmap's file on its own, read-only and pre-faulted, and
-    hands it out without a copy. The mapping lives as long as the returned tensor: once the caller
-    drops it, its pages leave the resident set, so at most one chunk counts in memory whatever M.
-    The next chunk is announced to the kernel (``POSIX_FADV_WILLNEED``) so that reading it from
-    disk overlaps with the computation on this one.
+    """Chunks of a C-ordered memmap handed out without a copy
+    (:meth:`~braindecode_speech.data.cache.RowReader.view`: each chunk of the file mapped on its
+    own, read-only and pre-faulted, the next one announced to the kernel). The mapping lives as
+    long as the returned tensor: once the caller drops it, its pages leave the resident set, so
+    at most one chunk counts in memory whatever M.
     """
 
     def __init__(self, array: np.memmap) -> None:
         super().__init__(len(array))
-        self._path = array.filename
-        self._dtype = array.dtype
-        self._offset = array.offset
+        try:
+            self._rows = RowReader(array)
+        except CacheError as exc:
+            raise ValueError(str(exc)) from None
         self._row_size = int(np.prod(array.shape[1:]))
-        self._row_bytes = self._row_size * array.itemsize
-        self._fd = os.open(self._path, os.O_RDONLY)
-        size = os.fstat(self._fd).st_size
-        if size < self._offset + self.n_candidates * self._row_bytes:
-            os.close(self._fd)
-            raise ValueError(f"{self._path} holds {size} bytes, fewer than its memmap's shape "
-                             f"{array.shape} needs: truncated file?")
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        first = self._offset + start * self._row_bytes
-        aligned = first - first % mmap.ALLOCATIONGRANULARITY
-        n_bytes = (stop - start) * self._row_bytes
-        mapping = mmap.mmap(self._fd, first - aligned + n_bytes, offset=aligned,
-                            flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(self._fd, first + n_bytes, n_bytes, os.POSIX_FADV_WILLNEED)
-        rows = np.frombuffer(mapping, self._dtype, (stop - start) * self._row_size, first - aligned)
+        rows = self._rows.view(start, stop)
         with warnings.catch_warnings():  # read-only on purpose: scores never write to candidates
             warnings.filterwarnings("ignore", "The given NumPy array is not writable")
             return torch.from_numpy(rows.reshape(stop - start, self._row_size))
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._rows.close()
 
 
 class _CallableReader(_CandidateReader):

@@ -435,7 +435,7 @@ def attention_maps(folder: str | Path, recording: int = 0) -> tuple[np.ndarray, 
                       **config.study.options)
     rec = study.recordings()[recording]
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    prepared = preprocess(rec, config.preprocess, cache)
+    prepared = preprocess(rec, config.preprocess, cache, config.data.storage)
     positions = torch.from_numpy(prepared.positions)[None]
     positions = attention.clean_positions(positions, torch.ones(positions.shape[:2], dtype=bool))
     with torch.no_grad():

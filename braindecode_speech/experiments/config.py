@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config import Config
+from ..data.batches import DataConfig
 from ..data.dataset import NormConfig
 from ..data.preprocessing import PreprocessConfig
 from ..data.splits import (
@@ -68,6 +69,7 @@ class ExperimentConfig(Config):
 
     study: StudyConfig = Field(default_factory=StudyConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     splits: SplitConfig = Field(default_factory=SplitConfig)
     windows: WindowConfig = Field(default_factory=WindowConfig)
     norm: NormConfig = Field(default_factory=NormConfig)
@@ -82,6 +84,14 @@ class ExperimentConfig(Config):
     ~/.cache/braindecode_speech)"""
 
     _exclude_from_signature = ("cache_dir",)
+
+    def signature_dict(self) -> dict[str, Any]:
+        """The sections' signatures; ``data`` only where it changes what is computed (float16
+        storage), so that configs from before the section keep their signatures and runs."""
+        out = super().signature_dict()
+        if out["data"] == DataConfig().signature_dict():
+            del out["data"]
+        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

@@ -139,7 +139,7 @@ def preprocess_recordings(config: ExperimentConfig, recordings: list[Recording],
     out = []
     for rec in recordings:
         try:
-            prepared = preprocess(rec, config.preprocess, cache_dir)
+            prepared = preprocess(rec, config.preprocess, cache_dir, config.data.storage)
             check_stimuli(prepared.events, rec.uid)
             out.append(prepared)
         except (StudyError, ValueError, FileNotFoundError) as exc:
@@ -255,7 +255,7 @@ def fit_scalers(config: ExperimentConfig, table: WindowTable) -> Scalers:
     rng = np.random.default_rng(config.optim.seed)
     windows = table.windows
     train_windows = windows[windows["split"] == "train"]
-    brains = [RowReader(r.samples) for r in table.recordings]
+    brains = [r.reader() for r in table.recordings]
     scalers: list[RobustScaler | None] = []
     for i, rec in enumerate(table.recordings):
         if not config.norm.robust_scale:
@@ -285,12 +285,17 @@ def fit_scalers(config: ExperimentConfig, table: WindowTable) -> Scalers:
 
 def build_datasets(config: ExperimentConfig, table: WindowTable,
                    scalers: Scalers) -> dict[str, WindowDataset]:
-    """Stage 7: the train, valid and test :class:`WindowDataset` (windows in table order)."""
+    """Stage 7: the train, valid and test :class:`WindowDataset` (windows in table order),
+    sharing the study held on ``data.device`` when it is set."""
     n_times = config.windows.n_times(config.preprocess.sfreq)
     baseline, baseline_offset = window_baseline(config)
-    brains = [RowReader(r.samples) for r in table.recordings]
+    brains = [r.reader() for r in table.recordings]
     readers = [RowReader(a) for a in table.block_features]
     n_channels = max(r.samples.shape[1] for r in table.recordings)
+    store = None
+    if config.data.device is not None:
+        store = WindowDataset.device_store(brains, readers, scalers.brain, scalers.speech,
+                                           n_channels, config.data.device)
     datasets = {}
     for split in ("train", "valid", "test"):
         part = table.windows[table.windows["split"] == split]
@@ -298,7 +303,8 @@ def build_datasets(config: ExperimentConfig, table: WindowTable,
                         int(r.speech_start), int(r.subject_index)) for r in part.itertuples()]
         datasets[split] = WindowDataset(
             brains, [r.positions for r in table.recordings], readers, items, scalers.brain,
-            scalers.speech, n_channels, n_times, baseline, config.norm.clamp, baseline_offset)
+            scalers.speech, n_channels, n_times, baseline, config.norm.clamp, baseline_offset,
+            config.data, store)
     return datasets
 
 

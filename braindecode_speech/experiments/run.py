@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError
+from ..data.batches import BatchLoader
 from ..data.dataset import WindowDataset
 from ..data.events import sentence_words
 from ..evaluation.report import format_table, write_report
@@ -61,6 +62,13 @@ def _check_model_target(config: ExperimentConfig, trust_model_code: bool, source
         resolve_target(config.model.target, trust_model_code, source)
 
 
+def _in_order(dataset: WindowDataset, batch_size: int, device: torch.device) -> BatchLoader:
+    """The windows of ``dataset`` in order, ``batch_size`` at a time, prepared ahead."""
+    n = len(dataset)
+    batches = [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    return BatchLoader.for_dataset(dataset, batches, pin_memory=device.type == "cuda")
+
+
 def _predict(model: torch.nn.Module, dataset: WindowDataset, batch_size: int,
              device: torch.device,
              transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -70,16 +78,15 @@ def _predict(model: torch.nn.Module, dataset: WindowDataset, batch_size: int,
     each batch of brain windows ``[B, C, T]`` before the model."""
     model.eval()
     out = None
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     with torch.no_grad(), contextlib.ExitStack() as files:
-        for batch in loader:
+        for batch in _in_order(dataset, batch_size, device):
             brain = batch["brain"] if transform is None else transform(batch["brain"])
             z = model(brain.to(device), batch["subject"].to(device),
                       batch["positions"].to(device), batch["mask"].to(device)).float().cpu()
             if path is not None:
                 if out is None:
                     out = files.enter_context(atomic_npy(path, (len(dataset), *z.shape[1:])))
-                idx = batch["index"].numpy()
+                idx = batch["index"].cpu().numpy()
                 out[idx[0]:idx[-1] + 1] = z.numpy()
             yield z.numpy()
 
@@ -139,7 +146,7 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     if config.evaluation.controls:
         rng = np.random.default_rng(config.evaluation.seed)
         others["surrogate"] = (model, lambda brain: torch.from_numpy(
-            phase_randomized(brain.numpy(), rng)))
+            phase_randomized(brain.cpu().numpy(), rng)))
     if null_model is not None:
         others["train_null"] = (null_model, None)
     for name, (encoder, transform) in others.items():
@@ -194,23 +201,22 @@ def _ridge_predictions(config: ExperimentConfig, data: PreparedData,
     train = data.datasets["train"]
     pick = np.sort(rng.choice(len(train), size=min(len(train), config.ridge.max_windows),
                               replace=False))
-    x = np.stack([train[int(i)]["brain"].numpy() for i in pick])
-    y = np.stack([train[int(i)]["speech"].numpy() for i in pick])
+    fit = train.get_batch(pick)
+    x, y = fit["brain"].cpu().numpy(), fit["speech"].cpu().numpy()
     ridge = RidgeDecoder(sfreq=config.preprocess.sfreq, tmax=config.ridge.tmax,
                          n_components=min(config.ridge.n_components, x.shape[1]),
                          time_step=config.ridge.time_step,
                          lag_step=config.ridge.lag_step).fit(x, y)
     test = data.datasets["test"]
-    size = config.evaluation.batch_size
     with contextlib.ExitStack() as files:
         out = None if path is None else files.enter_context(
             atomic_npy(path, (len(test), data.n_features, test.n_times)))
-        for start in range(0, len(test), size):
-            stop = min(start + size, len(test))
-            batch = ridge.predict(np.stack([test[i]["brain"].numpy()
-                                            for i in range(start, stop)])).astype(np.float32)
+        start = 0
+        for windows in _in_order(test, config.evaluation.batch_size, torch.device("cpu")):
+            batch = ridge.predict(windows["brain"].cpu().numpy()).astype(np.float32)
             if out is not None:
-                out[start:stop] = batch
+                out[start:start + len(batch)] = batch
+            start += len(batch)
             yield batch
 
 

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..config import Config
+from ..data.batches import BatchLoader
 from . import distributed
 from .distributed import Negatives
 from .steps import ContrastiveStep
@@ -78,7 +79,6 @@ class OptimConfig(Config):
     cpu_bf16: bool = False
     """bfloat16 autocast on CPU too: about 2x faster on CPUs with AMX or AVX512-BF16 (see
     ``bench/train_step.py``), with gradients within ~4 % of float32's (off by default)"""
-    num_workers: int = Field(0, ge=0)
     progress: bool = True
     negatives: Negatives = "global"
     """with several processes, contrast each window with the segments of the whole global
@@ -98,7 +98,7 @@ class OptimConfig(Config):
     instead of a source of run-to-run differences. Not needed on CPU, where the model is
     deterministic for a given number of threads (see :mod:`braindecode_speech.training.trainer`)"""
 
-    _exclude_from_signature = ("device", "num_workers", "progress", "step", "micro_batch",
+    _exclude_from_signature = ("device", "progress", "step", "micro_batch",
                                "deterministic")
 
 
@@ -257,13 +257,13 @@ class Trainer:
         return [b for b in batches if len(b) >= self.process.world_size]
 
     def _loader(self, dataset: torch.utils.data.Dataset,
-                batches: list[list[int]]) -> torch.utils.data.DataLoader:
-        """Loads this process's contiguous share of each global batch."""
+                batches: list[list[int]]) -> BatchLoader:
+        """Loads this process's contiguous share of each global batch (``dataset.get_batch``
+        where the dataset has it, prepared ahead as its ``data_config`` says)."""
         rank, world_size = self.process.rank, self.process.world_size
         shares = [b[rank * len(b) // world_size:(rank + 1) * len(b) // world_size]
                   for b in batches]
-        return torch.utils.data.DataLoader(dataset, batch_sampler=shares,
-                                           num_workers=self.config.num_workers)
+        return BatchLoader.for_dataset(dataset, shares, pin_memory=self.device.type == "cuda")
 
     def validate(self, dataset: torch.utils.data.Dataset) -> float:
         """Mean loss over the batches of ``dataset`` (eval mode, no gradient); batches in a

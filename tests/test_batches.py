@@ -1,0 +1,217 @@
+"""Batch gathering: bit for bit the per-window path, from memory maps and from a device store."""
+
+import numpy as np
+import pytest
+import torch
+
+from braindecode_speech.data import batches as batches_module
+from braindecode_speech.data.batches import BatchLoader, DataConfig, read_windows
+from braindecode_speech.data.cache import RowReader
+from braindecode_speech.data.dataset import FeatureScaler, RobustScaler, Window, WindowDataset
+
+N_TIMES = 30
+LAG = 3  # baseline taken LAG samples before the brain window, as the paper's (offset -LAG)
+BASELINE = 8
+CHANNELS = (7, 5, 7)  # recordings with different channel counts: padding
+LENGTHS = (300, 200, 250)
+
+
+def _save(folder, name, array):
+    np.save(folder / f"{name}.npy", array)
+    return np.load(folder / f"{name}.npy", mmap_mode="r")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Three recordings ``[T_r, C_r]`` (float32, and the same stored in float16 with a scale
+    per channel), two speech-feature blocks ``[n_frames, 4]``, scalers that move the values."""
+    folder = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+    brains, brains16 = [], []
+    for r, (n_ch, length) in enumerate(zip(CHANNELS, LENGTHS)):
+        x = (rng.standard_normal((length, n_ch)) * 3e-12 + 1e-12).astype(np.float32)
+        brains.append(RowReader(_save(folder, f"brain{r}", x)))
+        exponent = np.ceil(np.log2(np.abs(x).max(axis=0))).astype(int) - 15
+        stored = np.ldexp(x, -exponent).astype(np.float16)
+        brains16.append(RowReader(_save(folder, f"brain16_{r}", stored),
+                                  np.ldexp(np.float32(1), exponent).astype(np.float32)))
+    features = [RowReader(_save(folder, f"speech{b}",
+                                rng.standard_normal((n, 4)).astype(np.float32) + 2))
+                for b, n in enumerate((310, 260))]
+    scalers = [RobustScaler(rng.standard_normal(n) * 1e-13, rng.random(n) * 1e-12 + 1e-12)
+               for n in CHANNELS]
+    scalers[1].scale[2] = np.inf  # a flat channel
+    feature_scaler = FeatureScaler(rng.standard_normal(4), rng.random(4) + 0.5)
+    windows = []
+    for r, length in enumerate(LENGTHS):  # every start, from the first to the last possible
+        block = r % 2
+        for s in range(LAG, length - N_TIMES + 1, 7):
+            windows.append(Window(r, s, block, s % (250 - N_TIMES), r))
+        windows.append(Window(r, length - N_TIMES, block, 0, r))  # the recording's last one
+    return {"brains": brains, "brains16": brains16, "features": features, "scalers": scalers,
+            "feature_scaler": feature_scaler, "windows": windows}
+
+
+def _dataset(study, float16=False, baseline=True, scaled=True, clamp=2.5, store=None):
+    brains = study["brains16" if float16 else "brains"]
+    positions = [np.random.default_rng(n).random((n, 2), dtype=np.float32) for n in CHANNELS]
+    scalers = study["scalers"] if scaled else [None] * len(CHANNELS)
+    feature_scaler = study["feature_scaler"] if scaled else None
+    dataset = WindowDataset(brains, positions, study["features"], study["windows"], scalers,
+                            feature_scaler, max(CHANNELS), N_TIMES,
+                            BASELINE if baseline else 0, clamp, -LAG if baseline else 0)
+    if store is not None:
+        dataset.store = WindowDataset.device_store(brains, study["features"], scalers,
+                                                   feature_scaler, max(CHANNELS), store)
+    return dataset
+
+
+def _reference(dataset, indices):
+    return torch.utils.data.default_collate([dataset[int(i)] for i in indices])
+
+
+def _assert_identical(batch, reference):
+    assert set(batch) == set(reference)
+    for key, value in reference.items():
+        got = batch[key]
+        assert got.dtype == value.dtype and got.shape == value.shape, key
+        # bit for bit: same values and no NaN on either side
+        assert torch.equal(got.cpu(), value), f"{key} differs"
+
+
+@pytest.mark.parametrize("store", [None, "cpu"])
+@pytest.mark.parametrize("float16", [False, True])
+@pytest.mark.parametrize("options", [{}, {"baseline": False, "scaled": False, "clamp": None}])
+def test_batches_are_bit_identical_to_the_per_window_path(study, store, float16, options):
+    dataset = _dataset(study, float16=float16, store=store, **options)
+    rng = np.random.default_rng(1)
+    n = len(dataset)
+    shuffled = rng.permutation(n)[:40]
+    in_order = np.arange(n)[:25]  # overlapping windows of one recording: read as one run
+    edges = [i for i, w in enumerate(dataset.windows)  # first and last of each recording
+             if w.brain_start in (LAG, LENGTHS[w.recording] - N_TIMES)]
+    assert {(dataset.windows[i].recording, dataset.windows[i].brain_start == LAG)
+            for i in edges} == {(r, f) for r in range(len(LENGTHS)) for f in (True, False)}
+    for indices in (shuffled, in_order, edges, [edges[-1]] * 3 + [0]):
+        _assert_identical(dataset.get_batch(indices), _reference(dataset, indices))
+    clamped = dataset.get_batch(shuffled)["brain"]
+    if options.get("clamp", 2.5) is not None:
+        assert clamped.abs().max() == 2.5  # the clamp bites: its path is exercised
+    assert not clamped[:, 7:].any() and (clamped[:, 5:7] == 0).any()
+
+
+def test_reused_buffers_give_the_same_batches(study):
+    dataset = _dataset(study)
+    out = dataset.empty_batch(16)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        indices = rng.choice(len(dataset), 16, replace=False)
+        got = dataset.get_batch(indices, out)
+        assert got["brain"].data_ptr() == out["brain"].data_ptr()
+        _assert_identical(got, _reference(dataset, indices))
+
+
+def test_overlapping_windows_are_read_once_per_run(study, monkeypatch):
+    reads = []
+    original = RowReader.read
+
+    def counting(self, start, stop, out=None):
+        reads.append((self.path, start, stop))
+        return original(self, start, stop, out)
+
+    monkeypatch.setattr(RowReader, "read", counting)
+    brains = study["brains"]
+    starts = np.array([200, 10, 12, 11, 12 + N_TIMES, 100, 150])
+    got = {k: rows.copy() for k, _, rows in read_windows(brains, np.zeros(7, int), starts,
+                                                          N_TIMES)}
+    # 10, 11 and 12 overlap, 12 + T touches them (starts where 12's window ends): one run;
+    # 100, 150 and 200 are apart
+    assert sorted((s, e) for _, s, e in reads) == [
+        (10, 12 + 2 * N_TIMES), (100, 100 + N_TIMES), (150, 150 + N_TIMES), (200, 200 + N_TIMES)]
+    whole = np.load(brains[0].path)
+    for k, s in enumerate(starts):
+        assert np.array_equal(got[k], whole[s:s + N_TIMES])
+    reads.clear()
+    monkeypatch.setattr(batches_module, "MAX_RUN_BYTES", 2 * N_TIMES * brains[0].row_bytes)
+    list(read_windows(brains, np.zeros(5, int), np.arange(5) * 10, N_TIMES))
+    assert all(stop - start <= 2 * N_TIMES for _, start, stop in reads) and len(reads) == 2
+
+
+def test_batch_loader_prefetches_the_same_batches(study):
+    dataset = _dataset(study)
+    rng = np.random.default_rng(3)
+    order = rng.permutation(len(dataset)).tolist()
+    lists = [order[i:i + 12] for i in range(0, len(order), 12)]
+    for prefetch, workers in ((0, 1), (2, 1), (3, 2)):
+        loader = BatchLoader(dataset, lists, prefetch=prefetch, workers=workers)
+        for batch, indices in zip(loader, lists, strict=True):
+            _assert_identical(batch, _reference(dataset, indices))
+    items = [{"brain": torch.full((2, 3), float(i)), "index": torch.tensor(i)} for i in range(7)]
+    loader = BatchLoader.for_dataset(items, [[0, 1, 2], [5, 6]])
+    assert [b["index"].tolist() for b in loader] == [[0, 1, 2], [5, 6]]
+
+
+def test_data_config_options_outside_the_signature_do_not_change_it():
+    base = DataConfig()
+    assert DataConfig(device="cpu", prefetch=0, workers=3, pin_memory=False).signature() == \
+        base.signature()
+    assert DataConfig(storage="float16").signature() != base.signature()
+    with pytest.raises(ValueError, match="not a torch device"):
+        DataConfig(device="gpu0")
+
+
+@pytest.mark.parametrize("overrides", [{"data.device": "cpu"}, {"data.storage": "float16"}])
+def test_pipeline_batches_match_items(tiny_meg_root, tmp_path, overrides):
+    from braindecode_speech.experiments import prepare_data
+    from braindecode_speech.experiments.presets import tiny_config
+
+    config = tiny_config(tiny_meg_root, tmp_path / "cache").with_overrides(overrides)
+    data = prepare_data(config)
+    for dataset in data.datasets.values():
+        assert (dataset.store is not None) == ("data.device" in overrides)
+        indices = np.random.default_rng(0).permutation(len(dataset))[:20]
+        _assert_identical(dataset.get_batch(indices), _reference(dataset, indices))
+    assert data.datasets["train"].store is data.datasets["test"].store
+    stored = {r.samples.dtype for r in data.recordings}
+    assert stored == {np.dtype(config.data.storage)}
+
+
+def test_training_and_evaluation_read_batches_not_items(tiny_meg_root, tmp_path, monkeypatch):
+    """The trainer, the evaluation and the ridge baseline go through ``get_batch`` only."""
+    from braindecode_speech.experiments import run_experiment
+    from braindecode_speech.experiments.presets import tiny_config
+
+    def refused(self, i):
+        raise AssertionError("a window was read on its own")
+
+    monkeypatch.setattr(WindowDataset, "__getitem__", refused)
+    config = tiny_config(tiny_meg_root, tmp_path / "cache").with_overrides(
+        {"optim.max_epochs": 1, "optim.batches_per_epoch": 2, "data.prefetch": 1})
+    out = run_experiment(config, tmp_path / "run")
+    assert {"model", "ridge"} <= set(out["results"])
+
+
+def test_loader_throughput_benchmark_runs_on_tiny_shapes(tmp_path, monkeypatch):
+    """bench/loader.py's loader_throughput, as bench/run.py calls it, on a tiny generated
+    cache: both paths measured in their own worker, the bandwidth bound beside them."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("BRAINDECODE_SPEECH_BENCH", str(tmp_path))
+    spec = importlib.util.spec_from_file_location(
+        "bench_loader", Path(__file__).parents[1] / "bench" / "loader.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.bench_throughput(1, gb=0.004, n_batches=3, n_recordings=2, n_features=3,
+                                    workers=1, batch_size=8, bandwidth_bytes=1 << 22)
+    assert result["name"] == "loader_throughput"
+    assert result["windows_per_s"] > 0 and result["per_window"]["windows_per_s"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["windows_per_s"] / result["per_window"]["windows_per_s"], rel=0.01)
+    assert result["peak_rss_gb"] > 0 and result["per_window"]["peak_rss_gb"] > 0
+    assert min(result["bandwidth_gb_s"].values()) > 0
+    window_bytes = (208 + 3) * 360 * 4
+    assert result["bound_windows_per_s"] == round(
+        max(result["bandwidth_gb_s"].values()) * 1e9 / window_bytes)
+    assert result["cpu"] and result["config"]["windows"] > 3 * 8
+    assert (tmp_path / "throughput" / "brain1.npy").exists()
