@@ -7,6 +7,7 @@ then calibrated to its subject on the first 1, 2, 5, 10 minutes and all of its t
 
     braindecode-speech grid run grids/calibration.py --data data/sim     # the training runs
     python grids/calibration.py --data data/sim [--subjects 01 02]      # runs, then curves
+    python grids/calibration.py --plot-only                              # redraw curve.png
 
 The second command runs the training runs it needs that are not done yet (in this process),
 exports each held-out run into a model folder and writes, under ``<root>/calibration/``,
@@ -21,6 +22,8 @@ import argparse
 import json
 import logging
 from pathlib import Path
+
+import pandas as pd
 
 from braindecode_speech.experiments import ExperimentConfig
 from braindecode_speech.experiments.grid import Grid, SlurmConfig, variants
@@ -41,20 +44,27 @@ GRID = Grid(
 
 def main(argv: list[str] | None = None) -> int:
     """Train what is missing, then calibrate and write the curve (see the module doc)."""
-    import pandas as pd
-
     from braindecode_speech.experiments.grid import launch, resolve_runs
     from braindecode_speech.sharing import BrainDecoder, export_run
-    from braindecode_speech.sharing.calibration import calibration_curve, plot_calibration_curve
+    from braindecode_speech.sharing.calibration import calibration_curve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="the simulated demo study")
+    parser.add_argument("--data", help="the simulated demo study (required but with "
+                        "--plot-only)")
     parser.add_argument("--root", default="runs", help="folder of the grids' runs")
     parser.add_argument("--subjects", nargs="+", default=SUBJECTS, help="subjects to hold out")
     parser.add_argument("--steps", type=int, default=100, help="calibration steps")
-    parser.add_argument("--scratch-steps", type=int, default=120,
+    parser.add_argument("--scratch-steps", type=int, default=100,
                         help="training steps of the models trained from scratch (0: none)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="draw curve.png from the curve.csv already written")
     args = parser.parse_args(argv)
+    out = Path(args.root) / Path(__file__).stem / "calibration"
+    if args.plot_only:
+        _plot(pd.read_csv(out / "curve.csv", dtype={"subject": str}), out / "curve.png")
+        return 0
+    if args.data is None:
+        parser.error("--data is required (the simulated demo study)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     wanted = {EVERYONE, *args.subjects}
     grid = Grid(GRID.base, [p for p in GRID.points if p.labels["held-out subject"] in wanted],
@@ -64,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                           args.data)}
     reference = json.loads((runs[EVERYONE].folder / "report.json").read_text())
     trained = {s: v["segment"]["top10"] for s, v in reference["per_subject"]["model"].items()}
-    out = Path(args.root) / grid.name / "calibration"
     out.mkdir(parents=True, exist_ok=True)
     curves = []
     for subject in args.subjects:
@@ -77,13 +86,20 @@ def main(argv: list[str] | None = None) -> int:
         curves.append(curve)
         pd.concat(curves).to_csv(out / "curve.csv", index=False)
     table = pd.concat(curves)
-    figure = plot_calibration_curve(
-        table, reference={s: trained[s] for s in args.subjects},
-        chance=float(table["chance.top10"].iloc[0]))
-    figure.savefig(out / "curve.png", dpi=120)
+    _plot(table, out / "curve.png")
     print(table.to_string(index=False))
     print(f"Written: {out / 'curve.csv'}, {out / 'curve.png'}")
     return 0
+
+
+def _plot(table: pd.DataFrame, path: Path) -> None:
+    """Draw ``curve.png`` from the table of ``curve.csv``."""
+    from braindecode_speech.sharing.calibration import plot_calibration_curve
+
+    reference = table.groupby("subject")["part_of_training"].first().to_dict()
+    figure = plot_calibration_curve(table, reference=reference,
+                                    chance=float(table["chance.top10"].iloc[0]))
+    figure.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -301,13 +301,19 @@ def calibration_curve(decoder: BrainDecoder, root: str | Path, study: str | None
                       spatial: bool = False, seed: int = 0) -> pd.DataFrame:
     """Top-k of ``subject`` against calibration minutes (0: the mean subject layer; None: all
     its training blocks), calibrated (``method="calibrated"``) and, with ``scratch_steps``,
-    trained from scratch on the same minutes (``method="scratch"``). One row per point:
+    trained from scratch on the same minutes (``method="scratch"``); minutes beyond the
+    subject's training blocks are "all" (computed once). One row per point:
     ``subject``, ``method``, ``minutes`` (NaN: all), ``seconds`` and ``n_windows`` used,
     ``steps``, ``n_test_windows``, ``n_candidates`` and ``segment.top{k}`` / ``word.top{k}``
     (fractions)."""
     data = subject_data(decoder, root, study, subject)
-    rows = []
+    rows, done = [], set()
     for value in minutes:
+        if value is not None and value > 0 and 60 * value >= data.train_seconds:
+            value = None  # as many minutes as the subject has, or more: all of them
+        if value in done:
+            continue
+        done.add(value)
         if value == 0:
             scalers = _subject_scalers(data, None)
             result = evaluate_subject(_with_new_subject(decoder, data.config), data, scalers,
