@@ -83,7 +83,8 @@ class SubjectData:
     speech ends; NaN for other splits); ``candidates [M, F, T]``, ``candidate_ids`` and
     ``candidate_words``: the distinct test segments of the whole study, as the evaluation's;
     ``train_blocks``: the subject's training blocks in training-time order (``recording``,
-    ``start``, ``stop``, ``duration``, s); ``speech_scaler``: the model's.
+    ``start``, ``stop``, ``duration``, ``offset``: start in training time; s);
+    ``speech_scaler``: the model's.
     """
 
     config: ExperimentConfig
@@ -129,8 +130,7 @@ def subject_data(decoder: BrainDecoder, root: str | Path, study: str | None,
     so the subject's blocks take the splits of the whole study)."""
     config = decoder._study_config(root, study).with_overrides({"splits.holdout_subjects": []})
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    study_ = open_study(config)
-    recordings, skipped = check_recordings(config, study_)
+    recordings, skipped = check_recordings(config, open_study(config))
     if subject not in {rec.subject for rec in recordings}:
         raise SharingError(f"{config.study.root}: no recording of subject {subject!r} in "
                            f"{config.study.name!r} (subjects: "
