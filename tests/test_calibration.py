@@ -179,3 +179,12 @@ def test_the_calibration_grid_resolves(tmp_path):
     runs = resolve_runs(grid, tmp_path, "/data/sim")
     held = [r.config.splits.holdout_subjects for r in runs]
     assert [] in held and ["01"] in held and len(runs) == 6
+
+
+def test_holdout_subjects_change_the_signature_only_when_set():
+    """Configs without held-out subjects keep the signature they had before the option."""
+    config = tiny_config("/data")
+    assert "holdout_subjects" not in config.splits.signature_dict()
+    held = config.with_overrides({"splits.holdout_subjects": ["02"]})
+    assert held.splits.signature_dict()["holdout_subjects"] == ["02"]
+    assert held.signature() != config.signature()

@@ -82,6 +82,15 @@ class SplitConfig(Config):
     windows is trained, validated or tested on (calibrate them afterwards:
     ``braindecode-speech calibrate``)"""
 
+    def signature_dict(self) -> dict[str, Any]:
+        """Without ``holdout_subjects`` when there is none, so that configs keep the signature
+        they had before the option existed (run folders, checkpoints and model folders are
+        keyed by it)."""
+        out = super().signature_dict()
+        if not self.holdout_subjects:
+            del out["holdout_subjects"]
+        return out
+
     @model_validator(mode="after")
     def _train_left(self) -> SplitConfig:
         if self.test_ratio + self.valid_ratio >= 1:
