@@ -75,6 +75,21 @@ class SplitConfig(Config):
     the group (``paper``), or one draw from ``sha256("<seed>:<sorted sequence ids>")`` of the
     group (``sorted_ids``, ours before)"""
 
+    holdout_subjects: list[str] = Field(default_factory=list)
+    """subjects held out of the experiment (leave-one-subject-out): their recordings take part
+    in the split assignment, so the splits are those of the whole study, but none of their
+    windows is trained, validated or tested on (calibrate them afterwards:
+    ``braindecode-speech calibrate``)"""
+
+    def signature_dict(self) -> dict[str, Any]:
+        """Without ``holdout_subjects`` when there is none, so that configs keep the signature
+        they had before the option existed (run folders, checkpoints and model folders are
+        keyed by it)."""
+        out = super().signature_dict()
+        if not self.holdout_subjects:
+            del out["holdout_subjects"]
+        return out
+
     @model_validator(mode="after")
     def _train_left(self) -> SplitConfig:
         if self.test_ratio + self.valid_ratio >= 1:

@@ -187,15 +187,26 @@ def window_table(config: ExperimentConfig, recordings: list[PreprocessedRecordin
                  blocks: Blocks, features: SpeechFeatures, cache_dir: Path,
                  skipped: list[dict[str, str]]) -> WindowTable:
     """Stage 5: the windows of every recording inside its blocks, and the speech features of
-    the blocks they use (cached). A recording without a window, or (with robust scaling) whose
-    subject has no training window to fit its scaler on, is left out and listed in
-    ``skipped``."""
+    the blocks they use (cached). The recordings of ``splits.holdout_subjects`` are left out
+    (listed in ``skipped``) after their blocks took part in the split assignment. A recording
+    without a window, or (with robust scaling) whose subject has no training window to fit its
+    scaler on, is left out and listed in ``skipped``."""
     sfreq = config.preprocess.sfreq
     candidates = [(rec, make_windows(blocks.blocks[rec.uid], rec.events, config.windows, sfreq,
                                      rec.n_times)) for rec in recordings]
+    held_out = set(config.splits.holdout_subjects)
+    unknown = held_out - {rec.subject for rec in recordings}
+    if unknown:
+        raise ConfigError(f"splits.holdout_subjects: no recording of subject(s) "
+                          f"{', '.join(sorted(unknown))} in {config.study.name!r} (subjects: "
+                          f"{', '.join(sorted({rec.subject for rec in recordings}))})")
     trained = {rec.subject for rec, table in candidates if (table["split"] == "train").any()}
     tables, block_arrays, kept = [], [], []
     for rec, table in candidates:
+        if rec.subject in held_out:
+            skipped.append({"item": rec.uid, "reason": f"subject {rec.subject} is held out "
+                            "(splits.holdout_subjects)"})
+            continue
         if table.empty:
             logger.warning("%s: no window fits in its blocks (recording of %.1f s)",
                            rec.uid, rec.duration)

@@ -68,6 +68,17 @@ def _controls_table(evaluation: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _calibration_lines(calibrations: list[dict[str, Any]]) -> list[str]:
+    """One line per subject added by ``braindecode-speech calibrate``."""
+    return [f"- Calibrated subject {c['subject']} (not trained on; its subject layer"
+            f"{' and the spatial attention' if c['spatial'] else ''} fitted on "
+            f"{c['seconds'] / 60:.1f} min of its training blocks, {c['n_windows']} windows): "
+            f"segment top-10 on its {c['n_test_windows']} test windows "
+            f"{_pct(c['before.segment.top10'])} % with the mean subject layer, "
+            f"{_pct(c['after.segment.top10'])} % calibrated."
+            for c in calibrations if "before.segment.top10" in c]
+
+
 def model_card(meta: dict[str, Any], config: ExperimentConfig) -> ModelCard:
     """The model card of a folder with ``config.json`` content ``meta`` and experiment
     ``config``."""
@@ -82,6 +93,8 @@ def model_card(meta: dict[str, Any], config: ExperimentConfig) -> ModelCard:
     evaluation = meta["evaluation"]
     windows, norm = config.windows, config.norm
     subjects = meta["subjects"]
+    calibrated = {c["subject"] for c in meta.get("calibration", [])}
+    trained = [s for s in subjects if s not in calibrated]
     per_split = evaluation.get("windows_per_split", {})
     body = [
         f"# Brain encoder: {study['name']} ({study['modality'].upper()}), "
@@ -96,8 +109,9 @@ def model_card(meta: dict[str, Any], config: ExperimentConfig) -> ModelCard:
         "## Study",
         "",
         f"- Study: `{study['name']}`; data license: {study.get('license') or 'unknown'}.",
-        f"- Training subjects ({len(subjects)}): {', '.join(subjects)}; "
+        f"- Training subjects ({len(trained)}): {', '.join(trained)}; "
         f"{len(meta['recordings'])} recordings (their sensor layouts are in `layouts.json`).",
+        *_calibration_lines(meta.get("calibration", [])),
         "- Windows per split: " + ", ".join(f"{k} {v}" for k, v in sorted(per_split.items()))
         + f"; split leak audit: {'passed' if evaluation.get('split_audit_ok') else 'FAILED'}.",
         "",

@@ -278,6 +278,19 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         return Candidates([w.stem for w in wavs], sentences, out)
 
     # ------------------------------------------------------------------------------------------
+    # Calibration
+
+    def calibrate(self, root: str | Path, study: str | None, subject: str,
+                  minutes: float | None, **kwargs: Any) -> tuple[BrainDecoder, Any]:
+        """This model calibrated to ``subject`` (not a training subject) of the study ``study``
+        at ``root`` on the first ``minutes`` of its training blocks (None: all): the calibrated
+        decoder and its :class:`~braindecode_speech.sharing.calibration.CalibrationResult`;
+        options of :func:`~braindecode_speech.sharing.calibration.calibrate`."""
+        from .calibration import calibrate
+
+        return calibrate(self, root, study, subject, minutes, **kwargs)
+
+    # ------------------------------------------------------------------------------------------
     # Decoding
 
     def decode(self, raw: mne.io.BaseRaw | Recording, events: pd.DataFrame | None,
