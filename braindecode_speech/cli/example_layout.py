@@ -6,7 +6,8 @@ import argparse
 
 HELP = "write a tiny synthetic copy of a real study's file layout (for trying the pipeline)"
 
-STUDIES = ("gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019")
+STUDIES = ("gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019", "libribrain2025",
+           "armeni2022")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
