@@ -20,13 +20,14 @@ the earliest block, recordings in study order). When every subject hears the sam
 same order a group is one block and this is exactly the paper's assignment; otherwise the blocks
 that tying moves away from their own draw are counted (``moved_blocks`` in the audit).
 
-A study may fix the split of some recordings (LibriBrain's official validation and test runs):
-their word events carry the split in a ``fixed_split`` column (:data:`FIXED_SPLIT`, ``valid`` or
-``test``; empty elsewhere). With ``SplitConfig.study_splits`` (default) such a sentence's block
-takes that split instead of its draw and is never merged with a block of another fixed split; a
-group holding fixed blocks takes the split most of its fixed blocks carry, so a sentence of a
-training recording that also occurs in a test run goes to test (leak-free, and counted in
-``moved_blocks``).
+A study may fix the split of some recordings (LibriBrain's official runs: validation, test,
+and train for the others): their word events carry it in a ``fixed_split`` column
+(:data:`FIXED_SPLIT`: ``train``, ``valid`` or ``test``; empty where the study fixes none). With
+``SplitConfig.study_splits`` (default) such a sentence's block takes that split instead of its
+draw and is never merged with a block of another fixed split; a group holding fixed blocks takes
+the first of test, valid, train among them, so the official test and validation runs stay whole
+and a sentence of a training run that also occurs in a test run goes to test (leak-free; counted
+in ``moved_blocks``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ SPLITS = ("train", "valid", "test")
 #: a study's own uid of a sentence (MOUS: the ``stimuli.txt`` id), a column of its word events
 SEQUENCE_UID = "sequence_uid"
 
-#: the split a study fixes for a word's sentence (``valid``/``test``), a column of its events
+#: the split a study fixes for a word's sentence (``train``/``valid``/``test``), a column of
+#: its events
 FIXED_SPLIT = "fixed_split"
 
 #: the last block ends this long after the end of the last event, s (the paper's epsilon)
@@ -258,7 +260,7 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
     the study fixes for it (``fixed_split``, with ``config.study_splits``). Sentences sharing a
     block anywhere, or sharing their text, form a group, and all blocks of a group take one
     ``split`` (see ``SplitConfig.assignment`` and the module docstring); a group holding fixed
-    blocks takes the split most of them carry.
+    blocks takes the first of test, valid, train among them.
     """
     parent: dict[str, str] = {}
 
@@ -307,7 +309,8 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
             for ids, split in zip(table["sequence_ids"], own[uid]):
                 draws[find(f"id:{ids[0]}")].append(split)
         split_of_root = {root: _majority(splits) for root, splits in draws.items()}
-    split_of_root.update({root: _majority(splits) for root, splits in pinned_draws.items()})
+    split_of_root.update({root: next(s for s in ("test", "valid", "train") if s in splits)
+                          for root, splits in pinned_draws.items()})
     out = {}
     for uid, table in blocks.items():
         table = table.copy()

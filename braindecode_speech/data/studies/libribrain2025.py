@@ -9,10 +9,11 @@ Layout (Hugging Face dataset ``pnpl/LibriBrain``)::
 
 - Tasks ``Sherlock1``..``Sherlock7`` (one per book), sessions ``1``..``15`` within a book, run
   ``1`` (``2`` for two Sherlock1 sessions). The official validation run is (subject 0, session
-  11, Sherlock1, run 2) and the test run (0, 12, Sherlock1, 2) (:data:`FIXED_RUNS`): every event
-  of these runs carries ``fixed_split`` (``valid`` / ``test``), which
-  :mod:`braindecode_speech.data.splits` follows (``splits.study_splits``). Any subject id in the
-  file names is read (the release has subject ``0`` only).
+  11, Sherlock1, run 2) and the test run (0, 12, Sherlock1, 2) (:data:`FIXED_RUNS`), every other
+  run is for training: every event carries that split in ``fixed_split`` (``train`` / ``valid``
+  / ``test``), which :mod:`braindecode_speech.data.splits` follows (``splits.study_splits``;
+  False: the paper's draw per block). Any subject id in the file names is read (the release has
+  subject ``0`` only).
 - HDF5 file: dataset ``data`` (306 channels x time, float, T and T/m as written by MNE after
   bad-channel repair, head-position correction, SSS, notch and band-pass filtering and
   downsampling to 250 Hz) and attribute ``sample_frequency``. It is read lazily with ``h5py``
@@ -25,7 +26,7 @@ Layout (Hugging Face dataset ``pnpl/LibriBrain``)::
   (``phoneme``, ``segment`` = ARPAbet with a position suffix, e.g. ``ah_B``), onset ``timemeg``
   (s on the recording clock), ``duration``, ``sentenceidx``, ``wordidx``. Other kinds and the
   ``sil`` phonemes (silences) are left out; ``oov_S`` (out-of-vocabulary) phonemes are kept.
-  ``sequence_id`` = ``<task>:<session>:<run>:<sentenceidx>:<hash of the words>``, ``word_index``
+  ``sequence_id`` = ``<session>:<task>:<run>:<sentenceidx>:<hash of the words>``, ``word_index``
   = position in the sentence (in time order); the columns ``sentenceidx`` and ``wordidx`` are
   kept.
 - Audio: the release has none. Retrieval needs the sound each run played: put it at
@@ -183,7 +184,7 @@ def read_events(path: Path, wav: Path | None, key: tuple[str, str, str, str],
     Parameters
     ----------
     key : ``(subject, session, task, run)``, the prefix of the sentence ids.
-    split : the split the study fixes for every event of the run (``fixed_split``), or None.
+    split : the split fixed for every event of the run (``fixed_split``), or None.
 
     Raises
     ------
@@ -234,7 +235,7 @@ def _add_sentence_ids(events: pd.DataFrame, prefix: str) -> pd.DataFrame:
     if words.empty:
         return events
     if "sentenceidx" in events.columns:
-        keys = events.loc[words, "sentenceidx"].astype(str)
+        keys = events.loc[words, "sentenceidx"].map(_index_text)
     else:
         keys = pd.Series(np.arange(len(words)).astype(str), index=words)
     for _, members in keys.groupby((keys != keys.shift()).cumsum()):
@@ -242,6 +243,15 @@ def _add_sentence_ids(events: pd.DataFrame, prefix: str) -> pd.DataFrame:
             f"{prefix}:{members.iloc[0]}", events.loc[members.index, "word"])
         events.loc[members.index, "word_index"] = np.arange(len(members))
     return events
+
+
+def _index_text(value: object) -> str:
+    """An index read from a table (``3``, ``3.0``, ``"3"``) as ``"3"``; other values as text."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(value)
 
 
 class LibriBrain2025(StudyAdapter):
@@ -320,7 +330,7 @@ class LibriBrain2025(StudyAdapter):
                 continue
             wav = self.wav(session, task, run)
             wav = wav if wav.is_file() else None
-            split = FIXED_RUNS.get((session, task, run))
+            split = FIXED_RUNS.get((session, task, run), "train")
             yield self.make_recording(
                 subject, session, task, run, path,
                 load_raw=lambda p=path: self._load_raw(p),
