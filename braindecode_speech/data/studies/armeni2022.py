@@ -21,8 +21,9 @@ library, not from the real files, so this adapter reads it defensively and ``che
 - Sounds: a ``wav_onset`` value ending in ``.wav`` is a path relative to ``audio_dir`` (inside
   the study folder), any other value ``v`` means ``<audio_dir>/<v>.wav``. Each word and phoneme
   belongs to the last sound started before it (``offset`` = its onset minus the sound's).
-  Without its wav a recording still loads (word and phoneme events, no sound event: enough
-  for detection and classification, not for retrieval); ``check`` lists the missing wavs.
+  Without all its wavs a recording still loads, with word and phoneme events but no sound
+  event (its speech features would be silence where a wav is missing): enough for detection
+  and classification, not for retrieval; ``check`` lists the missing wavs.
 - Sentences: the events carry no sentence index (UNCONFIRMED), so a sentence ends at a word
   ending in ``.``, ``?`` or ``!``, at a new sound, or before a pause of at least
   ``sentence_gap`` s between a word's end and the next word's onset. ``sequence_id`` =
@@ -94,7 +95,8 @@ def read_events(path: Path, wav_of: Callable[[str], Path], sentence_gap: float =
 
     Parameters
     ----------
-    wav_of : the wav file of a ``wav_onset`` value (sound events only for existing files).
+    wav_of : the wav file of a ``wav_onset`` value (no sound event at all when one of the
+        files is missing).
     sentence_gap : a pause this long (s) between two words ends a sentence.
 
     Raises
@@ -104,7 +106,7 @@ def read_events(path: Path, wav_of: Callable[[str], Path], sentence_gap: float =
     """
     table = _read_table(path).reset_index(drop=True)
     table = table.assign(_line=np.arange(len(table)) + 2).sort_values("onset", kind="stable")
-    rows, sound, ignored = [], None, 0
+    rows, sound, ignored, missing = [], None, 0, []
     for _, row in table.iterrows():
         kind = ("sound" if _SOUND.match(row["type"]) else "word" if _WORD.match(row["type"])
                 else "phoneme" if _PHONEME.match(row["type"]) else None)
@@ -126,6 +128,8 @@ def read_events(path: Path, wav_of: Callable[[str], Path], sentence_gap: float =
                 rows.append({"onset": onset, "duration": duration or wav_duration(wav),
                              "kind": "sound", "filepath": str(wav), "offset": 0.0,
                              "sound_id": sound["sound_id"]})
+            else:
+                missing.append(wav)
             continue
         if sound is None:
             raise StudyError(f"{path}: line {row['_line']}: {row['type']} at {onset:.3f} s "
@@ -140,6 +144,10 @@ def read_events(path: Path, wav_of: Callable[[str], Path], sentence_gap: float =
         rows.append(event)
     if ignored:
         logger.debug("%s: %d rows of other types ignored", path, ignored)
+    if missing:
+        logger.warning("%s: %d wav(s) missing (e.g. %s): no sound events for this recording",
+                       path, len(missing), missing[0])
+        rows = [row for row in rows if row["kind"] != "sound"]
     return _add_sentence_ids(make_events(rows), sentence_gap)
 
 
