@@ -139,3 +139,10 @@ def test_download_prints_the_access_steps(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "DSC_3011085.05_995_v1" in out and "UNCONFIRMED" in out
     assert "braindecode-speech check --study armeni2022" in out
+
+
+def test_cli_example_layout_then_check(tmp_path, capsys):
+    assert main(["example-layout", "--study", "armeni2022", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "sub-002" / "ses-002" / "meg" / "sub-002_ses-002_task-compr_meg.ds").is_dir()
+    assert main(["check", "--study", "armeni2022", "--data", str(tmp_path)]) == 0
+    assert "no problems found" in capsys.readouterr().out

@@ -221,3 +221,11 @@ def test_download_failure_is_one_message(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "huggingface.co/datasets/pnpl/LibriBrain: OSError: Network is unreachable" in out
     assert "run again to resume" in out and "Traceback" not in out
+
+
+def test_cli_example_layout_then_check(tmp_path, capsys):
+    assert main(["example-layout", "--study", "libribrain2025", "--out", str(tmp_path)]) == 0
+    assert main(["check", "--study", "libribrain2025", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "subjects    1 (0)" in out and "recordings  5" in out and "channels    306" in out
+    assert "no problems found" in out

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, choices=STUDIES)
     parser.add_argument("--out", required=True, help="folder to write (created if needed)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the content")
-    parser.add_argument("--n-subjects", type=int, default=2, help="number of subjects")
+    parser.add_argument("--n-subjects", type=int, default=None,
+                        help="number of subjects (default: 2; 1 for libribrain2025)")
 
 
 def run(args: argparse.Namespace) -> int:

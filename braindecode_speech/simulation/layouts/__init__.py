@@ -56,15 +56,18 @@ LAYOUTS: dict[str, Callable[..., Path]] = {
 }
 
 
-def write_example_layout(study: str, out: str | Path, seed: int = 0, n_subjects: int = 2,
-                         **kwargs) -> Path:
+def write_example_layout(study: str, out: str | Path, seed: int = 0,
+                         n_subjects: int | None = None, **kwargs) -> Path:
     """Write a tiny synthetic copy of ``study``'s real layout under ``out``; return the root
     to give to the study adapter (``braindecode_speech.data.studies.get(study, root)``).
 
+    ``n_subjects``: None gives the writer's default (2; 1 for LibriBrain, a one-person study).
     ``kwargs`` go to the study's writer (e.g. ``n_sentences``; see :data:`LAYOUTS`).
     """
     if study not in LAYOUTS:
         raise KeyError(f"No example layout for {study!r}; available: {', '.join(LAYOUTS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return LAYOUTS[study](out, seed=seed, n_subjects=n_subjects, **kwargs)
+    if n_subjects is not None:
+        kwargs["n_subjects"] = n_subjects
+    return LAYOUTS[study](out, seed=seed, **kwargs)
