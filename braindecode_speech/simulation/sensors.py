@@ -38,11 +38,15 @@ import numpy as np
 from mne.io.constants import FIFF
 from scipy.interpolate import LinearNDInterpolator
 
-__all__ = ["LAYOUTS", "MEG_LAYOUTS", "EEG_LAYOUTS", "make_info", "HEAD_CENTER", "HEAD_RADIUS"]
+__all__ = ["LAYOUTS", "MEG_LAYOUTS", "EEG_LAYOUTS", "MEGIN_LAYOUTS", "make_info", "HEAD_CENTER",
+           "HEAD_RADIUS"]
 
-MEG_LAYOUTS = ("KIT-208", "CTF-275", "Vectorview-306")
+#: the MEG sensor sets of the simulated study (those of the paper's MEG studies)
+MEG_LAYOUTS = ("KIT-208", "CTF-275")
+#: MEGIN/Elekta sensor sets (LibriBrain's example layout)
+MEGIN_LAYOUTS = ("Vectorview-306",)
 EEG_LAYOUTS = ("biosemi128", "easycap-M10")
-LAYOUTS = MEG_LAYOUTS + EEG_LAYOUTS
+LAYOUTS = MEG_LAYOUTS + MEGIN_LAYOUTS + EEG_LAYOUTS
 
 #: centre and radius of the head sphere model in head coordinates, m (the radius of MNE's
 #: standard EEG montages)
