@@ -11,6 +11,7 @@ from braindecode_speech.data.splits import (
     assign_splits,
     audit_splits,
     make_blocks,
+    paper_split,
     sentences,
     sound_spans,
 )
@@ -135,3 +136,30 @@ def test_audit_tolerates_sample_rounding_at_block_boundaries_only(shift, ok):
                          {"a": sounds, "b": sounds})
     assert audit["ok"] is ok
     assert audit["train_test"]["longest_shared_audio"] == pytest.approx(shift)
+
+
+def test_fixed_splits_are_followed_and_never_merged_across(tmp_path):
+    events, duration = _story(tmp_path, "a", [f"s{i}" for i in range(6)])
+    words = events["kind"] == "word"
+    # s0-s1 fixed to test, s2 to valid, the rest to train
+    pins = {"s0": "test", "s1": "test", "s2": "valid"}
+    events.loc[words, "fixed_split"] = events.loc[words, "sequence_id"].map(pins).fillna("train")
+    config = SplitConfig(min_block_duration=12.0)
+    blocks = make_blocks(sentences(events, duration), config)
+    assert list(map(list, blocks["sequence_ids"])) == [["s0", "s1"], ["s2"], ["s3", "s4", "s5"]]
+    table = assign_splits({"a": blocks}, config)["a"]
+    assert list(table["split"]) == ["test", "valid", "train"]
+    # a sentence heard again in another recording's training block follows its fixed split
+    other, other_duration = _story(tmp_path, "b", ["s2", "t1"], wav="a")
+    other_words = other["kind"] == "word"
+    other.loc[other_words, "fixed_split"] = "train"
+    both = {"a": blocks,
+            "b": make_blocks(sentences(other, other_duration), SplitConfig(min_block_duration=0))}
+    assigned = assign_splits(both, config)
+    assert list(assigned["b"]["split"]) == ["valid", "train"]
+    # study_splits=False: the paper's draw, blocks merged regardless of the fixed splits
+    free = SplitConfig(min_block_duration=12.0, study_splits=False)
+    drawn = make_blocks(sentences(events, duration), free)
+    assert list(map(list, drawn["sequence_ids"])) == [["s0", "s1", "s2"], ["s3", "s4", "s5"]]
+    assert list(assign_splits({"a": drawn}, free)["a"]["paper_split"]) == [
+        paper_split(uid, free) for uid in drawn["uid"]]

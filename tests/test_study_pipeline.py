@@ -25,6 +25,8 @@ SIZES = {
     "schoffelen2019": dict(n_sentences=8),
     "broderick2019": dict(n_runs=4, n_sentences=5),
     "brennan2019": dict(n_segments=2, n_sentences=6),
+    "libribrain2025": dict(n_sentences=3),
+    "armeni2022": dict(n_sessions=2, n_wavs=2, n_sentences=3),
 }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "download a public study (gwilliams2022, broderick2019, brennan2019; MOUS: instructions)"
+HELP = ("download a public study (gwilliams2022, broderick2019, brennan2019, libribrain2025; "
+        "MOUS, Armeni 2022: instructions)")
 
-STUDIES = ("gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019")
+STUDIES = ("gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019", "libribrain2025",
+           "armeni2022")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,14 +6,16 @@ import argparse
 
 HELP = "write a tiny synthetic copy of a real study's file layout (for trying the pipeline)"
 
-STUDIES = ("gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019")
+STUDIES = ("gwilliams2022", "schoffelen2019", "broderick2019", "brennan2019", "libribrain2025",
+           "armeni2022")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", required=True, choices=STUDIES)
     parser.add_argument("--out", required=True, help="folder to write (created if needed)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the content")
-    parser.add_argument("--n-subjects", type=int, default=2, help="number of subjects")
+    parser.add_argument("--n-subjects", type=int, default=None,
+                        help="number of subjects (default: 2; 1 for libribrain2025)")
 
 
 def run(args: argparse.Namespace) -> int:

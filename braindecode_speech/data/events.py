@@ -25,7 +25,9 @@ column             dtype   meaning
 ``sound_id``       str     any: identifier of the sound file within the study
 =================  ======  ==========================================================
 
-Adapters may add further columns; they are kept untouched.
+Adapters may add further columns; they are kept untouched. One of them has a meaning downstream:
+``fixed_split`` (``train`` | ``valid`` | ``test``), the split a study fixes for a word's sentence
+(LibriBrain's official runs; see :mod:`braindecode_speech.data.splits`).
 """
 
 from __future__ import annotations

@@ -132,7 +132,9 @@ def sensor_positions_2d(info: mne.Info) -> np.ndarray:
         if types <= {"eeg"}:
             layout = mne.channels.make_eeg_layout(info, exclude=[])
         else:
-            ch_type = "grad" if types == {"grad"} else "mag" if "mag" in types else None
+            # MEGIN/Elekta systems mix planar gradiometers and magnetometers: their layout
+            # holds both (``Vectorview-all``)
+            ch_type = "grad" if types == {"grad"} else "mag" if types == {"mag"} else None
             layout = mne.channels.find_layout(info, ch_type=ch_type, exclude=[])
     except (RuntimeError, ValueError) as exc:
         raise StudyError(f"cannot place the sensors on a 2D layout ({exc}); the recording "

@@ -19,6 +19,15 @@ group take one split: the split most of its blocks draw (every occurrence counts
 the earliest block, recordings in study order). When every subject hears the same stories in the
 same order a group is one block and this is exactly the paper's assignment; otherwise the blocks
 that tying moves away from their own draw are counted (``moved_blocks`` in the audit).
+
+A study may fix the split of some recordings (LibriBrain's official runs: validation, test,
+and train for the others): their word events carry it in a ``fixed_split`` column
+(:data:`FIXED_SPLIT`: ``train``, ``valid`` or ``test``; empty where the study fixes none). With
+``SplitConfig.study_splits`` (default) such a sentence's block takes that split instead of its
+draw and is never merged with a block of another fixed split; a group holding fixed blocks takes
+the first of test, valid, train among them, so the official test and validation runs stay whole
+and a sentence of a training run that also occurs in a test run goes to test (leak-free; counted
+in ``moved_blocks``).
 """
 
 from __future__ import annotations
@@ -48,6 +57,10 @@ SPLITS = ("train", "valid", "test")
 #: a study's own uid of a sentence (MOUS: the ``stimuli.txt`` id), a column of its word events
 SEQUENCE_UID = "sequence_uid"
 
+#: the split a study fixes for a word's sentence (``train``/``valid``/``test``), a column of
+#: its events
+FIXED_SPLIT = "fixed_split"
+
 #: the last block ends this long after the end of the last event, s (the paper's epsilon)
 LAST_BLOCK_MARGIN = 1e-7
 
@@ -74,6 +87,9 @@ class SplitConfig(Config):
     """split of a group of tied blocks: the paper's draw from each block's uid, by majority in
     the group (``paper``), or one draw from ``sha256("<seed>:<sorted sequence ids>")`` of the
     group (``sorted_ids``, ours before)"""
+    study_splits: bool = True
+    """follow the splits a study fixes (the ``fixed_split`` column of its events: LibriBrain's
+    official validation and test runs); False: draw every block"""
 
     holdout_subjects: list[str] = Field(default_factory=list)
     """subjects held out of the experiment (leave-one-subject-out): their recordings take part
@@ -133,9 +149,10 @@ def sentences(events: pd.DataFrame, duration: float,
     Returns columns ``start``, ``stop`` (s), ``sequence_id``, ``text`` (lower-cased words joined
     by spaces), ``uid`` (the paper's block uid: the words joined by spaces, or the study's
     ``sequence_uid``), ``fixed_uid`` (True when the uid is the study's: never merged),
-    ``n_words``.
+    ``n_words``, ``fixed_split`` (the split the study fixes for the sentence, or None).
     """
-    columns = ["start", "stop", "sequence_id", "text", "uid", "fixed_uid", "n_words"]
+    columns = ["start", "stop", "sequence_id", "text", "uid", "fixed_uid", "n_words",
+               "fixed_split"]
     words = events[events["kind"] == "word"].sort_values("onset", kind="stable")
     if words.empty:
         return pd.DataFrame(columns=columns)
@@ -159,6 +176,10 @@ def sentences(events: pd.DataFrame, duration: float,
             start = min(start, float(lead_in.min())) if len(lead_in) else start
         previous_last = float(last["onset"])
         study_uids = part[SEQUENCE_UID].dropna().unique() if SEQUENCE_UID in part else []
+        pinned = part[FIXED_SPLIT].dropna().unique() if FIXED_SPLIT in part else []
+        if len(pinned) > 1:
+            raise ValueError(f"sentence {first['sequence_id']!r} has words fixed to several "
+                             f"splits {sorted(pinned)}")
         words_text = [str(w) for w in part["word"]]
         rows.append({
             "start": start,
@@ -168,6 +189,7 @@ def sentences(events: pd.DataFrame, duration: float,
             "uid": str(study_uids[0]) if len(study_uids) == 1 else " ".join(words_text),
             "fixed_uid": len(study_uids) == 1,
             "n_words": len(part),
+            "fixed_split": str(pinned[0]) if len(pinned) else None,
         })
     out = pd.DataFrame(rows, columns=columns)
     nxt = out["start"].shift(-1).to_numpy()
@@ -185,14 +207,19 @@ def make_blocks(sents: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     """Merge consecutive, contiguous sentences into blocks of at least ``min_block_duration``
     (sentences with a study uid stay blocks of their own).
 
+    Sentences with a split fixed by the study (``fixed_split``, followed when
+    ``config.study_splits``) are merged only with sentences fixed to the same split.
+
     Returns columns ``start``, ``stop`` (s), ``sequence_ids`` (list), ``texts`` (list),
-    ``uid`` (the sentence uids joined by commas).
+    ``uid`` (the sentence uids joined by commas), ``fixed_split`` (or None).
     """
     blocks: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for _, s in sents.iterrows():
+        pinned = s.get("fixed_split") if config.study_splits else None
+        pinned = None if pd.isna(pinned) else pinned
         mergeable = current is not None and not current["fixed_uid"] and not s["fixed_uid"] \
-            and abs(s["start"] - current["stop"]) < 1e-6
+            and current["fixed_split"] == pinned and abs(s["start"] - current["stop"]) < 1e-6
         if current is not None and mergeable and \
                 current["stop"] - current["start"] < config.min_block_duration:
             current["stop"] = s["stop"]
@@ -203,10 +230,12 @@ def make_blocks(sents: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
         if current is not None:
             blocks.append(current)
         current = {"start": s["start"], "stop": s["stop"], "sequence_ids": [s["sequence_id"]],
-                   "texts": [s["text"]], "uids": [s["uid"]], "fixed_uid": s["fixed_uid"]}
+                   "texts": [s["text"]], "uids": [s["uid"]], "fixed_uid": s["fixed_uid"],
+                   "fixed_split": pinned}
     if current is not None:
         blocks.append(current)
-    out = pd.DataFrame(blocks, columns=["start", "stop", "sequence_ids", "texts", "uids"])
+    out = pd.DataFrame(blocks, columns=["start", "stop", "sequence_ids", "texts", "uids",
+                                        "fixed_split"])
     out["uid"] = [",".join(uids) for uids in out["uids"]]
     return out.drop(columns="uids")
 
@@ -238,9 +267,11 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
     """Add ``split`` and ``paper_split`` columns to the blocks of every recording
     (``{recording uid: blocks}``, in study order).
 
-    ``paper_split`` is each block's own draw from its uid (:func:`paper_split`). Sentences
-    sharing a block anywhere, or sharing their text, form a group, and all blocks of a group
-    take one ``split`` (see ``SplitConfig.assignment`` and the module docstring).
+    ``paper_split`` is each block's own draw from its uid (:func:`paper_split`), or the split
+    the study fixes for it (``fixed_split``, with ``config.study_splits``). Sentences sharing a
+    block anywhere, or sharing their text, form a group, and all blocks of a group take one
+    ``split`` (see ``SplitConfig.assignment`` and the module docstring); a group holding fixed
+    blocks takes the first of test, valid, train among them.
     """
     parent: dict[str, str] = {}
 
@@ -262,7 +293,20 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
             for sid, text in zip(ids, texts):
                 union(f"id:{ids[0]}", f"id:{sid}")
                 union(f"id:{sid}", f"text:{text}")
-    own = {uid: [paper_split(b, config) for b in table["uid"]] for uid, table in blocks.items()}
+
+    def fixed(table: pd.DataFrame) -> list[str | None]:
+        if not config.study_splits or "fixed_split" not in table:
+            return [None] * len(table)
+        return [None if pd.isna(v) else str(v) for v in table["fixed_split"]]
+
+    pins = {uid: fixed(table) for uid, table in blocks.items()}
+    own = {uid: [pin or paper_split(b, config) for b, pin in zip(table["uid"], pins[uid])]
+           for uid, table in blocks.items()}
+    pinned_draws: dict[str, list[str]] = defaultdict(list)
+    for uid, table in blocks.items():
+        for ids, pin in zip(table["sequence_ids"], pins[uid]):
+            if pin is not None:
+                pinned_draws[find(f"id:{ids[0]}")].append(pin)
     if config.assignment == "sorted_ids":
         members: dict[str, set[str]] = defaultdict(set)
         for node in list(parent):
@@ -275,11 +319,9 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
         for uid, table in blocks.items():
             for ids, split in zip(table["sequence_ids"], own[uid]):
                 draws[find(f"id:{ids[0]}")].append(split)
-        split_of_root = {}
-        for root, splits in draws.items():
-            counts = {s: splits.count(s) for s in splits}
-            best = max(counts.values())
-            split_of_root[root] = next(s for s in splits if counts[s] == best)
+        split_of_root = {root: _majority(splits) for root, splits in draws.items()}
+    split_of_root.update({root: next(s for s in ("test", "valid", "train") if s in splits)
+                          for root, splits in pinned_draws.items()})
     out = {}
     for uid, table in blocks.items():
         table = table.copy()
@@ -291,6 +333,13 @@ def assign_splits(blocks: dict[str, pd.DataFrame], config: SplitConfig) -> dict[
         logger.info("Tying sentences shared across blocks moved %d of %d blocks away from "
                     "their own draw", n_moved, sum(len(t) for t in out.values()))
     return out
+
+
+def _majority(splits: list[str]) -> str:
+    """The most frequent split of ``splits``; a tie goes to the earliest."""
+    counts = {s: splits.count(s) for s in splits}
+    best = max(counts.values())
+    return next(s for s in splits if counts[s] == best)
 
 
 def audit_splits(blocks: dict[str, pd.DataFrame],

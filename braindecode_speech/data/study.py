@@ -166,5 +166,10 @@ class Study(ABC):
                            len(self.skipped))
         return out
 
+    def check_notes(self) -> list[str]:
+        """Lines ``braindecode-speech check`` prints about this copy beyond its problems (what
+        the release lacks and where to put it, what is unconfirmed about its format)."""
+        return []
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r})"

@@ -3,7 +3,10 @@
 MEG
     ``KIT-208`` (208 axial gradiometers ``MEG 001``..``MEG 208``, as the NYU Abu Dhabi KIT
     system of MEG-MASC) and ``CTF-275`` (275 axial gradiometers ``MLC11-2622``.., as the CTF
-    system of MOUS). MNE ships the channel names and 2-D positions of these systems
+    system of MOUS), ``Vectorview-306`` (the MEGIN/Elekta Vectorview/TRIUX array of LibriBrain:
+    102 sites, each with a magnetometer ``MEG<xxx>1`` and two orthogonal planar gradiometers
+    ``MEG<xxx>2``/``MEG<xxx>3``, in the channel order of MNE's ``Vectorview-all`` layout; the
+    sites are those of ``Vectorview-mag.lout``). MNE ships the channel names and 2-D positions of these systems
     (``KIT-AD.lout``, ``CTF-275.lout``) and the 3-D surfaces of their dewars
     (``mne/data/helmets``), but no 3-D sensor positions. Each sensor is placed on its system's
     helmet: the layout is an azimuthal-equidistant view of the helmet seen from above (MNE's
@@ -12,10 +15,12 @@ MEG
     90 % of the projected helmet's outline in the same direction (the rim carries no sensors,
     and the face opening is respected), then lifted onto the helmet surface by linear
     interpolation over the projected helmet mesh. The coil
-    normal is the interpolated outward helmet normal. The helmets are elongated (front-back)
+    normal is the interpolated outward helmet normal (the two planar gradiometers of a
+    Vectorview site measure along two orthogonal tangent directions). The helmets are elongated (front-back)
     while the head model is a sphere, so sensors closer than 1 cm to its scalp are pushed out
     radially to that clearance. Coils are MNE's ``KIT_GRAD`` /
-    ``CTF_GRAD`` axial gradiometers (50 mm baseline).
+    ``CTF_GRAD`` axial gradiometers (50 mm baseline), and the Vectorview planar gradiometers
+    (``VV_PLANAR_T1``) and magnetometers (``VV_MAG_T3``).
 EEG
     ``biosemi128`` and ``easycap-M10`` standard montages.
 
@@ -33,11 +38,15 @@ import numpy as np
 from mne.io.constants import FIFF
 from scipy.interpolate import LinearNDInterpolator
 
-__all__ = ["LAYOUTS", "MEG_LAYOUTS", "EEG_LAYOUTS", "make_info", "HEAD_CENTER", "HEAD_RADIUS"]
+__all__ = ["LAYOUTS", "MEG_LAYOUTS", "EEG_LAYOUTS", "MEGIN_LAYOUTS", "make_info", "HEAD_CENTER",
+           "HEAD_RADIUS"]
 
+#: the MEG sensor sets of the simulated study (those of the paper's MEG studies)
 MEG_LAYOUTS = ("KIT-208", "CTF-275")
+#: MEGIN/Elekta sensor sets (LibriBrain's example layout)
+MEGIN_LAYOUTS = ("Vectorview-306",)
 EEG_LAYOUTS = ("biosemi128", "easycap-M10")
-LAYOUTS = MEG_LAYOUTS + EEG_LAYOUTS
+LAYOUTS = MEG_LAYOUTS + MEGIN_LAYOUTS + EEG_LAYOUTS
 
 #: centre and radius of the head sphere model in head coordinates, m (the radius of MNE's
 #: standard EEG montages)
@@ -51,6 +60,7 @@ SENSOR_CLEARANCE = 0.01
 _MEG_SYSTEMS = {
     "KIT-208": ("KIT-AD.lout", "KIT.fif.gz", FIFF.FIFFV_COIL_KIT_GRAD, 0.20),
     "CTF-275": ("CTF-275.lout", "CTF_275.fif.gz", FIFF.FIFFV_COIL_CTF_GRAD, 0.16),
+    "Vectorview-306": ("Vectorview-mag.lout", "306m.fif.gz", FIFF.FIFFV_COIL_VV_MAG_T3, 0.16),
 }
 # fraction of the projected helmet's outline covered by the sensors (the rim carries none)
 _HELMET_COVERAGE = 0.9
@@ -82,11 +92,20 @@ def make_info(layout: str, sfreq: float, head_shift: np.ndarray | None = None) -
         info.set_montage(montage)
     else:
         names, positions, normals, coil_type = _meg_sensors(layout)
-        info = mne.create_info(list(names), sfreq, "mag")
+        if layout == "Vectorview-306":
+            names, positions, normals, kinds = _vectorview_channels(names, positions, normals)
+        else:
+            kinds = ["mag"] * len(names)
+        info = mne.create_info(list(names), sfreq, kinds)
         with info._unlock():
-            for ch, pos, normal in zip(info["chs"], positions, normals):
+            for ch, pos, normal, kind in zip(info["chs"], positions, normals, kinds):
+                frame = _coil_frame(normal)
                 ch["coil_type"] = coil_type
-                ch["loc"] = np.concatenate([pos, _coil_frame(normal).ravel()])
+                if kind == "grad":
+                    ch["coil_type"] = FIFF.FIFFV_COIL_VV_PLANAR_T1
+                    if ch["ch_name"].endswith("3"):  # the second gradiometer: rotated by 90°
+                        frame = np.stack([frame[1], -frame[0], frame[2]])
+                ch["loc"] = np.concatenate([pos, frame.ravel()])
                 ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
             transform = np.eye(4)
             if head_shift is not None:
@@ -124,6 +143,17 @@ def _meg_sensors(layout: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, 
     distance = np.linalg.norm(offsets, axis=1, keepdims=True)
     positions = HEAD_CENTER + offsets * np.maximum(1.0, (HEAD_RADIUS + SENSOR_CLEARANCE) / distance)
     return tuple(lout.names), positions, sensor_normals, coil_type
+
+
+def _vectorview_channels(sites: tuple[str, ...], positions: np.ndarray, normals: np.ndarray
+                         ) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """The 306 Vectorview channels (``Vectorview-all`` order, names without the space) from
+    the 102 magnetometer ``sites``: names, positions, normals and types (``grad``/``mag``)."""
+    index = {name.replace(" ", "")[:-1]: i for i, name in enumerate(sites)}
+    names = [n.replace(" ", "") for n in mne.channels.read_layout("Vectorview-all").names]
+    rows = [index[name[:-1]] for name in names]
+    kinds = ["mag" if name.endswith("1") else "grad" for name in names]
+    return names, positions[rows], normals[rows], kinds
 
 
 def _azimuthal_equidistant(rr: np.ndarray) -> np.ndarray:

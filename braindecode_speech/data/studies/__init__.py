@@ -23,6 +23,8 @@ REGISTRY: dict[str, str] = {
     "schoffelen2019": "schoffelen2019:Schoffelen2019",
     "broderick2019": "broderick2019:Broderick2019",
     "brennan2019": "brennan2019:Brennan2019",
+    "libribrain2025": "libribrain2025:LibriBrain2025",
+    "armeni2022": "armeni2022:Armeni2022",
 }
 
 

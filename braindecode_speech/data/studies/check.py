@@ -15,6 +15,8 @@ signal. It collects, without stopping at the first one:
   them; paths that leave the study folder; recordings without sound or without word events
   (the pipeline needs both);
 - NaNs in the signal (scanned in chunks, unless ``scan_signal=False``);
+- the study's own notes (:meth:`~braindecode_speech.data.study.Study.check_notes`: audio a
+  release lacks and where to put it, an unconfirmed file format), printed before the problems;
 - per recording, a data-channel count or sampling frequency other than the study's
   (``study.n_channels``, ``study.sfreq``; a study that defines none, such as the simulated
   one mixing KIT and CTF subjects, may mix counts).
@@ -74,6 +76,8 @@ class CheckReport:
     channels: dict[str, set[int]] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """the study's own remarks (:meth:`~braindecode_speech.data.study.Study.check_notes`)"""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +100,7 @@ class CheckReport:
         if self.excluded:
             lines.append(f"  excluded    {len(self.excluded)} subjects, as in the paper "
                          f"({', '.join(self.excluded)})")
+        lines += [f"  note: {note}" for note in self.notes]
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines += [f"  - {p}" for p in self.problems]
@@ -216,6 +221,10 @@ def check_study(study: Study, scan_signal: bool = True, progress: bool = False) 
         recordings = []
     report.problems += [Problem(str(p), r) for p, r in study.skipped]
     report.excluded = list(getattr(study, "excluded", []))
+    try:
+        report.notes = study.check_notes()
+    except (StudyError, OSError, ValueError) as exc:
+        report.problems.append(_problem(str(exc), study.root))
     expected_channels = getattr(study, "n_channels", None) or None
     expected_sfreq = getattr(study, "sfreq", None) or None
     per_subject: dict[str, set[int]] = defaultdict(set)

@@ -10,6 +10,11 @@ Sources (:data:`SOURCES`):
 - ``brennan2019``: the 56 files of Deep Blue data set ``bg257f92t`` (names given by the server);
   ``audio.zip`` and ``proc.zip`` are extracted.
 - ``schoffelen2019``: registration required; :data:`MOUS_INSTRUCTIONS` explains the steps.
+- ``libribrain2025``: the Hugging Face dataset repository ``pnpl/LibriBrain`` through
+  ``huggingface_hub.snapshot_download`` (:func:`download_libribrain`): the HDF5 recordings and
+  events files only (``allow_patterns``), resumable (complete files are skipped, partial ones
+  resumed). The audio is not in the release (see the ``libribrain2025`` adapter).
+- ``armeni2022``: registration required; :data:`ARMENI_INSTRUCTIONS` explains the steps.
 
 Each file is written to ``<name>.part`` and renamed when complete and verified; an
 interrupted download resumes from the end of the ``.part`` file (HTTP ``Range``). A checksum
@@ -34,7 +39,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 __all__ = ["DownloadError", "RemoteFile", "Source", "SOURCES", "MOUS_INSTRUCTIONS",
-           "download", "download_file", "osf_files"]
+           "ARMENI_INSTRUCTIONS", "LIBRIBRAIN_REPOS", "download", "download_file",
+           "download_libribrain", "osf_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +103,28 @@ MOUS (Schoffelen et al. 2019) cannot be downloaded anonymously. To get it:
      save the TextGrids under derivatives/phonemes/.
 Then run: braindecode-speech check --study schoffelen2019 --data <folder>
 """
+
+ARMENI_INSTRUCTIONS = """\
+Armeni et al. 2022 (10 h of MEG x 3 people, Sherlock Holmes) cannot be downloaded anonymously.
+To get it:
+  1. Create an account on the Radboud Data Repository (https://data.ru.nl, formerly the Donders
+     Repository) and sign in.
+  2. Open the collection DSC_3011085.05_995_v1 ("Ten hours of MEG..."), accept its data use
+     agreement and request access.
+  3. Once access is granted, set a data-access (WebDAV) password in your profile and download
+     the collection with a WebDAV client (or wget -r over the WebDAV address shown on the
+     collection's page). braindecode-speech needs participants.tsv, sub-*/ses-*/meg/
+     (*_task-compr_meg.ds and *_task-compr_events.tsv) and the stimulus wavs.
+  4. Put the wavs named by the wav_onset events under <folder>/stimuli/ (or pass the adapter
+     option audio_dir). The events.tsv schema the adapter reads is UNCONFIRMED against the
+     real files: check reports what it cannot read.
+Then run: braindecode-speech check --study armeni2022 --data <folder>
+"""
+
+#: Hugging Face dataset repositories of LibriBrain, tried in this order
+LIBRIBRAIN_REPOS = ("pnpl/LibriBrain", "pnpl/LibriBrain-Competition-2025")
+#: files of the LibriBrain release braindecode-speech reads
+LIBRIBRAIN_PATTERNS = ("*/derivatives/serialised/*.h5", "*/derivatives/events/*_events.tsv")
 
 SOURCES: dict[str, Source] = {
     "gwilliams2022": Source(
@@ -259,6 +287,38 @@ def _extract(archive: Path, folder: Path) -> None:
     marker.touch()
 
 
+def download_libribrain(folder: str | Path, tasks: list[str] | None = None,
+                        endpoint: str | None = None) -> Path:
+    """LibriBrain's HDF5 recordings and events into ``folder`` (the adapter's root) with
+    ``huggingface_hub.snapshot_download``: resumable, only :data:`LIBRIBRAIN_PATTERNS` (of the
+    books ``tasks``, e.g. ``["Sherlock1"]``, when given), from the first of
+    :data:`LIBRIBRAIN_REPOS` that exists (``huggingface_hub`` shows its own progress bars).
+
+    Raises
+    ------
+    DownloadError : naming the repository when it cannot be reached or a transfer fails.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    patterns = [p.replace("*/", f"{t}/", 1) for t in tasks for p in LIBRIBRAIN_PATTERNS] \
+        if tasks else list(LIBRIBRAIN_PATTERNS)
+    for repo in LIBRIBRAIN_REPOS:
+        try:
+            snapshot_download(repo_id=repo, repo_type="dataset", local_dir=folder,
+                              allow_patterns=patterns, endpoint=endpoint)
+            return folder
+        except RepositoryNotFoundError:
+            logger.info("%s: no Hugging Face dataset repository %s", folder, repo)
+        except Exception as exc:  # noqa: BLE001 - network and hub errors of many types
+            raise DownloadError(f"huggingface.co/datasets/{repo}: {type(exc).__name__}: {exc} "
+                                "(run again to resume)") from None
+    raise DownloadError(f"none of the Hugging Face dataset repositories "
+                        f"{', '.join(LIBRIBRAIN_REPOS)} was found")
+
+
 def download(study: str, folder: str | Path, base_url: str | None = None,
              progress: bool = True) -> Path:
     """Download ``study`` into ``folder`` (resumable); return the folder to give to the
@@ -266,16 +326,21 @@ def download(study: str, folder: str | Path, base_url: str | None = None,
 
     Parameters
     ----------
-    base_url : replaces the source's base URL (the OSF API root for ``gwilliams2022``),
-        e.g. for a mirror or a test server.
+    base_url : replaces the source's base URL (the OSF API root for ``gwilliams2022``, the
+        Hugging Face endpoint for ``libribrain2025``), e.g. for a mirror or a test server.
 
     Raises
     ------
-    DownloadError : the study cannot be downloaded automatically (MOUS: the message holds
-        :data:`MOUS_INSTRUCTIONS`), or a transfer or checksum failed.
+    DownloadError : the study cannot be downloaded automatically (MOUS, Armeni: the message
+        holds :data:`MOUS_INSTRUCTIONS`, :data:`ARMENI_INSTRUCTIONS`), or a transfer or
+        checksum failed.
     """
     if study == "schoffelen2019":
         raise DownloadError(MOUS_INSTRUCTIONS)
+    if study == "armeni2022":
+        raise DownloadError(ARMENI_INSTRUCTIONS)
+    if study == "libribrain2025":
+        return download_libribrain(folder, endpoint=base_url)
     if study not in SOURCES:
         raise DownloadError(f"no download source for {study!r}; known: {', '.join(SOURCES)}")
     source = SOURCES[study]
