@@ -98,12 +98,15 @@ class SplitConfig(Config):
     ``braindecode-speech calibrate``)"""
 
     def signature_dict(self) -> dict[str, Any]:
-        """Without ``holdout_subjects`` when there is none, so that configs keep the signature
-        they had before the option existed (run folders, checkpoints and model folders are
-        keyed by it)."""
+        """Without ``holdout_subjects`` when there is none and without ``study_splits`` when it
+        is on (a study without fixed splits draws every block either way), so that configs keep
+        the signature they had before the options existed (run folders, checkpoints and model
+        folders are keyed by it)."""
         out = super().signature_dict()
         if not self.holdout_subjects:
             del out["holdout_subjects"]
+        if self.study_splits:
+            del out["study_splits"]
         return out
 
     @model_validator(mode="after")
