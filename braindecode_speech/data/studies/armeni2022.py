@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 
 from ..events import make_events
-from ..stimuli import inside_root
+from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter, sentence_uid
-from ._readers import read_table, wav_duration
+from ._readers import read_table
 
 __all__ = ["Armeni2022", "read_events", "sound_values", "SCHEMA_NOTE"]
 
@@ -125,7 +125,7 @@ def read_events(path: Path, wav_of: Callable[[str], Path], sentence_gap: float =
                 raise StudyError(f"{path}: line {row['_line']}: {exc}") from None
             sound = {"onset": onset, "sound_id": Path(wav).stem, "wav": wav}
             if wav.is_file():
-                rows.append({"onset": onset, "duration": duration or wav_duration(wav),
+                rows.append({"onset": onset, "duration": duration or sound_duration(wav),
                              "kind": "sound", "filepath": str(wav), "offset": 0.0,
                              "sound_id": sound["sound_id"]})
             else:

@@ -51,9 +51,10 @@ import pandas as pd
 from mne.io.constants import FIFF
 
 from ..events import make_events
+from ..stimuli import sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter, sentence_uid
-from ._readers import read_table, wav_duration
+from ._readers import read_table
 
 __all__ = ["LibriBrain2025", "FIXED_RUNS", "RawHDF5", "read_hdf5_raw", "read_events",
            "vectorview_info", "PROCESSING"]
@@ -218,7 +219,7 @@ def read_events(path: Path, wav: Path | None, key: tuple[str, str, str, str],
         rows.append(event)
     if wav is not None:
         start = max(lag, 0.0)
-        rows.append({"onset": start, "duration": wav_duration(wav) - (start - lag),
+        rows.append({"onset": start, "duration": sound_duration(wav) - (start - lag),
                      "kind": "sound", "filepath": str(wav), "offset": start - lag,
                      "story": key[2], "sound_id": wav.stem})
     events = make_events(rows)
