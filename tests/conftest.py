@@ -33,7 +33,7 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, str(_usable_cores()))
 
 import pytest  # noqa: E402
-from fixtures import LAYOUT_STUDIES, copy_layout  # noqa: E402
+from fixtures import LAYOUT_STUDIES, PAPER_LAYOUT_STUDIES, copy_layout  # noqa: E402
 
 from braindecode_speech.simulation import SimulationConfig, simulate  # noqa: E402
 from braindecode_speech.simulation.layouts import write_example_layout  # noqa: E402
@@ -67,10 +67,10 @@ def example_layouts(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
     return layout
 
 
-@pytest.fixture(scope="session", params=LAYOUT_STUDIES)
+@pytest.fixture(scope="session", params=PAPER_LAYOUT_STUDIES)
 def example_layout(request: pytest.FixtureRequest,
                    example_layouts: Callable[[str], Path]) -> tuple[str, Path]:
-    """``(study, root)`` of each public study's example layout, in turn."""
+    """``(study, root)`` of each of the paper's studies' example layout, in turn."""
     return request.param, example_layouts(request.param)
 
 

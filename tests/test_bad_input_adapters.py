@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile
-from fixtures import LAYOUT_STUDIES, copy_layout, rewrite_fif, truncate
+from fixtures import PAPER_LAYOUT_STUDIES, copy_layout, rewrite_fif, truncate
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.data.stimuli import wav_truncation
@@ -37,7 +37,7 @@ from braindecode_speech.experiments import prepare_data
 from braindecode_speech.experiments.presets import tiny_config
 from braindecode_speech.features.audio import AudioError, load_wav
 
-STUDIES = ("simulated", "bids", *LAYOUT_STUDIES)
+STUDIES = ("simulated", "bids", *PAPER_LAYOUT_STUDIES)
 SIMULATED_EVENTS = "sub-01/ses-0/meg/sub-01_ses-0_task-0_events.tsv"
 MASC_EVENTS = "sub-01/ses-0/meg/sub-01_ses-0_task-0_events.tsv"
 

@@ -5,7 +5,7 @@ have are refused, and a truncated raw file is an error naming it when the record
 from __future__ import annotations
 
 import pytest
-from fixtures import LAYOUT_STUDIES, copy_layout, truncate
+from fixtures import LAYOUT_STUDIES, PAPER_LAYOUT_STUDIES, copy_layout, truncate
 
 from braindecode_speech.cli import example_layout as example_layout_command
 from braindecode_speech.data.studies import get
@@ -26,7 +26,7 @@ CASES = {
 
 
 def test_every_study_has_a_case_and_a_command_line_choice():
-    assert set(CASES) == set(LAYOUT_STUDIES)
+    assert set(CASES) == set(PAPER_LAYOUT_STUDIES)
     assert set(example_layout_command.STUDIES) == set(LAYOUT_STUDIES)
 
 

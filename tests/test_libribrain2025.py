@@ -229,3 +229,14 @@ def test_cli_example_layout_then_check(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "subjects    1 (0)" in out and "recordings  5" in out and "channels    306" in out
     assert "no problems found" in out
+
+
+def test_a_wav_symlinked_out_of_the_study_is_refused(copy, tmp_path, capsys):
+    wav = sorted(copy.rglob("*.wav"))[0]
+    outside = tmp_path / "elsewhere.wav"
+    shutil.copy(wav, outside)
+    wav.unlink()
+    wav.symlink_to(outside)
+    assert main(["check", "--study", "libribrain2025", "--data", str(copy), "--no-signal"]) == 1
+    out = capsys.readouterr().out
+    assert "outside" in out and "Traceback" not in out

@@ -51,7 +51,7 @@ import pandas as pd
 from mne.io.constants import FIFF
 
 from ..events import make_events
-from ..stimuli import sound_duration
+from ..stimuli import inside_root, sound_duration
 from ..study import Recording, StudyError
 from ._adapter import StudyAdapter, sentence_uid
 from ._readers import read_table
@@ -278,7 +278,8 @@ class LibriBrain2025(StudyAdapter):
 
     def wav(self, session: str, task: str, run: str) -> Path:
         """Where the audio of a run is expected (not part of the release)."""
-        return self.root / task / "stimuli" / "audio" / f"ses-{session}_run-{run}.wav"
+        # a symlink placed there must not lead out of the study folder
+        return inside_root(self.root, f"{task}/stimuli/audio/ses-{session}_run-{run}.wav")
 
     def events_path(self, subject: str, session: str, task: str, run: str) -> Path:
         return (self.root / task / "derivatives" / "events" /
