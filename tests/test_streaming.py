@@ -158,7 +158,7 @@ def test_bad_stream_input_is_refused(decoder, candidates, model):
 
 
 def _fif(model, tmp_path: Path, seconds: float, rename: bool = False) -> Path:
-    raw = _recording(model).raw().crop(0, seconds)
+    raw = _recording(model).raw().crop(0, seconds, include_tmax=False)
     if rename:
         raw.rename_channels({c: f"X{i:03d}" for i, c in enumerate(raw.ch_names)})
     path = tmp_path / "recording_raw.fif"
@@ -166,10 +166,14 @@ def _fif(model, tmp_path: Path, seconds: float, rename: bool = False) -> Path:
     return path
 
 
+def _stream(model) -> list[str]:
+    return ["stream", "--model", str(model["folder"]), "--data", str(model["root"])]
+
+
 def test_cli_replays_a_recording_through_lsl(model, tmp_path, capsys):
     path = _fif(model, tmp_path, 8.0)
     out = tmp_path / "stream.csv"
-    code = main(["stream", "--model", str(model["folder"]), "--replay", str(path),
+    code = main([*_stream(model), "--replay", str(path),
                  "--speed", "4", "--subject", "01", "--top-k", "3", "--out", str(out)])
     assert code == 0
     table = pd.read_csv(out)
@@ -188,7 +192,7 @@ def test_cli_reads_a_named_lsl_stream(model, tmp_path):
     player = PlayerLSL(raw, chunk_size=20, n_repeat=1, name=name, source_id=name).start()
     try:
         out = tmp_path / "live.csv"
-        code = main(["stream", "--model", str(model["folder"]), "--lsl", name,
+        code = main([*_stream(model), "--lsl", name,
                      "--subject", "01", "--max-seconds", "6", "--out", str(out)])
     finally:
         player.stop()
@@ -199,12 +203,12 @@ def test_cli_reads_a_named_lsl_stream(model, tmp_path):
 
 def test_cli_refuses_an_unknown_stream_and_other_sensors(model, tmp_path, capsys):
     name = f"bds-{uuid.uuid4().hex[:12]}"
-    code = main(["stream", "--model", str(model["folder"]), "--lsl", name, "--timeout", "1"])
+    code = main([*_stream(model), "--lsl", name, "--timeout", "1"])
     error = capsys.readouterr().err
     assert code == EXIT_INPUT_ERROR and "Traceback" not in error
     assert error.strip() == (f"error: no LSL stream named {name!r} found on this machine's "
                              "network within 1 s")
-    code = main(["stream", "--model", str(model["folder"]), "--replay",
+    code = main([*_stream(model), "--replay",
                  str(_fif(model, tmp_path, 3.0, rename=True)), "--subject", "01"])
     error = capsys.readouterr().err
     assert code == EXIT_INPUT_ERROR and "Traceback" not in error
