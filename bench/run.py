@@ -28,6 +28,7 @@ BENCHMARKS = {
     "preprocess_10min": ("preprocess", "bench"),
     "gemm_peak": ("gemm_peak", "bench"),
     "loader_large": ("loader", "bench"),
+    "stream_latency": ("stream_latency", "bench"),
 }
 
 
