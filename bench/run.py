@@ -29,6 +29,7 @@ BENCHMARKS = {
     "gemm_peak": ("gemm_peak", "bench"),
     "loader_large": ("loader", "bench"),
     "loader_throughput": ("loader", "bench_throughput"),
+    "stream_latency": ("stream_latency", "bench"),
 }
 
 

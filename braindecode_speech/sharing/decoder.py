@@ -75,7 +75,7 @@ from .folder import (
     read_json,
 )
 
-__all__ = ["BrainDecoder", "Candidates", "build_encoder", "plot_decoding"]
+__all__ = ["BrainDecoder", "Candidates", "build_encoder", "plot_decoding", "top_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -380,12 +380,11 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         best, best_scores, ranks = [], [], []
         for start in range(0, len(items), config.evaluation.batch_size):
             rows = range(start, min(start + config.evaluation.batch_size, len(items)))
-            scores = segment_scores(self._predict([dataset.brain_window(i) for i in rows],
-                                                  prepared.positions, subject),
-                                    candidates.features, config.evaluation.dtype)
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores = self.score([dataset.brain_window(i) for i in rows], prepared.positions,
+                                subject, candidates)
+            order, top = top_candidates(scores, k)
             best.append(order)
-            best_scores.append(np.take_along_axis(scores, order, axis=1))
+            best_scores.append(top)
             t = target[list(rows)]
             own = scores[np.arange(len(t)), np.maximum(t, 0)]
             ranks.append(np.where(t >= 0, (scores > own[:, None]).sum(axis=1) + 1, -1))
@@ -412,6 +411,14 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
             out[f"top{j + 1}_sentence"] = sentences[best_index[:, j]]
             out[f"top{j + 1}_score"] = score[:, j]
         return out
+
+    def score(self, brains: list[np.ndarray], positions: np.ndarray, subject: int,
+              candidates: Candidates) -> np.ndarray:
+        """The scores ``[N, M]`` of the evaluator, ``<Z, Y / ||Y||>``, of normalised brain
+        windows ``[C_r, T]`` of one sensor layout (``positions [C_r, 2]``) against the
+        candidates; ``subject``: the encoder's subject index (-1: the mean subject layer)."""
+        return segment_scores(self._predict(brains, positions, subject), candidates.features,
+                              self.experiment.evaluation.dtype)
 
     def _predict(self, brains: list[np.ndarray], positions: np.ndarray,
                  subject: int) -> torch.Tensor:
@@ -489,6 +496,13 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
                                f"package have signature {features.signature()}, the model was "
                                f"trained with {trained}: its candidates would not match")
         return features
+
+
+def top_candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best candidates of each row of ``scores [N, M]``, best first (ties: the first
+    candidate): their indices and scores, ``[N, k]`` each."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, axis=1)
 
 
 def _write_json(path: Path, content: Any) -> None:
