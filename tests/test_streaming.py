@@ -213,3 +213,22 @@ def test_cli_refuses_an_unknown_stream_and_other_sensors(model, tmp_path, capsys
     error = capsys.readouterr().err
     assert code == EXIT_INPUT_ERROR and "Traceback" not in error
     assert "do not include the sensors" in error and "X000" in error
+
+
+def test_causal_stream_against_offline_windows(decoder, candidates, model):
+    """The difference the causal (minimum-phase) resampler makes, against the offline windows at
+    the same anchors (a training recording, its training scaler): the windows stay highly
+    correlated and most best candidates are the same."""
+    recording = _recording(model)
+    offline = decoder.decode(recording, None, candidates, top_k=10, step=0.25)
+    raw = recording.raw()
+    stream = StreamDecoder(decoder, raw.ch_names, raw.info["sfreq"], candidates,
+                           recording=recording.uid, hop=0.25, top_k=10)
+    both = offline.merge(stream.feed(raw.get_data()), on="anchor", suffixes=("", "_stream"))
+    top1 = (both["top1_id"] == both["top1_id_stream"]).mean()
+    top = [f"top{j}_id" for j in range(1, 11)]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in
+                       zip(both[top].to_numpy(), both[[t + "_stream" for t in top]].to_numpy())])
+    print(f"causal vs offline: {len(both)} windows, top-1 agreement {top1:.3f}, "
+          f"top-10 overlap {overlap:.3f}")
+    assert len(both) == len(offline) and top1 > 0.5 and overlap > 0.7
