@@ -88,3 +88,21 @@ def root(request: pytest.FixtureRequest, example_layouts: Callable[[str], Path])
 def copy(root: Path, tmp_path: Path) -> Path:
     """A modifiable copy of ``root``."""
     return copy_layout(root, tmp_path / root.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_meg_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny run on the tiny MEG study (ridge off), trained once per session, and its exported
+    model folder (read-only: copy before changing): ``config``, ``run``, ``model``, ``cache``,
+    ``root``."""
+    from braindecode_speech.experiments.presets import tiny_config
+    from braindecode_speech.experiments.run import run_experiment
+    from braindecode_speech.sharing import export_run
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    config = tiny_config(tiny_meg_root, cache_dir=folder / "cache")
+    config = config.with_overrides({"ridge.enabled": False})
+    run_experiment(config, folder / "run")
+    export_run(folder / "run", folder / "model")
+    return {"config": config, "run": folder / "run", "model": folder / "model",
+            "cache": folder / "cache", "root": tiny_meg_root}

@@ -21,22 +21,14 @@ from braindecode_speech import __version__
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.data.studies import get as get_study
 from braindecode_speech.experiments.config import ExperimentConfig
-from braindecode_speech.experiments.presets import tiny_config
-from braindecode_speech.experiments.run import run_experiment
-from braindecode_speech.sharing import BrainDecoder, ModelFolderError, SharingError, export_run
+from braindecode_speech.sharing import BrainDecoder, ModelFolderError, SharingError
 from braindecode_speech.sharing.folder import REQUIRED_FILES
 
 
 @pytest.fixture(scope="module")
-def shared(tiny_meg_root, tmp_path_factory):
-    """A tiny run trained once for this module, and its exported model folder."""
-    folder = tmp_path_factory.mktemp("sharing")
-    config = tiny_config(tiny_meg_root, cache_dir=folder / "cache")
-    config = config.with_overrides({"ridge.enabled": False})
-    run_experiment(config, folder / "run")
-    export_run(folder / "run", folder / "model")
-    return {"config": config, "run": folder / "run", "model": folder / "model",
-            "cache": folder / "cache", "root": tiny_meg_root}
+def shared(tiny_model):
+    """The session's tiny run and its exported model folder (tests/conftest.py)."""
+    return tiny_model
 
 
 @pytest.fixture(autouse=True)

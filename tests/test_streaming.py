@@ -15,9 +15,7 @@ import pytest
 
 from braindecode_speech.cli import EXIT_INPUT_ERROR, main
 from braindecode_speech.data.studies import get as get_study
-from braindecode_speech.experiments.presets import tiny_config
-from braindecode_speech.experiments.run import run_experiment
-from braindecode_speech.sharing import BrainDecoder, SharingError, export_run
+from braindecode_speech.sharing import BrainDecoder, SharingError
 from braindecode_speech.sharing.stream import StreamDecoder, StreamResampler
 
 # LSL only on this machine: streams are resolved on the loopback interface, never the network
@@ -26,13 +24,10 @@ os.environ.setdefault("LSLAPICFG", str(_LSL_CONFIG))
 
 
 @pytest.fixture(scope="module")
-def model(tiny_meg_root, tmp_path_factory):
-    """A tiny run trained once for this module, exported to a model folder."""
-    folder = tmp_path_factory.mktemp("streaming")
-    config = tiny_config(tiny_meg_root, cache_dir=folder / "cache")
-    run_experiment(config.with_overrides({"ridge.enabled": False}), folder / "run")
-    export_run(folder / "run", folder / "model")
-    return {"folder": folder / "model", "cache": folder / "cache", "root": tiny_meg_root}
+def model(tiny_model):
+    """The session's tiny run exported to a model folder (tests/conftest.py)."""
+    return {"folder": tiny_model["model"], "cache": tiny_model["cache"],
+            "root": tiny_model["root"]}
 
 
 @pytest.fixture(autouse=True)
