@@ -128,7 +128,7 @@ def subject_data(decoder: BrainDecoder, root: str | Path, study: str | None,
     """The windows of ``subject`` in the study ``study`` (default: the model's) at ``root``,
     by the package's stages with the model's config on the whole study (no subject held out,
     so the subject's blocks take the splits of the whole study)."""
-    config = decoder._study_config(root, study).with_overrides({"splits.holdout_subjects": []})
+    config = decoder.study_config(root, study).with_overrides({"splits.holdout_subjects": []})
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     recordings, skipped = check_recordings(config, open_study(config))
     if subject not in {rec.subject for rec in recordings}:
@@ -137,7 +137,7 @@ def subject_data(decoder: BrainDecoder, root: str | Path, study: str | None,
                            f"{', '.join(sorted({r.subject for r in recordings}))})")
     prepared = preprocess_recordings(config, recordings, cache_dir, skipped)
     blocks = split_blocks([(r.uid, r.events, r.duration) for r in prepared], config.splits)
-    features = decoder._features()
+    features = decoder.speech_features()
     table = window_table(config, prepared, blocks, features, cache_dir, skipped)
     rows = table.windows[table.windows["subject"] == subject].copy()
     if not (rows["split"] == "train").any():

@@ -230,12 +230,12 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         """The distinct test segments of the study ``study`` (default: the one the model was
         trained on) at ``root``: the candidates of the evaluation, split and windowed by the
         package's stages with the model's config and normalised with its speech scaler."""
-        config = self._study_config(root, study)
+        config = self.study_config(root, study)
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         recordings, skipped = check_recordings(config, open_study(config))
         prepared = preprocess_recordings(config, recordings, cache_dir, skipped)
         blocks = split_blocks([(r.uid, r.events, r.duration) for r in prepared], config.splits)
-        features = self._features()
+        features = self.speech_features()
         table = window_table(config, prepared, blocks, features, cache_dir, skipped)
         datasets = build_datasets(config, table, Scalers([None] * len(table.recordings),
                                                          self.scalers.speech))
@@ -260,7 +260,7 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         if missing:
             raise SharingError(f"{folder}: no transcript for {len(missing)} sound files: "
                                f"{', '.join(missing[:5])}")
-        features = self._features()
+        features = self.speech_features()
         windows = self.experiment.windows
         sfreq = self.experiment.preprocess.sfreq
         n_times = windows.n_times(sfreq)
@@ -344,7 +344,7 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         recordings one after the other."""
         if candidates is None:
             candidates = self.study_candidates(root, study)
-        config = self._study_config(root, study)
+        config = self.study_config(root, study)
         if subject is not None:
             config = config.with_overrides({"study.subjects": [str(subject)]})
         tables = [self.decode(rec, None, candidates, top_k=top_k, step=step)
@@ -480,14 +480,14 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         with tempfile.TemporaryDirectory(prefix="braindecode_speech_decode_") as cache:
             yield preprocess(recording, self.experiment.preprocess, cache)
 
-    def _study_config(self, root: str | Path, study: str | None) -> ExperimentConfig:
+    def study_config(self, root: str | Path, study: str | None) -> ExperimentConfig:
         """The model's config on the study ``study`` (default: its own) at ``root``."""
         name = study or self.experiment.study.name
         options = self.experiment.study.options if name == self.experiment.study.name else {}
         return self.experiment.with_overrides({"study.name": name, "study.root": str(root),
                                                "study.subjects": None, "study.options": options})
 
-    def _features(self) -> SpeechFeatures:
+    def speech_features(self) -> SpeechFeatures:
         """The speech-feature extractor, checked against the one the model was trained with."""
         features = self.experiment.features.build(self.experiment.preprocess.sfreq)
         trained = self.metadata["features"]["signature"]
