@@ -516,17 +516,20 @@ def control_summary(rank: np.ndarray, chance: dict[str, float],
 
 
 def segment_scores(predictions: np.ndarray | torch.Tensor, candidates: np.ndarray | torch.Tensor,
-                   dtype: str = "float32") -> np.ndarray:
+                   dtype: str = "float32",
+                   norms: dict[tuple[int, int], torch.Tensor] | None = None) -> np.ndarray:
     """The scores ``S [N, M]`` of the module's definition, ``S_im = <Z_i, Y_m / ||Y_m||>``, of
     decoded windows ``predictions [N, F, T]`` against ``candidates [M, F, T]`` held in memory,
-    with the products in ``dtype`` (see :class:`EvaluationConfig`)."""
+    with the products in ``dtype`` (see :class:`EvaluationConfig`). ``norms``: a dict kept by
+    the caller between calls with the same candidates and ``dtype``, so that their norms are
+    computed once (a stream scores every window against them)."""
     if tuple(candidates.shape[1:]) != tuple(predictions.shape[1:]):
         raise ValueError(f"candidates have shape {tuple(candidates.shape)}, predictions "
                          f"{tuple(predictions.shape)}: their [F, T] differ")
     z = _predictions_matrix(predictions).to(_TORCH_DTYPES[dtype])
     score_dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     return _normalised_scores(z, _ArrayReader(candidates).read(0, len(candidates)), 0,
-                              score_dtype)
+                              score_dtype, norms)
 
 
 def within_subject_derangement(subjects: np.ndarray, rng: np.random.Generator) -> np.ndarray:

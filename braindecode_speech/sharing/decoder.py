@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,15 @@ def build_encoder(config: ExperimentConfig, n_subjects: int, n_features: int,
 class Candidates:
     """Speech segments to rank: ``ids [M]``, ``sentences [M]`` and their speech windows
     ``features [M, F, T]``, normalised as in training. ``test_windows`` (study candidates only):
-    ``recording_uid`` and ``anchor`` of the study's test windows, to mark them in the output."""
+    ``recording_uid`` and ``anchor`` of the study's test windows, to mark them in the output.
+    ``norms``: the candidates' norms per score dtype, computed when they are first scored and
+    kept (a stream scores every window against the same candidates)."""
 
     ids: list[str]
     sentences: list[str]
     features: np.ndarray
     test_windows: pd.DataFrame | None = None
+    norms: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -417,8 +420,9 @@ class BrainDecoder(ModelHubMixin, library_name="braindecode-speech",
         """The scores ``[N, M]`` of the evaluator, ``<Z, Y / ||Y||>``, of normalised brain
         windows ``[C_r, T]`` of one sensor layout (``positions [C_r, 2]``) against the
         candidates; ``subject``: the encoder's subject index (-1: the mean subject layer)."""
+        dtype = self.experiment.evaluation.dtype
         return segment_scores(self._predict(brains, positions, subject), candidates.features,
-                              self.experiment.evaluation.dtype)
+                              dtype, candidates.norms.setdefault(dtype, {}))
 
     def _predict(self, brains: list[np.ndarray], positions: np.ndarray,
                  subject: int) -> torch.Tensor:
