@@ -28,6 +28,11 @@ class ConfigError(ValueError):
     """A configuration could not be built: unknown key, wrong type or bad value."""
 
 
+def _signature_entry(value: Any) -> Any:
+    """A field's part of the signature: a section's own signature dict, else its plain value."""
+    return value.signature_dict() if isinstance(value, Config) else _plain(value)
+
+
 def stable_hash(obj: Any, length: int = 12) -> str:
     """Hex digest of the canonical JSON of ``obj`` (sorted keys), ``length`` characters long."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -40,15 +45,22 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
     _exclude_from_signature: ClassVar[tuple[str, ...]] = ()
+    #: fields added after configs were first hashed: left out of the signature while they hold
+    #: their default, so that earlier configs keep their signatures (caches, run folders)
+    _omit_from_signature_at_default: ClassVar[tuple[str, ...]] = ()
 
     def signature_dict(self) -> dict[str, Any]:
-        """The content that defines the signature (excluded fields removed, recursively)."""
+        """The content that defines the signature (excluded fields removed, and the fields of
+        ``_omit_from_signature_at_default`` that hold their default, recursively)."""
         out: dict[str, Any] = {}
-        for name in type(self).model_fields:
+        fields = type(self).model_fields
+        for name in fields:
             if name in self._exclude_from_signature:
                 continue
-            value = getattr(self, name)
-            out[name] = value.signature_dict() if isinstance(value, Config) else _plain(value)
+            out[name] = _signature_entry(getattr(self, name))
+            if name in self._omit_from_signature_at_default and out[name] == _signature_entry(
+                    fields[name].get_default(call_default_factory=True)):
+                del out[name]
         return out
 
     def signature(self, length: int = 12) -> str:

@@ -97,17 +97,9 @@ class SplitConfig(Config):
     windows is trained, validated or tested on (calibrate them afterwards:
     ``braindecode-speech calibrate``)"""
 
-    def signature_dict(self) -> dict[str, Any]:
-        """Without ``holdout_subjects`` when there is none and without ``study_splits`` when it
-        is on (a study without fixed splits draws every block either way), so that configs keep
-        the signature they had before the options existed (run folders, checkpoints and model
-        folders are keyed by it)."""
-        out = super().signature_dict()
-        if not self.holdout_subjects:
-            del out["holdout_subjects"]
-        if self.study_splits:
-            del out["study_splits"]
-        return out
+    # a study without fixed splits draws every block with study_splits on or off; on is the
+    # default, and no subject held out is the same experiment as before the option existed
+    _omit_from_signature_at_default = ("holdout_subjects", "study_splits")
 
     @model_validator(mode="after")
     def _train_left(self) -> SplitConfig:

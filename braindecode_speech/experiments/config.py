@@ -84,14 +84,9 @@ class ExperimentConfig(Config):
     ~/.cache/braindecode_speech)"""
 
     _exclude_from_signature = ("cache_dir",)
+    # data: only float16 storage changes what is computed (its other keys are excluded there)
+    _omit_from_signature_at_default = ("data",)
 
-    def signature_dict(self) -> dict[str, Any]:
-        """The sections' signatures; ``data`` only where it changes what is computed (float16
-        storage), so that configs from before the section keep their signatures and runs."""
-        out = super().signature_dict()
-        if out["data"] == DataConfig().signature_dict():
-            del out["data"]
-        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
