@@ -32,6 +32,7 @@ EXPECTED_ERRORS = (
     "braindecode_speech.config:ConfigError",
     "braindecode_speech.data.study:StudyError",
     "braindecode_speech.data.events:EventsError",
+    "braindecode_speech.data.labels:LabelError",
     "braindecode_speech.training.trainer:CheckpointError",
     "braindecode_speech.data.cache:CacheError",
     "braindecode_speech.features.audio:AudioError",

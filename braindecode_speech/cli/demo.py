@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "simulate a study (cached), train the brain encoder on it, print the retrieval table"
+from ..data.labels import TASKS
+
+HELP = ("simulate a study (cached), train the brain encoder on it, print the table of the task "
+        "(retrieval by default)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="demo", help="simulation preset (tiny|demo|large)")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--modality", choices=["meg", "eeg"], default="meg")
+    parser.add_argument("--task", choices=TASKS, default="retrieval",
+                        help="what is decoded (default: the paper's retrieval)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides of the demo's ExperimentConfig")
 
@@ -30,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     sim = SimulationConfig.preset(args.preset, seed=args.seed, modality=args.modality)
     root = simulate(sim, out / "study")
     print(f"Simulated study: {root} ({time.time() - start:.0f} s)")
-    config = demo_config(root, cache_dir=out / "cache", modality=args.modality)
+    config = demo_config(root, cache_dir=out / "cache", modality=args.modality, task=args.task)
     config = config.with_overrides(list(args.overrides))
     run_folder = out / "runs" / config.signature()
     result = run_experiment(config, run_folder)

@@ -2,7 +2,10 @@
 
 A window around an anchor time ``a`` covers the speech in ``[a + tmin, a + tmax]`` and the brain
 in the same span shifted by ``brain_lag`` (the brain responds after the sound). Train and valid
-anchors are placed every ``stride`` seconds; test anchors at every word onset. A window is kept
+anchors are placed every ``stride`` seconds; test anchors at every word onset. The tasks beyond
+retrieval (:mod:`braindecode_speech.data.labels`) anchor every split alike: ``speech_detection``
+every ``stride`` seconds, ``phoneme_classification`` at every classified phoneme onset (on the
+frame grid: the window's target is at its frame ``round(-tmin * sfreq)``). A window is kept
 only when both its speech and brain spans lie inside one block of its split (and so does the
 paper's baseline, brain ``[a + tmin, a]`` s before the lag shift: a part of the speech span).
 """
@@ -17,6 +20,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from ..config import Config
+from .labels import Task, phoneme_onsets
 
 __all__ = ["WindowConfig", "make_windows"]
 
@@ -48,10 +52,15 @@ class WindowConfig(Config):
         """Number of samples of a window at ``sfreq``."""
         return int(round((self.tmax - self.tmin) * sfreq))
 
+    def target_index(self, sfreq: float) -> int:
+        """The sample of a window at its anchor (``round(-tmin * sfreq)``): where a
+        phoneme-onset window's class is read from its target track."""
+        return int(round(-self.tmin * sfreq))
+
 
 def make_windows(
     blocks: pd.DataFrame, events: pd.DataFrame, config: WindowConfig, sfreq: float,
-    n_times: int,
+    n_times: int, task: Task = "retrieval",
 ) -> pd.DataFrame:
     """All windows of one recording.
 
@@ -62,28 +71,44 @@ def make_windows(
     config : window geometry.
     sfreq : brain and feature rate, Hz.
     n_times : number of brain samples of the recording.
+    task : how windows are anchored (module docstring).
 
     Returns one row per window: ``split``, ``block`` (row index in ``blocks``), ``anchor`` (s),
     ``brain_start`` (sample of the brain window start), ``speech_start`` (frame of the speech
-    window start relative to the block start), and for word anchors ``word``, ``sequence_id``,
+    window start relative to the block start), for word anchors ``word``, ``sequence_id``,
     ``word_index``, ``segment`` (``"<sequence_id>#<word_index>"``: the segment identity shared by
-    every subject).
+    every subject), and for phoneme anchors ``phoneme`` (ARPAbet class) and ``label`` (its
+    index in :data:`~braindecode_speech.data.labels.ARPABET`).
     """
     length = config.n_times(sfreq)
     lag = int(round(config.brain_lag * sfreq))
     words = events[events["kind"] == "word"]
+    phonemes = phoneme_onsets(events, sfreq) if task == "phoneme_classification" else None
     rows = []
     for b, block in blocks.iterrows():
         start_frame = int(round(block["start"] * sfreq))
         stop_frame = int(round(block["stop"] * sfreq))
-        if block["split"] == "test" and config.test_anchor == "word":
+        if phonemes is not None:
+            inside = phonemes[(phonemes["frame"] >= start_frame) &
+                              (phonemes["frame"] < stop_frame)]
+            # on the frame grid: the phoneme starts at the window's target_index exactly
+            anchors = [(f / sfreq, int(f) - config.target_index(sfreq),
+                        {"phoneme": p, "label": int(k)})
+                       for f, p, k in zip(inside["frame"], inside["phoneme"], inside["label"])]
+        elif block["split"] == "test" and config.test_anchor == "word" and task == "retrieval":
             inside = words[(words["onset"] >= block["start"]) & (words["onset"] < block["stop"])]
-            anchors = [(float(w["onset"]), w) for _, w in inside.iterrows()]
+            anchors = [(float(w["onset"]), None, {
+                "word": str(w["word"]), "sequence_id": str(w["sequence_id"]),
+                "word_index": int(w["word_index"]),
+                "segment": f"{w['sequence_id']}#{int(w['word_index'])}"})
+                for _, w in inside.iterrows()]
         else:
             first = block["start"] - config.tmin
-            anchors = [(float(a), None) for a in np.arange(first, block["stop"], config.stride)]
-        for anchor, word in anchors:
-            speech0 = int(round((anchor + config.tmin) * sfreq))
+            anchors = [(float(a), None, None)
+                       for a in np.arange(first, block["stop"], config.stride)]
+        for anchor, speech0, label in anchors:
+            if speech0 is None:
+                speech0 = int(round((anchor + config.tmin) * sfreq))
             brain0 = speech0 + lag
             if min(speech0, brain0) < start_frame or \
                     max(speech0, brain0) + length > stop_frame:
@@ -92,13 +117,13 @@ def make_windows(
                 continue
             row = {"split": block["split"], "block": b, "anchor": anchor,
                    "brain_start": brain0, "speech_start": speech0 - start_frame}
-            if word is not None:
-                row.update(word=str(word["word"]), sequence_id=str(word["sequence_id"]),
-                           word_index=int(word["word_index"]),
-                           segment=f"{word['sequence_id']}#{int(word['word_index'])}")
+            if label is not None:
+                row.update(label)
             rows.append(row)
     columns = ["split", "block", "anchor", "brain_start", "speech_start", "word", "sequence_id",
                "word_index", "segment"]
+    if phonemes is not None:
+        columns += ["phoneme", "label"]
     out = pd.DataFrame(rows, columns=columns)
     out["word_index"] = out["word_index"].astype("Int64")
     return out

@@ -57,6 +57,21 @@ fraction in [0, 1]::
       ...                          # the entries of ``extra`` (e.g. split leak audit, skipped items)
     }
 
+Reports of the other tasks (``task.name`` ``speech_detection`` or ``phoneme_classification``,
+:func:`write_task_report`) share the version and the ``{field: {model: ...}}`` layout, with a
+``task`` field and the fields of
+:meth:`TaskResult.to_dict <braindecode_speech.evaluation.classification.TaskResult.to_dict>`
+(:data:`TASK_REPORT_FIELDS`; metrics ``f1_macro`` and ``balanced_accuracy``)::
+
+    {"schema_version": 2, "task": "phoneme_classification", "classes": ["AA", ...],
+     "n_units": {"model": 812}, "n_points": {"model": 812},
+     "metrics": {"model": {"f1_macro": .., "balanced_accuracy": ..}},
+     "ci": {"model": {"f1_macro": [low, high], ...}}, "chance": {"model": {...}},
+     "majority": {"model": {...}}, "per_subject": {"model": {"<subject>": {"n_units", "metrics",
+     "ci"}}}, "per_class": {"model": {"AA": {"f1", "precision", "recall", "support"}, ...}},
+     "confusion": {"model": [[...], ...]}, "controls": {"model": {"shuffled": {"metrics", "ci",
+     "n_units"}, "surrogate": {...}}}, "files": {...}, ...}
+
 Version history: 1 had ``chance`` flat (``top1``: segment, ``word_top1``: the frequency
 baseline, called word chance) and ``chance_shuffled`` apart, and no per-subject intervals.
 
@@ -78,11 +93,13 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea, VPacker
 
 from ..fileio import atomic_path
+from .classification import METRICS, TASK_SCHEMA_FIELDS, TaskResult
 from .retrieval import LEVELS, RESULT_FIELDS, RetrievalResult
 
 __all__ = ["MODEL_FIELDS", "PER_WINDOW_TEXT_COLUMNS", "REPORT_FIELDS", "SCHEMA_VERSION",
-           "SHARED_FIELDS", "ReportError", "flat_metrics", "format_table", "plot_accuracy_per_subject", "read_report",
-           "read_results", "report_result", "write_report"]
+           "SHARED_FIELDS", "TASK_REPORT_FIELDS", "ReportError", "flat_metrics", "format_table",
+           "format_task_table", "plot_accuracy_per_subject", "read_report", "read_results",
+           "read_task_results", "report_result", "write_report", "write_task_report"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +110,9 @@ SHARED_FIELDS = ("n_candidates", "n_words", "topk")
 MODEL_FIELDS = tuple(f for f in RESULT_FIELDS if f not in SHARED_FIELDS)
 #: top-level fields of report.json written by :func:`write_report` (``extra`` may not use them)
 REPORT_FIELDS = ("schema_version", *SHARED_FIELDS, *MODEL_FIELDS, "files")
+#: top-level fields of the report.json of the other tasks (:func:`write_task_report`)
+TASK_REPORT_FIELDS = ("schema_version", "task", "classes",
+                      *[f for f in TASK_SCHEMA_FIELDS if f not in ("task", "classes")], "files")
 
 
 #: text columns of ``per_window_<model>.csv`` (read as strings: subject ``01`` stays ``01``)
@@ -179,15 +199,15 @@ def write_report(
     return path
 
 
-def read_report(path: str | Path) -> dict[str, Any]:
+def read_report(path: str | Path, task: str | None = "retrieval") -> dict[str, Any]:
     """The content of the report.json at ``path``, checked against this version's schema
-    (module docstring).
+    (module docstring): a retrieval report, a report of ``task``, or (``task=None``) either.
 
     Raises
     ------
     FileNotFoundError : no file at ``path``.
-    ReportError : naming ``path``: not JSON, another (or no) ``schema_version``, or a field of
-        the schema missing.
+    ReportError : naming ``path``: not JSON, another (or no) ``schema_version``, a field of
+        the schema missing, or the report of another task.
     """
     path = Path(path)
     try:
@@ -202,7 +222,12 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ReportError(f"{path}: {found}; this version reads report.json schema_version "
                           f"{SCHEMA_VERSION} only (re-evaluate the run with "
                           "`braindecode-speech evaluate --run FOLDER` to rewrite it)")
-    missing = [f for f in REPORT_FIELDS if f not in report]
+    found_task = report.get("task", "retrieval")
+    if task is not None and found_task != task:
+        raise ReportError(f"{path}: the report of a {found_task} run; this reads {task} "
+                          "reports only")
+    fields = REPORT_FIELDS if found_task == "retrieval" else TASK_REPORT_FIELDS
+    missing = [f for f in fields if f not in report]
     if missing:
         raise ReportError(f"{path}: report.json schema_version {SCHEMA_VERSION} without the "
                           f"field(s) {missing}")
@@ -253,7 +278,11 @@ def flat_metrics(report: dict[str, Any], path: str | Path = "report.json") -> di
     ``<model>.<level>.top<k>`` (level ``segment``, ``word``), ``chance.segment.top<k>``,
     ``word_frequency_baseline.top<k>``, ``<model>.chance.word_shuffled.top<k>``, the controls
     ``<model>.<control>.top<k>`` with ``chance.<control>.top<k>``, the identity ceilings
-    ``ceiling.<group>.top<k>`` and ``n_candidates``. ``path`` names the report in errors."""
+    ``ceiling.<group>.top<k>`` and ``n_candidates``; for the other tasks ``<model>.<metric>``,
+    ``chance.<metric>``, ``majority.<metric>``, ``<model>.<control>.<metric>`` (metrics
+    ``f1_macro``, ``balanced_accuracy``) and ``n_units``. ``path`` names the report in errors."""
+    if report.get("task", "retrieval") != "retrieval":
+        return _flat_task_metrics(report, path)
     try:
         out = {f"{model}.{level}.{k}": float(v)
                for model, levels in report["metrics"].items()
@@ -278,6 +307,141 @@ def flat_metrics(report: dict[str, Any], path: str | Path = "report.json") -> di
         raise ReportError(f"{path}: not a report.json of schema_version {SCHEMA_VERSION} "
                           f"({type(exc).__name__}: {exc})") from None
     return out
+
+
+def _flat_task_metrics(report: dict[str, Any], path: str | Path) -> dict[str, float]:
+    try:
+        out: dict[str, float] = {}
+        for model, metrics in report["metrics"].items():
+            out.update({f"{model}.{m}": float(v) for m, v in metrics.items()})
+            out.update({f"chance.{m}": float(v) for m, v in report["chance"][model].items()})
+            out.update({f"majority.{m}": float(v) for m, v in report["majority"][model].items()})
+            for name, control in report["controls"][model].items():
+                out.update({f"{model}.{name}.{m}": float(v)
+                            for m, v in control["metrics"].items()})
+        out["n_units"] = int(next(iter(report["n_units"].values())))
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+        raise ReportError(f"{path}: not a {report.get('task')} report.json of schema_version "
+                          f"{SCHEMA_VERSION} ({type(exc).__name__}: {exc})") from None
+    return out
+
+
+def write_task_report(folder: str | Path, results: dict[str, TaskResult],
+                      extra: dict[str, Any] | None = None) -> Path:
+    """Write the report of a speech detection or phoneme classification evaluation into
+    ``folder``: ``report.json`` (module docstring), ``per_subject.csv`` (``model``,
+    ``subject``, ``n_units``, each metric and its interval), ``per_class.csv`` and the figures
+    ``f1_per_subject.png`` and ``confusion.png``; return the report.json path."""
+    if not results or any(not _MODEL_NAME.match(name) for name in results):
+        raise ValueError(f"results need file-name-safe model names, got {list(results)}")
+    extra = dict(extra or {})
+    clash = [k for k in extra if k in TASK_REPORT_FIELDS]
+    if clash:
+        raise ValueError(f"extra report entries {clash} would overwrite report fields")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    per_subject = pd.concat([r.per_subject_table().assign(model=name)
+                             for name, r in results.items()], ignore_index=True)
+    per_subject = per_subject[["model", *[c for c in per_subject.columns if c != "model"]]]
+    _write_atomic(folder / "per_subject.csv", lambda p: per_subject.to_csv(p, index=False))
+    per_class = pd.concat([pd.DataFrame.from_dict(r.per_class, orient="index")
+                           .rename_axis("class").reset_index().assign(model=name)
+                           for name, r in results.items()], ignore_index=True)
+    _write_atomic(folder / "per_class.csv", lambda p: per_class.to_csv(p, index=False))
+    figures = {"f1_per_subject.png": _plot_task_per_subject(results),
+               "confusion.png": _plot_confusion(next(iter(results.values())))}
+    for file_name, figure in figures.items():
+        _write_atomic(folder / file_name,
+                      lambda p, f=figure: f.savefig(p, format="png", dpi=100, bbox_inches="tight"))
+    summaries = {name: r.to_dict() for name, r in results.items()}
+    first = summaries[next(iter(results))]
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "task": first["task"], "classes": first["classes"],
+        **{f: {name: summary[f] for name, summary in summaries.items()}
+           for f in TASK_SCHEMA_FIELDS if f not in ("task", "classes")},
+        "files": {"per_subject": "per_subject.csv", "per_class": "per_class.csv",
+                  "figures": list(figures)}}
+    report.update(extra)
+    path = folder / "report.json"
+    _write_atomic(path, lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
+    log.info("report written to %s", path)
+    return path
+
+
+def read_task_results(folder: str | Path) -> dict[str, TaskResult]:
+    """The :class:`~braindecode_speech.evaluation.classification.TaskResult` of every model of
+    the speech detection or phoneme classification report in ``folder``."""
+    path = Path(folder) / "report.json"
+    report = read_report(path, task=None)
+    if report.get("task", "retrieval") == "retrieval":
+        raise ReportError(f"{path}: a retrieval report (read it with read_results)")
+    return {name: TaskResult.from_dict({
+        "task": report["task"], "classes": report["classes"],
+        **{f: report[f][name] for f in TASK_SCHEMA_FIELDS if f not in ("task", "classes")}})
+        for name in report["metrics"]}
+
+
+def format_task_table(results: dict[str, TaskResult]) -> str:
+    """Terminal table of a task's results in %: one row per model (with the 95 % interval of
+    F1-macro), then the chance level, the majority baseline and the controls."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, result in results.items():
+        low, high = result.ci["f1_macro"]
+        rows[name] = {**{m: 100 * result.metrics[m] for m in METRICS},
+                      "f1_macro 95% CI": f"{100 * low:.1f}-{100 * high:.1f}"}
+    first = next(iter(results.values()))
+    rows["chance"] = {m: 100 * first.chance[m] for m in METRICS}
+    rows["majority"] = {m: 100 * first.majority[m] for m in METRICS}
+    for name, result in results.items():
+        for control, values in result.controls.items():
+            low, high = values["ci"]["f1_macro"]
+            rows[f"{name} {control.replace('_', ' ')}"] = {
+                **{m: 100 * values["metrics"][m] for m in METRICS},
+                "f1_macro 95% CI": f"{100 * low:.1f}-{100 * high:.1f}"}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return (f"{first.task} ({first.n_units} test units, {len(first.per_class)} classes)\n"
+            + table.to_string(float_format=lambda v: f"{v:.1f}", na_rep="-"))
+
+
+def _plot_task_per_subject(results: dict[str, TaskResult]) -> Figure:
+    """F1-macro per subject with its 95 % interval, bars per model, and the chance level."""
+    first = next(iter(results.values()))
+    subjects = list(first.per_subject)
+    fig = Figure(figsize=(max(4.0, 0.6 * len(subjects) + 2), 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(results)
+    x = np.arange(len(subjects))
+    for i, (name, result) in enumerate(results.items()):
+        values = np.array([result.per_subject[s]["metrics"]["f1_macro"] for s in subjects])
+        ci = np.array([result.per_subject[s]["ci"]["f1_macro"] for s in subjects]).reshape(-1, 2)
+        ax.bar(x + (i - (len(results) - 1) / 2) * width, 100 * values, width,
+               yerr=100 * np.abs(ci.T - values), capsize=3, label=name)
+    ax.axhline(100 * first.chance["f1_macro"], color="black", ls="--", label="chance")
+    ax.set_xticks(x, subjects)
+    ax.set_xlabel("subject")
+    ax.set_ylabel("F1-macro (%)")
+    ax.set_title(first.task.replace("_", " "))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def _plot_confusion(result: TaskResult) -> Figure:
+    """The confusion matrix of ``result``, each row (true class) normalised to 1."""
+    confusion = np.asarray(result.confusion, dtype=float)
+    keep = (confusion.sum(0) + confusion.sum(1)) > 0
+    confusion = confusion[keep][:, keep]
+    names = [c for c, k in zip(result.classes, keep) if k]
+    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = max(3.0, 0.22 * len(names) + 1.5)
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    return fig
 
 
 def format_table(results: dict[str, RetrievalResult]) -> str:

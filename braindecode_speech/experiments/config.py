@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from ..config import Config
 from ..data.batches import DataConfig
 from ..data.dataset import NormConfig
+from ..data.labels import Task
 from ..data.preprocessing import PreprocessConfig
 from ..data.splits import (
     SplitConfig,
@@ -23,7 +24,7 @@ from ..models import EncoderConfig
 from ..training.losses import LossConfig
 from ..training.trainer import OptimConfig
 
-__all__ = ["StudyConfig", "RidgeConfig", "ExperimentConfig"]
+__all__ = ["StudyConfig", "RidgeConfig", "TaskConfig", "ExperimentConfig"]
 
 
 class StudyConfig(Config):
@@ -64,10 +65,32 @@ class RidgeConfig(Config):
     """fit on every n-th time point of the (overlapping) windows"""
 
 
+class TaskConfig(Config):
+    """What is decoded. The default is the paper's: retrieval of speech segments among the
+    distinct test segments. ``speech_detection`` (speech or silence at every time point) and
+    ``phoneme_classification`` (the phoneme starting at the window's anchor, 39 ARPAbet classes)
+    are the LibriBrain 2025 competition's tasks: targets from the events
+    (:mod:`~braindecode_speech.data.labels`), the same encoder with one output per class and
+    time step, F1-macro and balanced accuracy
+    (:mod:`~braindecode_speech.evaluation.classification`). Neither needs the audio: no speech
+    features are computed, and ``loss``, ``features`` and ``ridge`` do not apply."""
+
+    name: Task = "retrieval"
+    average: int = Field(1, ge=1, le=1000)
+    """phoneme_classification: test windows of the same phoneme and recording are averaged this
+    many at a time before the model (the competition's signal averaging; 1: off). Windows left
+    over once a class's groups are full are not scored (counted in the report)"""
+    class_weights: Literal["balanced", "none"] = "balanced"
+    """speech_detection and phoneme_classification: weigh each class's loss terms by the
+    inverse of its training frequency, so that the classes count equally as in F1-macro
+    (``balanced``), or not (``none``)"""
+
+
 class ExperimentConfig(Config):
     """Everything that defines an experiment. Defaults are the paper's."""
 
     study: StudyConfig = Field(default_factory=StudyConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     splits: SplitConfig = Field(default_factory=SplitConfig)
@@ -84,8 +107,9 @@ class ExperimentConfig(Config):
     ~/.cache/braindecode_speech)"""
 
     _exclude_from_signature = ("cache_dir",)
-    # data: only float16 storage changes what is computed (its other keys are excluded there)
-    _omit_from_signature_at_default = ("data",)
+    # data: only float16 storage changes what is computed (its other keys are excluded there);
+    # task: added after the paper's configs were hashed
+    _omit_from_signature_at_default = ("data", "task")
 
 
     @model_validator(mode="after")
@@ -99,6 +123,17 @@ class ExperimentConfig(Config):
             raise ValueError(f"norm.baseline averages the window before the anchor, but "
                              f"windows.tmin={self.windows.tmin} s leaves no sample there: set "
                              "windows.tmin < 0 or norm.baseline=false")
+        task = self.task.name
+        if task != "retrieval" and self.optim.step != "plain":
+            raise ValueError(f"optim.step={self.optim.step!r} computes the contrastive loss of "
+                             f"retrieval; task.name={task!r} needs optim.step=plain")
+        if task == "phoneme_classification" and not self.windows.tmin <= 0 < self.windows.tmax:
+            raise ValueError(f"task.name=phoneme_classification anchors windows at phoneme "
+                             f"onsets, which must lie inside them: windows.tmin "
+                             f"({self.windows.tmin} s) <= 0 < windows.tmax ({self.windows.tmax} s)")
+        if self.task.average > 1 and task != "phoneme_classification":
+            raise ValueError(f"task.average={self.task.average} averages phoneme windows: it "
+                             "needs task.name=phoneme_classification")
         return self
 
 

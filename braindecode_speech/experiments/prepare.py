@@ -6,7 +6,8 @@
 2. :func:`check_recordings` — every recording checked against the config from its header;
 3. :func:`preprocess_recordings` — cached arrays at ``preprocess.sfreq``;
 4. :func:`split_blocks` — blocks of sentences, leak-free train/valid/test, the audit;
-5. :func:`window_table` — the window table and the speech features of its blocks;
+5. :func:`window_table` — the window table and the targets of its blocks: speech features
+   (retrieval) or label tracks (the other tasks, :mod:`~braindecode_speech.data.labels`);
 6. :func:`fit_scalers` — robust and feature scalers, on training windows only;
 7. :func:`build_datasets` — the train/valid/test :class:`WindowDataset`.
 """
@@ -24,6 +25,7 @@ import pandas as pd
 from ..config import ConfigError
 from ..data.cache import RowReader, default_cache_dir
 from ..data.dataset import FeatureScaler, RobustScaler, Window, WindowDataset, fit_robust_scaler
+from ..data.labels import block_labels, n_outputs, phoneme_class, phoneme_counts
 from ..data.preprocessing import PreprocessedRecording, preprocess
 from ..data.splits import (
     SplitConfig,
@@ -59,6 +61,8 @@ class PreparedData:
     subjects: list[str]
     """training subjects; their position is the model's subject index"""
     n_features: int
+    """outputs per time step of the model: the speech features' dimension (retrieval), or the
+    task's number of logits"""
     audit: dict[str, Any]
     skipped: list[dict[str, str]] = field(default_factory=list)
 
@@ -71,13 +75,16 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
     recordings, skipped = check_recordings(config, open_study(config))
     prepared = preprocess_recordings(config, recordings, cache_dir, skipped)
     blocks = split_blocks([(r.uid, r.events, r.duration) for r in prepared], config.splits)
-    features = config.features.build(config.preprocess.sfreq)
+    features = (config.features.build(config.preprocess.sfreq)
+                if config.task.name == "retrieval" else None)
     table = window_table(config, prepared, blocks, features, cache_dir, skipped)
     scalers = fit_scalers(config, table)
     datasets = build_datasets(config, table, scalers)
     logger.info("Windows: %s", table.windows["split"].value_counts().to_dict())
     return PreparedData(recordings=table.recordings, windows=table.windows, datasets=datasets,
-                        subjects=table.subjects, n_features=features.dimension,
+                        subjects=table.subjects,
+                        n_features=n_outputs(config.task.name,
+                                             features.dimension if features else 0),
                         audit=blocks.audit, skipped=skipped)
 
 
@@ -178,22 +185,26 @@ class WindowTable:
     ``block_features``), speech_start, anchor; segment/word for test windows"""
     recordings: list[PreprocessedRecording]
     block_features: list[np.memmap]
-    """speech features ``[n_frames, F]`` of each block that has windows"""
+    """targets of each block that has windows: speech features ``[n_frames, F]`` (retrieval)
+    or the task's label track ``[n_frames, 1]``"""
     subjects: list[str]
     """training subjects; their position is the model's subject index"""
 
 
 def window_table(config: ExperimentConfig, recordings: list[PreprocessedRecording],
-                 blocks: Blocks, features: SpeechFeatures, cache_dir: Path,
+                 blocks: Blocks, features: SpeechFeatures | None, cache_dir: Path,
                  skipped: list[dict[str, str]]) -> WindowTable:
-    """Stage 5: the windows of every recording inside its blocks, and the speech features of
-    the blocks they use (cached). The recordings of ``splits.holdout_subjects`` are left out
+    """Stage 5: the windows of every recording inside its blocks (anchored as ``task.name``
+    needs), and the targets of the blocks they use (cached): the speech ``features`` for
+    retrieval, label tracks for the other tasks (``features`` None). Phoneme events that
+    phoneme classification cannot use are listed in ``skipped`` with their count. The recordings of ``splits.holdout_subjects`` are left out
     (listed in ``skipped``) after their blocks took part in the split assignment. A recording
     without a window, or (with robust scaling) whose subject has no training window to fit its
     scaler on, is left out and listed in ``skipped``."""
     sfreq = config.preprocess.sfreq
+    task = config.task.name
     candidates = [(rec, make_windows(blocks.blocks[rec.uid], rec.events, config.windows, sfreq,
-                                     rec.n_times)) for rec in recordings]
+                                     rec.n_times, task)) for rec in recordings]
     held_out = set(config.splits.holdout_subjects)
     unknown = held_out - {rec.subject for rec in recordings}
     if unknown:
@@ -226,8 +237,13 @@ def window_table(config: ExperimentConfig, recordings: list[PreprocessedRecordin
                                              for i, b in enumerate(used)})
         for b in used:
             blk = blocks.blocks[rec.uid].loc[b]
-            block_arrays.append(block_features(blk["start"], blk["stop"], blocks.sounds[rec.uid],
-                                               features, cache_dir))
+            block_arrays.append(
+                block_features(blk["start"], blk["stop"], blocks.sounds[rec.uid], features,
+                               cache_dir) if features is not None else
+                block_labels(task, rec.events, blk["start"], blk["stop"], sfreq, cache_dir,
+                             rec.uid))
+        if task == "phoneme_classification":
+            _list_unused_phonemes(rec, sfreq, skipped)
         table["recording"] = len(kept)
         table["subject"] = rec.subject
         table["recording_uid"] = rec.uid
@@ -246,6 +262,20 @@ def window_table(config: ExperimentConfig, recordings: list[PreprocessedRecordin
     subject_index = {s: i for i, s in enumerate(subjects)}
     windows["subject_index"] = windows["subject"].map(subject_index).fillna(-1).astype(int)
     return WindowTable(windows, kept, block_arrays, list(subjects))
+
+
+def _list_unused_phonemes(rec: PreprocessedRecording, sfreq: float,
+                          skipped: list[dict[str, str]]) -> None:
+    """List in ``skipped`` the phoneme events of ``rec`` that phoneme classification leaves out."""
+    counts = phoneme_counts(rec.events, sfreq)
+    if counts["unclassified"] or counts["same_frame"]:
+        phonemes = rec.events[rec.events["kind"] == "phoneme"]["phoneme"]
+        examples = sorted({str(p) for p in phonemes if phoneme_class(p) is None})[:5]
+        skipped.append({"item": f"{rec.uid} (phonemes)", "reason": (
+            f"{counts['unclassified']} phoneme events without an ARPAbet class "
+            f"(e.g. {', '.join(map(repr, examples)) or '-'}) and {counts['same_frame']} "
+            f"starting within the same {1000 / sfreq:.1f} ms sample as a later one are not "
+            f"classified ({counts['used']} are)")})
 
 
 @dataclass
@@ -283,7 +313,7 @@ def fit_scalers(config: ExperimentConfig, table: WindowTable) -> Scalers:
         scalers.append(fit_robust_scaler(sources, n_times, baseline,
                                          config.norm.n_scaling_windows, rng, baseline_offset))
     feature_scaler = None
-    if config.norm.standardize_features:
+    if config.norm.standardize_features and config.task.name == "retrieval":
         readers = [RowReader(a) for a in table.block_features]
         pick = rng.choice(len(train_windows),
                           size=min(len(train_windows), config.norm.n_feature_scaling_windows),

@@ -1,5 +1,7 @@
 """One experiment, end to end: study → preprocessing → features → windows → training →
-retrieval evaluation → report, all written to the experiment's own folder.
+retrieval evaluation → report, all written to the experiment's own folder. The tasks beyond
+retrieval (``task.name``) train on label tracks instead of speech features and are evaluated by
+:mod:`~braindecode_speech.evaluation.classification`.
 
 The folder holds ``config.yaml`` (the resolved config), ``history.jsonl``, ``checkpoint.pt`` /
 ``best.pt``, ``report.json``, ``per_subject.csv``, figures and ``skipped.csv`` (everything left
@@ -25,7 +27,9 @@ from ..config import ConfigError
 from ..data.batches import BatchLoader
 from ..data.dataset import WindowDataset
 from ..data.events import sentence_words
-from ..evaluation.report import format_table, write_report
+from ..data.labels import ARPABET
+from ..evaluation.classification import evaluate_units
+from ..evaluation.report import format_table, format_task_table, write_report, write_task_report
 from ..evaluation.retrieval import (
     RetrievalEvaluator,
     control_summary,
@@ -36,12 +40,13 @@ from ..fileio import atomic_npy
 from ..models import RidgeDecoder
 from ..models.factory import resolve_target
 from ..training import distributed
+from ..training.losses import DetectionLoss, PhonemeLoss
 from ..training.trainer import CheckpointError, Trainer, load_checkpoint
 from .config import ExperimentConfig
 from .prepare import PreparedData, prepare_data
 
-__all__ = ["run_experiment", "evaluate_run", "evaluate_models", "load_weights", "build_model",
-           "test_segments"]
+__all__ = ["run_experiment", "evaluate_run", "evaluate_models", "evaluate_task", "load_weights",
+           "build_model", "build_loss", "test_segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,45 @@ def build_model(config: ExperimentConfig, data: PreparedData, trust_model_code: 
     return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features,
                               n_channels=data.datasets["train"].n_channels,
                               trust_model_code=trust_model_code, source=source)
+
+
+def build_loss(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
+    """The training objective of ``config.task.name``: ``config.loss`` for retrieval; for the
+    other tasks their loss, with ``task.class_weights=balanced`` weights from the training
+    targets (speech detection: ``n_silence / n_speech`` frames of up to
+    ``norm.n_feature_scaling_windows`` training windows; phoneme classification: the inverse
+    frequency of each class among the training windows)."""
+    task = config.task.name
+    if task == "retrieval":
+        return config.loss.build()
+    balanced = config.task.class_weights == "balanced"
+    if task == "speech_detection":
+        p = _train_prior(config, data)[1]
+        return DetectionLoss((1 - p) / p if balanced and 0 < p < 1 else 1.0)
+    counts = _train_prior(config, data) * 1.0
+    weight = None
+    if balanced:
+        present = counts > 0
+        weight = torch.zeros(len(counts))
+        weight[present] = torch.from_numpy(1.0 / counts[present]).float()
+        weight *= float(present.sum()) / float((weight * torch.from_numpy(counts).float()).sum())
+    return PhonemeLoss(config.windows.target_index(config.preprocess.sfreq), weight)
+
+
+def _train_prior(config: ExperimentConfig, data: PreparedData) -> np.ndarray:
+    """Class frequencies ``[K]`` of the training targets: speech detection ``[silence,
+    speech]`` over the frames of up to ``norm.n_feature_scaling_windows`` training windows;
+    phoneme classification: over the training windows."""
+    if config.task.name == "phoneme_classification":
+        labels = data.windows.loc[data.windows["split"] == "train", "label"].astype(int)
+        counts = np.bincount(labels, minlength=len(ARPABET)).astype(float)
+        return counts / max(counts.sum(), 1)
+    train = data.datasets["train"]
+    rng = np.random.default_rng(config.optim.seed)
+    pick = np.sort(rng.choice(len(train), min(len(train), config.norm.n_feature_scaling_windows),
+                              replace=False))
+    p = float(train.get_batch(pick)["speech"].float().mean())
+    return np.array([1 - p, p])
 
 
 def _check_model_target(config: ExperimentConfig, trust_model_code: bool, source: str) -> None:
@@ -120,7 +164,10 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
                     folder: Path, null_model: torch.nn.Module | None = None) -> dict[str, Any]:
     """Retrieval evaluation of the brain encoder (and the ridge baseline) with the controls of
     :mod:`~braindecode_speech.evaluation.retrieval` (plus, for the brain encoder, phase-randomised
-    surrogate windows and the ``null_model`` trained on mismatched pairs); writes the report."""
+    surrogate windows and the ``null_model`` trained on mismatched pairs); writes the report.
+    The other tasks: :func:`evaluate_task`."""
+    if config.task.name != "retrieval":
+        return evaluate_task(config, data, model, folder, null_model)
     folder = Path(folder)
     device = next(model.parameters()).device
     test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
@@ -169,6 +216,95 @@ def evaluate_models(config: ExperimentConfig, data: PreparedData, model: torch.n
     table = format_table(results)
     (folder / "table.txt").write_text(table + "\n")
     return {"results": results, "table": table}
+
+
+def evaluate_task(config: ExperimentConfig, data: PreparedData, model: torch.nn.Module,
+                  folder: Path, null_model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Evaluate a speech detection or phoneme classification model on the test windows
+    (:mod:`~braindecode_speech.evaluation.classification`), with the shuffled-label control,
+    phase-randomised surrogate brain windows (``evaluation.controls``) and the ``null_model``;
+    writes the report."""
+    folder = Path(folder)
+    device = next(model.parameters()).device
+    task = config.task.name
+    test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
+    dataset = data.datasets["test"]
+    if task == "speech_detection":
+        classes, units = ["silence", "speech"], [[i] for i in range(len(test))]
+    else:
+        classes, units = list(ARPABET), _phoneme_groups(test, config.task.average,
+                                                        config.evaluation.seed)
+    others: dict[str, tuple[torch.nn.Module, Callable | None]] = {"model": (model, None)}
+    if config.evaluation.controls:
+        rng = np.random.default_rng(config.evaluation.seed)
+        others["surrogate"] = (model, lambda brain: torch.from_numpy(
+            phase_randomized(brain.cpu().numpy(), rng)))
+    if null_model is not None:
+        others["train_null"] = (null_model, None)
+    predictions = {}
+    for name, (encoder, transform) in others.items():
+        truth, predictions[name] = _task_predictions(config, dataset, units, encoder, device,
+                                                     transform)
+    first = [group[0] for group in units]
+    result = evaluate_units(task, classes, truth, predictions.pop("model"),
+                            test["subject"].to_numpy()[first], _train_prior(config, data),
+                            config.evaluation, predictions)
+    scored = sum(len(g) for g in units)
+    extra = {"split_audit": data.audit, "skipped": data.skipped,
+             "windows_per_split": data.windows["split"].value_counts().to_dict(),
+             "subjects": data.subjects, "config_signature": config.signature(),
+             "average": config.task.average, "test_windows_not_scored": len(test) - scored}
+    write_task_report(folder, {"model": result}, extra)
+    pd.DataFrame(data.skipped, columns=["item", "reason"]).to_csv(folder / "skipped.csv",
+                                                                  index=False)
+    table = format_task_table({"model": result})
+    (folder / "table.txt").write_text(table + "\n")
+    return {"results": {"model": result}, "table": table}
+
+
+def _phoneme_groups(test: pd.DataFrame, average: int, seed: int) -> list[list[int]]:
+    """Test windows (rows of ``test``) in groups of ``average`` of the same recording and
+    phoneme, drawn in a seeded random order; a class's windows left over once its groups are
+    full are left out."""
+    if average == 1:
+        return [[i] for i in range(len(test))]
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _, rows in test.groupby(["recording", "label"], sort=True).indices.items():
+        order = rng.permutation(rows)
+        groups += [order[i:i + average].tolist()
+                   for i in range(0, len(order) - average + 1, average)]
+    return groups
+
+
+def _task_predictions(config: ExperimentConfig, dataset: WindowDataset, units: list[list[int]],
+                      model: torch.nn.Module, device: torch.device,
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> \
+        tuple[np.ndarray, np.ndarray]:
+    """The truth and the predicted classes of every unit (a group of test windows whose brain
+    windows are averaged before the model): speech detection ``[N, T]`` (logit > 0),
+    phoneme classification ``[N]`` (the largest time-averaged logit)."""
+    model.eval()
+    size = max(1, config.evaluation.batch_size // max(len(g) for g in units)) if units else 1
+    index = config.windows.target_index(config.preprocess.sfreq)
+    truth, predicted = [], []
+    with torch.no_grad():
+        for start in range(0, len(units), size):
+            groups = units[start:start + size]
+            n = len(groups[0])  # groups have equal sizes
+            batch = dataset.get_batch(np.concatenate(groups))
+            brain = batch["brain"] if transform is None else transform(batch["brain"])
+            brain = brain.reshape(len(groups), n, *brain.shape[1:]).mean(1)
+            out = model(brain.to(device), batch["subject"][::n].to(device),
+                        batch["positions"][::n].to(device), batch["mask"][::n].to(device))
+            target = batch["speech"][::n].cpu()
+            if config.task.name == "speech_detection":
+                truth.append(target[:, 0].numpy().astype(np.int64))
+                predicted.append((out[:, 0].float().cpu() > 0).numpy().astype(np.int64))
+            else:
+                truth.append(target[:, 0, index].numpy().astype(np.int64))
+                predicted.append(PhonemeLoss.logits(out.float()).argmax(1).cpu().numpy())
+    return np.concatenate(truth), np.concatenate(predicted)
 
 
 def _anchor_labels(data: PreparedData, test: pd.DataFrame,
@@ -234,7 +370,7 @@ def run_experiment(config: ExperimentConfig, folder: str | Path,
     _check_model_target(config, trust_model_code, "the config")
     data = prepare_data(config)
     model = build_model(config, data, trust_model_code)
-    trainer = Trainer(model, config.loss.build(), config.optim, folder, config.signature())
+    trainer = Trainer(model, build_loss(config, data), config.optim, folder, config.signature())
     if distributed.is_main_process():
         config.to_yaml(folder / "config.yaml")
     trainer.fit(data.datasets["train"], data.datasets["valid"])
@@ -303,7 +439,8 @@ def _train_null(config: ExperimentConfig, data: PreparedData, folder: Path,
                    for w, p in zip(dataset.windows, partner) if p >= 0]
         mismatched[split] = copy.copy(dataset)
         mismatched[split].windows = windows
-    trainer = Trainer(build_model(config, data, trust_model_code, source), config.loss.build(),
-                      config.optim, folder / "null", config.signature())
+    trainer = Trainer(build_model(config, data, trust_model_code, source),
+                      build_loss(config, data), config.optim, folder / "null",
+                      config.signature())
     trainer.fit(mismatched["train"], mismatched["valid"])
     return trainer.model

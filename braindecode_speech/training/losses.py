@@ -1,4 +1,6 @@
-"""Training objectives: the CLIP-style contrastive loss of the paper and an MSE baseline.
+"""Training objectives: the CLIP-style contrastive loss of the paper and an MSE baseline for
+retrieval; the losses of speech detection and phoneme classification
+(:mod:`braindecode_speech.data.labels`).
 
 Contrastive score (paper): with brain predictions ``Z [B, F, T]`` and speech features
 ``Y [N, F, T]``, ``S_ij = <Z_i, Y_j> / ||Y_j||`` where the inner product and the L2 norm run
@@ -21,7 +23,8 @@ from torch import Tensor, nn
 
 from ..config import Config
 
-__all__ = ["ClipLoss", "LossConfig", "MSELoss", "clip_norms", "clip_scores"]
+__all__ = ["ClipLoss", "DetectionLoss", "LossConfig", "MSELoss", "PhonemeLoss", "clip_norms",
+           "clip_scores"]
 
 
 def _check_pair(brain: Tensor, speech: Tensor) -> None:
@@ -124,8 +127,61 @@ class MSELoss(nn.Module):
         return F.mse_loss(brain, speech)
 
 
+class DetectionLoss(nn.Module):
+    """Speech detection: binary cross-entropy of the per-time-step logits ``prediction [B, 1, T]``
+    with the speech (1) / silence (0) track ``target [B, 1, T]``; ``pos_weight`` multiplies the
+    speech frames' terms (``n_silence / n_speech`` of training makes both classes count
+    equally)."""
+
+    def __init__(self, pos_weight: float = 1.0) -> None:
+        super().__init__()
+        if pos_weight <= 0:
+            raise ValueError(f"pos_weight must be positive, got {pos_weight}")
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        if prediction.dim() != 3 or prediction.shape[1] != 1 or target.shape != prediction.shape:
+            raise ValueError(f"speech detection needs prediction and target [B, 1, T], got "
+                             f"{tuple(prediction.shape)} and {tuple(target.shape)}")
+        return F.binary_cross_entropy_with_logits(prediction, target,
+                                                  pos_weight=self.pos_weight)
+
+
+class PhonemeLoss(nn.Module):
+    """Phoneme classification: cross-entropy of the time-averaged logits of
+    ``prediction [B, K, T]`` (:meth:`logits`) with each window's class, read from its target
+    track ``target [B, 1, T]`` at ``index`` (the anchor sample, where the phoneme starts).
+    ``weight [K]``: per-class weights (None: equal)."""
+
+    def __init__(self, index: int, weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.index = int(index)
+        self.register_buffer("weight", None if weight is None else weight.float())
+
+    @staticmethod
+    def logits(prediction: Tensor) -> Tensor:
+        """``[B, K, T]`` per-time-step logits → ``[B, K]`` window logits (mean over time)."""
+        return prediction.mean(-1)
+
+    def labels(self, target: Tensor) -> Tensor:
+        """``[B]`` class indices of ``target [B, 1, T]``."""
+        return target[:, 0, self.index].long()
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        if prediction.dim() != 3 or target.dim() != 3 or len(target) != len(prediction) \
+                or not 0 <= self.index < target.shape[-1]:
+            raise ValueError(f"phoneme classification needs prediction [B, K, T] and target "
+                             f"[B, 1, T] with the anchor sample {self.index} inside, got "
+                             f"{tuple(prediction.shape)} and {tuple(target.shape)}")
+        labels = self.labels(target)
+        if (labels < 0).any():
+            raise ValueError("a phoneme window has no class at its anchor sample")
+        return F.cross_entropy(self.logits(prediction), labels, weight=self.weight)
+
+
 class LossConfig(Config):
-    """Training objective. Defaults are the paper's (CLIP loss, no temperature)."""
+    """Training objective of retrieval. Defaults are the paper's (CLIP loss, no temperature).
+    The other tasks have their own loss (:class:`DetectionLoss`, :class:`PhonemeLoss`)."""
 
     name: Literal["clip", "mse"] = "clip"
     temperature: float | None = Field(None, gt=0)

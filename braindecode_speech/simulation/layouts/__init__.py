@@ -17,8 +17,9 @@ Content:
 
 - speech: English / Dutch sentences spoken by eSpeak NG
   (:mod:`braindecode_speech.simulation.tts`), so word onsets are exact; word lists and
-  pseudo-words are spoken the same way. Phoneme labels are letters with ARPAbet-style
-  position suffixes (``t_B``), timed by splitting each word evenly.
+  pseudo-words are spoken the same way. Phoneme labels are pseudo phonemes: one
+  ARPAbet phoneme per letter with LibriBrain's position suffixes (``ae_B``, ``t_I``), timed by
+  splitting each word evenly, written in each study's convention.
 - brain signals: the simulated-study forward model
   (:func:`braindecode_speech.simulation.simulate_brain_signals`) on sensor positions of the
   real systems (KIT-AD, CTF-275 and Vectorview layouts projected on a helmet, MNE's

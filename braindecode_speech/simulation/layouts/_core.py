@@ -145,15 +145,24 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     soundfile.write(str(path), audio, sample_rate, subtype="PCM_16")
 
 
+#: the ARPAbet phoneme (lower case) each letter stands for in the pseudo phonemes
+LETTER_PHONEMES = {
+    "a": "ae", "b": "b", "c": "k", "d": "d", "e": "eh", "f": "f", "g": "g", "h": "hh", "i": "ih",
+    "j": "jh", "k": "k", "l": "l", "m": "m", "n": "n", "o": "aa", "p": "p", "q": "k", "r": "r",
+    "s": "s", "t": "t", "u": "ah", "v": "v", "w": "w", "x": "k", "y": "y", "z": "z"}
+
+
 def phonemes(word: str, onset: float, offset: float) -> list[tuple[str, float, float]]:
-    """Pseudo phonemes of a word: its letters with position suffixes, evenly timed."""
-    letters = [c for c in word.lower() if c.isalpha()] or ["ah"]
+    """Pseudo phonemes of a word, evenly timed: one ARPAbet phoneme per letter
+    (:data:`LETTER_PHONEMES`) with LibriBrain's position suffix (``ae_B``, ``t_I``, ``s_E``;
+    ``_S`` for a one-letter word)."""
+    letters = [c for c in word.lower() if c in LETTER_PHONEMES] or ["u"]
     bounds = np.linspace(onset, offset, len(letters) + 1)
     out = []
     for i, letter in enumerate(letters):
         suffix = "S" if len(letters) == 1 else "B" if i == 0 else "E" if i == len(letters) - 1 \
             else "I"
-        out.append((f"{letter}_{suffix}", round(float(bounds[i]), 4),
+        out.append((f"{LETTER_PHONEMES[letter]}_{suffix}", round(float(bounds[i]), 4),
                     round(float(bounds[i + 1]), 4)))
     return out
 

@@ -14,7 +14,8 @@ from .schoffelen2019 import CTF_EXTRA, ctf_info
 
 #: CTF sampling frequency of the example recordings, Hz
 SFREQ = 1200.0
-_VOWELS = set("aeiou")
+_VOWELS = {"aa", "ae", "ah", "ao", "aw", "ay", "eh", "er", "ey", "ih", "iy", "ow", "oy", "uh",
+           "uw"}
 
 
 def write_armeni2022(out: Path, seed: int = 0, n_subjects: int = 2, n_sessions: int = 2,
@@ -25,8 +26,8 @@ def write_armeni2022(out: Path, seed: int = 0, n_subjects: int = 2, n_sessions: 
 
     Per subject and session: ``sub-<s>/ses-<S>/meg/sub-<s>_ses-<S>_task-compr_meg.ds`` (FIF
     stand-in in the ``.ds`` folder, with reference, EEG and stimulus channels) and its
-    ``events.tsv``: words end their sentence with a full stop, phonemes are ARPAbet-like
-    letters with a stress digit on vowels (``AH1``). Returns the BIDS root.
+    ``events.tsv``: words end their sentence with a full stop, phonemes are ARPAbet
+    labels with a stress digit on vowels (``AH1``). Returns the BIDS root.
     """
     root = Path(out)
     rng = np.random.default_rng(seed)
@@ -87,6 +88,6 @@ def _row(onset: float, duration: float, kind: str, value: str) -> dict:
 
 
 def _arpabet(label: str) -> str:
-    """A pseudo phoneme (``t_B``) as an ARPAbet-like label with a stress digit on vowels."""
-    letter = label.split("_")[0]
-    return letter.upper() + ("1" if letter in _VOWELS else "")
+    """A pseudo phoneme (``ae_B``) as an ARPAbet label with a stress digit on vowels (``AE1``)."""
+    phoneme = label.split("_")[0]
+    return phoneme.upper() + ("1" if phoneme in _VOWELS else "")
