@@ -274,3 +274,12 @@ def test_cli_refuses_a_bad_task_configuration_in_one_line(tiny_meg_root, tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "phoneme onsets" in err and "windows.tmin" in err
+
+
+def test_phoneme_classification_refuses_a_study_in_another_language(example_layouts, tmp_path):
+    config = tiny_config(example_layouts("schoffelen2019"), cache_dir=tmp_path,
+                         study="schoffelen2019").with_overrides(
+        TASK_OVERRIDES["phoneme_classification"])
+    with pytest.raises(ConfigError, match="'schoffelen2019' is a dutch study"):
+        prepare_data(config)
+    assert not any(tmp_path.iterdir())  # refused before anything was preprocessed

@@ -89,13 +89,19 @@ def prepare_data(config: ExperimentConfig) -> PreparedData:
 
 
 def open_study(config: ExperimentConfig) -> Study:
-    """Stage 1: the study adapter of ``config.study`` (a refused option or a missing root is
-    bad input, raised before anything is read)."""
+    """Stage 1: the study adapter of ``config.study`` (a refused option, a missing root, or
+    phoneme classification on a study not in English is bad input, raised before anything is
+    read)."""
     if config.study.root is None:
         raise ConfigError(f"study.root is not set: where is the local copy of {config.study.name!r}?")
     options = {"strict": config.study.on_error == "raise", **config.study.options}
-    return get_study(config.study.name, config.study.root, subjects=config.study.subjects,
-                     **options)
+    study = get_study(config.study.name, config.study.root, subjects=config.study.subjects,
+                      **options)
+    if config.task.name == "phoneme_classification" and study.language != "english":
+        raise ConfigError(f"task.name=phoneme_classification classifies the 39 English ARPAbet "
+                          f"phonemes; {config.study.name!r} is a {study.language} study whose "
+                          "phoneme labels are another phone set")
+    return study
 
 
 def check_recordings(config: ExperimentConfig, study: Study) -> \

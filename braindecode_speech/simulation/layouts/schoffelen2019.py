@@ -93,8 +93,13 @@ def _duration(spoken: core.SpokenWav) -> float:
     return round(spoken.duration, 4)
 
 
+#: the pseudo phonemes (ARPAbet) as Dutch SAMPA symbols, as WebMAUS labels MOUS's phonemes
+_SAMPA = {"ae": "A", "eh": "E", "ih": "I", "aa": "O", "ah": "Y", "hh": "h", "jh": "j"}
+
+
 def _write_textgrid(path: Path, sequence: core.SpokenSequence, duration: float) -> None:
-    """A WebMAUS TextGrid: tiers ``ORT-MAU`` (words), ``KAN-MAU`` and ``MAU`` (phonemes)."""
+    """A WebMAUS TextGrid: tiers ``ORT-MAU`` (words), ``KAN-MAU`` and ``MAU`` (phonemes, Dutch
+    SAMPA)."""
     from praatio import textgrid
     from praatio.utilities.constants import Interval
 
@@ -103,9 +108,10 @@ def _write_textgrid(path: Path, sequence: core.SpokenSequence, duration: float) 
     kan = [Interval(0.0, sequence.onsets[0], "")]
     for word, start, stop in zip(sequence.words, sequence.onsets, sequence.offsets):
         words.append(Interval(start, stop, word))
-        letters = core.phonemes(word, start, stop)
-        kan.append(Interval(start, stop, " ".join(p.split("_")[0] for p, _, _ in letters)))
-        phones += [Interval(a, b, p.split("_")[0]) for p, a, b in letters]
+        letters = [(_SAMPA.get(p.split("_")[0], p.split("_")[0]), a, b)
+                   for p, a, b in core.phonemes(word, start, stop)]
+        kan.append(Interval(start, stop, " ".join(p for p, _, _ in letters)))
+        phones += [Interval(a, b, p) for p, a, b in letters]
     grid = textgrid.Textgrid()
     for name, entries in (("ORT-MAU", words), ("KAN-MAU", kan), ("MAU", phones)):
         grid.addTier(textgrid.IntervalTier(name, entries, 0.0, duration))
