@@ -238,6 +238,15 @@ def test_speech_detection_end_to_end_on_the_simulated_study(detection_run):
     assert evaluate_run(folder)["results"]["model"].metrics == metrics
 
 
+def test_a_task_run_is_not_exported_as_a_retrieval_model(detection_run, tmp_path, capsys):
+    _, folder = detection_run
+    code = main(["export", "--run", str(folder), "--to", str(tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "a speech_detection run" in err and "only retrieval runs are exported" in err
+    assert not (tmp_path / "model").exists()
+
+
 @pytest.mark.parametrize("study", ["libribrain2025", "armeni2022"])
 @pytest.mark.parametrize("task", ["speech_detection", "phoneme_classification"])
 def test_tasks_end_to_end_on_the_new_studies_example_layouts(study, task, tmp_path_factory):

@@ -42,6 +42,10 @@ def export_run(run: str | Path, out: str | Path, data: str | Path | None = None,
                            "new model folder")
     config, weights = load_weights(run)
     source = str(run / "config.yaml")
+    if config.task.name != "retrieval":
+        raise SharingError(f"{source}: a {config.task.name} run; a model folder ranks speech "
+                           "segments (decode, calibrate, stream), so only retrieval runs are "
+                           "exported")
     if config.model.target is not None:
         resolve_target(config.model.target, trust_model_code, source)
     if data is not None:
