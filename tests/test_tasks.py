@@ -113,8 +113,11 @@ def test_windows_of_each_task_are_anchored_in_every_split():
     assert set(phonemes["phoneme"]) == {"AH"} and set(phonemes["label"]) == {ARPABET.index("AH")}
     detection = make_windows(blocks, events, WindowConfig(), SFREQ, 3600, "speech_detection")
     test = detection[detection["split"] == "test"]
-    assert len(test) > 1 and test["word"].isna().all()  # stride anchors, not the one word
-    assert np.allclose(np.diff(test["anchor"]), WindowConfig().stride)
+    # test windows tile the test block (each time point once), not the one word's anchor
+    assert len(test) > 1 and test["word"].isna().all()
+    assert np.allclose(np.diff(test["anchor"]), WindowConfig().tmax - WindowConfig().tmin)
+    train = detection[detection["split"] == "train"]
+    assert np.allclose(np.diff(train["anchor"]), WindowConfig().stride)
 
 
 def test_metrics_equal_scikit_learn():

@@ -3,9 +3,10 @@
 A window around an anchor time ``a`` covers the speech in ``[a + tmin, a + tmax]`` and the brain
 in the same span shifted by ``brain_lag`` (the brain responds after the sound). Train and valid
 anchors are placed every ``stride`` seconds; test anchors at every word onset. The tasks beyond
-retrieval (:mod:`braindecode_speech.data.labels`) anchor every split alike: ``speech_detection``
-every ``stride`` seconds, ``phoneme_classification`` at every classified phoneme onset (on the
-frame grid: the window's target is at its frame ``round(-tmin * sfreq)``). A window is kept
+retrieval (:mod:`braindecode_speech.data.labels`): ``speech_detection`` every ``stride`` seconds in
+train and valid blocks and, in test blocks, every window length (test windows tile the blocks, so
+each time point is scored once); ``phoneme_classification`` at every classified phoneme onset
+in every split (on the frame grid: the window's target is at its frame ``round(-tmin * sfreq)``). A window is kept
 only when both its speech and brain spans lie inside one block of its split (and so does the
 paper's baseline, brain ``[a + tmin, a]`` s before the lag shift: a part of the speech span).
 """
@@ -104,8 +105,9 @@ def make_windows(
                 for _, w in inside.iterrows()]
         else:
             first = block["start"] - config.tmin
-            anchors = [(float(a), None, None)
-                       for a in np.arange(first, block["stop"], config.stride)]
+            step = config.tmax - config.tmin if task == "speech_detection" and \
+                block["split"] == "test" else config.stride
+            anchors = [(float(a), None, None) for a in np.arange(first, block["stop"], step)]
         for anchor, speech0, label in anchors:
             if speech0 is None:
                 speech0 = int(round((anchor + config.tmin) * sfreq))

@@ -22,7 +22,8 @@ accuracy ``1 / K``. The ``shuffled`` control below is the chance level of the mo
 distribution of predictions.
 
 Controls (``evaluation.controls``): ``shuffled`` scores each unit's predictions against the
-labels of another unit of the same subject (a seeded derangement: must give chance);
+labels of another unit of the same subject (a seeded derangement: must give chance; absent when
+every subject has a single unit);
 the pipeline adds ``surrogate`` (phase-randomised brain windows) and, on request,
 ``train_null`` (a model trained on mismatched pairs), as for retrieval.
 
@@ -87,8 +88,9 @@ def unit_confusions(truth: np.ndarray, predicted: np.ndarray, n_classes: int) ->
         scipy.sparse.csr_matrix:
     """``[N, K·K]`` sparse confusion counts of ``N`` units from their labels ``[N]`` or
     ``[N, T]`` (truth and prediction, class indices; truth < 0: not counted)."""
-    truth = np.asarray(truth).reshape(len(truth), -1)
-    predicted = np.asarray(predicted).reshape(len(predicted), -1)
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    truth = truth.reshape(len(truth), -1 if truth.size else 1)
+    predicted = predicted.reshape(len(predicted), -1 if predicted.size else 1)
     unit = np.repeat(np.arange(len(truth)), truth.shape[1])
     code = truth.astype(np.int64) * n_classes + predicted.astype(np.int64)
     keep = truth.reshape(-1) >= 0
@@ -227,8 +229,9 @@ def evaluate_units(task: str, classes: list[str], truth: np.ndarray, predicted: 
     if config.controls:
         partner = within_subject_derangement(subjects, np.random.default_rng(config.seed))
         rows = np.flatnonzero(partner >= 0)
-        shuffled = unit_confusions(truth[partner[rows]], predicted[rows], k)
-        result.controls["shuffled"] = _control(shuffled, k, config)
+        if len(rows):  # subjects with a single unit have no partner
+            shuffled = unit_confusions(truth[partner[rows]], predicted[rows], k)
+            result.controls["shuffled"] = _control(shuffled, k, config)
     for name, other in (controls or {}).items():
         result.controls[name] = _control(unit_confusions(truth, np.asarray(other), k), k,
                                          config)

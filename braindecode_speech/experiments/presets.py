@@ -56,8 +56,8 @@ EEG_DEMO_OVERRIDES: dict[str, object] = {
 }
 
 #: the changes each task beyond retrieval makes (``task.name`` and the window geometry it needs).
-#: Speech detection keeps the paper's 3 s windows (every 0.5 s, in every split; a label per
-#: time point). Phoneme classification anchors a window at each phoneme onset: 0.7 s, from
+#: Speech detection keeps the paper's 3 s windows (a label per time point; every 0.5 s in train
+#: and valid, tiling the test blocks). Phoneme classification anchors a window at each phoneme onset: 0.7 s, from
 #: 0.2 s before the onset (the baseline interval) to 0.5 s after it (the competition's 0.5 s
 #: after the onset), brain 150 ms later as for retrieval.
 TASK_OVERRIDES: dict[str, dict[str, object]] = {
