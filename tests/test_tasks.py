@@ -23,6 +23,7 @@ from braindecode_speech.data.labels import (
     phoneme_counts,
     phoneme_onsets,
 )
+from braindecode_speech.data.study import StudyError
 from braindecode_speech.data.windows import WindowConfig, make_windows
 from braindecode_speech.evaluation.classification import (
     balanced_accuracy,
@@ -295,3 +296,12 @@ def test_phoneme_classification_refuses_a_study_in_another_language(example_layo
     with pytest.raises(ConfigError, match="'schoffelen2019' is a dutch study"):
         prepare_data(config)
     assert not any(tmp_path.iterdir())  # refused before anything was preprocessed
+
+
+def test_phoneme_classification_without_phoneme_events_names_the_reason(example_layouts,
+                                                                          tmp_path):
+    config = tiny_config(example_layouts("brennan2019"), cache_dir=tmp_path,
+                         study="brennan2019").with_overrides(
+        TASK_OVERRIDES["phoneme_classification"])
+    with pytest.raises(StudyError, match="no phoneme event with an ARPAbet class"):
+        prepare_data(config)

@@ -225,11 +225,13 @@ def window_table(config: ExperimentConfig, recordings: list[PreprocessedRecordin
                             "(splits.holdout_subjects)"})
             continue
         if table.empty:
-            logger.warning("%s: no window fits in its blocks (recording of %.1f s)",
-                           rec.uid, rec.duration)
-            skipped.append({"item": rec.uid, "reason": "no complete window inside a block "
-                            f"(duration {rec.duration:.1f} s, {len(blocks.blocks[rec.uid])} "
-                            "blocks)"})
+            reason = ("no complete window inside a block (duration "
+                      f"{rec.duration:.1f} s, {len(blocks.blocks[rec.uid])} blocks)")
+            if task == "phoneme_classification" and not phoneme_counts(rec.events,
+                                                                       sfreq)["used"]:
+                reason = "no phoneme event with an ARPAbet class (phoneme classification)"
+            logger.warning("Skipping %s: %s", rec.uid, reason)
+            skipped.append({"item": rec.uid, "reason": reason})
             continue
         if config.norm.robust_scale and rec.subject not in trained:
             # the scaler is never fitted on valid or test windows
@@ -256,7 +258,8 @@ def window_table(config: ExperimentConfig, recordings: list[PreprocessedRecordin
         kept.append(rec)
         tables.append(table)
     if not tables:
-        raise StudyError(f"{config.study.root}: no recording has a complete window")
+        reasons = "".join(f"\n  - {s['item']}: {s['reason']}" for s in skipped)
+        raise StudyError(f"{config.study.root}: no recording has a complete window{reasons}")
     windows = pd.concat(tables, ignore_index=True)
     for split in ("train", "valid", "test"):
         if not (windows["split"] == split).any():
