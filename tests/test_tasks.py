@@ -305,3 +305,13 @@ def test_phoneme_classification_without_phoneme_events_names_the_reason(example_
         TASK_OVERRIDES["phoneme_classification"])
     with pytest.raises(StudyError, match="no phoneme event with an ARPAbet class"):
         prepare_data(config)
+
+
+def test_train_null_control_of_a_task(tiny_meg_root, tmp_path):
+    config = tiny_config(tiny_meg_root, cache_dir=tmp_path / "cache").with_overrides(
+        {**TASK_OVERRIDES["speech_detection"], "evaluation.train_null": True,
+         "evaluation.n_bootstrap": 20, "optim.max_epochs": 1})
+    result = run_experiment(config, tmp_path / "run")["results"]["model"]
+    assert set(result.controls) == {"shuffled", "surrogate", "train_null"}
+    assert (tmp_path / "run" / "null" / "best.pt").is_file()
+    assert result.controls["train_null"]["n_units"] == result.n_units
