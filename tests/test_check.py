@@ -31,6 +31,15 @@ def test_example_layouts_pass(example_layout):
         "schoffelen2019": 273}[study]] * 2)}
 
 
+def test_the_simulated_study_passes(tiny_meg_root, capsys):
+    """Its events.tsv carry phoneme rows (ARPAbet) besides sounds, sentences and words."""
+    report = check("simulated", tiny_meg_root)
+    assert report.ok, report.format()
+    assert report.n_recordings == 4 and report.n_words > 0
+    assert main(["check", "--study", "simulated", "--data", str(tiny_meg_root)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+
 def test_cli_example_layout_then_check(tmp_path, capsys):
     assert main(["example-layout", "--study", "brennan2019", "--out", str(tmp_path)]) == 0
     assert main(["check", "--study", "brennan2019", "--data", str(tmp_path)]) == 0

@@ -19,13 +19,14 @@ import soundfile
 from scipy.signal import hilbert, resample_poly
 
 from braindecode_speech.config import ConfigError
-from braindecode_speech.data.events import make_events
+from braindecode_speech.data.events import make_events, validate_events
 from braindecode_speech.data.studies.bids import BIDSStudy
 from braindecode_speech.simulation import SimulationConfig, simulate, simulate_brain_signals
 from braindecode_speech.simulation.brain import RecordingSimulator, SubjectModel
 from braindecode_speech.simulation.grammar import CONTENT_WORDS, StoryGrammar, shared_sentences
 from braindecode_speech.simulation.raw import SimulatedRaw
 from braindecode_speech.simulation.sensors import HEAD_CENTER, HEAD_RADIUS, make_info
+from braindecode_speech.simulation.tts import ARPABET
 from braindecode_speech.simulation.writer import MARKER, is_complete, summarize
 
 N_CHANNELS = {"KIT-208": 208, "CTF-275": 275, "biosemi128": 128, "easycap-M10": 61}
@@ -116,6 +117,47 @@ def test_events_follow_the_stimuli(tiny_meg_root):
     first_words = events[(events["trial_type"] == "word") & (events["word_index"] == 0)]
     np.testing.assert_allclose(sentences["onset"], first_words["onset"])
     assert list(sentences["sequence_id"]) == list(first_words["sequence_id"])
+
+
+def test_phoneme_events_follow_the_stimuli_and_reach_the_adapter(tiny_meg_root):
+    phonemes = pd.read_csv(tiny_meg_root / "stimuli" / "phonemes.tsv", sep="\t",
+                           keep_default_na=False)
+    words = pd.read_csv(tiny_meg_root / "stimuli" / "words.tsv", sep="\t",
+                        keep_default_na=False)
+    assert set(phonemes["phoneme"]) <= set(ARPABET) and phonemes["phoneme"].nunique() >= 30
+    assert (phonemes["duration"] > 0).all()
+    # every phoneme starts inside its word: from its onset to the next word's (both included)
+    key = ["story", "sequence_index", "word_index"]
+    words = words.assign(next_onset=words.groupby(["story", "sequence_index"])["sound_offset"]
+                         .shift(-1).fillna(np.inf))
+    placed = phonemes.merge(words[key + ["sound_offset", "next_onset"]], on=key,
+                            suffixes=("", "_word"), validate="many_to_one")
+    assert len(placed) == len(phonemes)
+    assert (placed["sound_offset"] >= placed["sound_offset_word"] - 1e-6).all()
+    assert (placed["sound_offset"] <= placed["next_onset"] + 1e-6).all()
+    assert placed.groupby(key).ngroups == len(words)  # no word without a phoneme
+    events = _events(tiny_meg_root, "01", "0", "meg")
+    for sound in events[events["trial_type"] == "sound"].itertuples():
+        heard = events[(events["trial_type"] == "phoneme") & (events["sound"] == sound.sound)]
+        written = phonemes[phonemes["sound"] == sound.sound]
+        assert list(heard["phoneme"]) == list(written["phoneme"])
+        assert list(heard["word_index"]) == list(written["word_index"])
+        assert list(heard["sequence_id"]) == list(written["sequence_id"])
+        np.testing.assert_allclose(heard["onset"], sound.onset + written["sound_offset"].values,
+                                   atol=1e-6)
+        np.testing.assert_allclose(heard["duration"], written["duration"], atol=1e-6)
+    assert events.loc[events["trial_type"] == "phoneme", "word"].isna().all()
+    sidecar = json.loads((tiny_meg_root / "task-0_events.json").read_text())
+    assert "ARPAbet" in sidecar["phoneme"]["Description"]
+    assert "phoneme" in sidecar["trial_type"]["Description"]
+    study = BIDSStudy(tiny_meg_root)
+    recording = next(r for r in study.iter_recordings() if r.task == "0" and r.subject == "01")
+    common = validate_events(recording.load_events(), "tiny study")
+    read = common[common["kind"] == "phoneme"]
+    assert list(read["phoneme"]) == list(events.loc[events["trial_type"] == "phoneme",
+                                                    "phoneme"])
+    assert read["word"].isna().all() and read["filepath"].notna().all()
+    assert common.loc[common["kind"] != "phoneme", "phoneme"].isna().all()
 
 
 def test_each_wav_file_has_its_own_narrator(tiny_meg_root):

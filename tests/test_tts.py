@@ -1,4 +1,5 @@
-"""eSpeak NG synthesis: 16 kHz audio and word onsets that line up with the speech."""
+"""eSpeak NG synthesis: 16 kHz audio, word onsets that line up with the speech, and phonemes
+(ARPAbet) inside their words."""
 
 from __future__ import annotations
 
@@ -9,8 +10,25 @@ import sys
 import numpy as np
 import pytest
 
+from braindecode_speech.simulation.config import DEFAULT_VOICES
 from braindecode_speech.simulation.stimuli import _word_ends
-from braindecode_speech.simulation.tts import SAMPLE_RATE, TTSError, check_voice, synthesize
+from braindecode_speech.simulation.tts import (
+    ARPABET,
+    IPA_TO_ARPABET,
+    SAMPLE_RATE,
+    WITHOUT_CLASS,
+    TTSError,
+    arpabet,
+    check_voice,
+    synthesize,
+)
+
+# measured on the stimuli of the tiny and demo studies (1021 and 8283 phonemes, all default
+# voices): a phoneme never starts before its word's onset nor after the next word's (eSpeak
+# puts some words' onset on the previous word's final l, n, ng or r), and at most 27 ms (tiny;
+# demo: 11 ms) after its word's end, which _word_ends puts at the last loud 10 ms frame (a
+# final l, n, r or d can be quieter)
+AFTER_WORD_END = 0.03  # s
 
 
 def _rms(audio: np.ndarray, start: float, stop: float) -> float:
@@ -91,3 +109,60 @@ def test_unknown_voice_is_an_error(voice):
 def test_rate_outside_espeak_range_is_an_error():
     with pytest.raises(TTSError, match="80-450"):
         synthesize("hello there.", "en-us", 20)
+
+
+@pytest.mark.parametrize("voice", DEFAULT_VOICES)
+@pytest.mark.parametrize("text", [
+    "There was a rabbit in the garden, and Anna waited on the bridge.",
+    "careful, mountain, wolf, letter, patiently, square.",
+])
+def test_phonemes_fall_inside_their_words(voice, text):
+    utterance = synthesize(text, voice, 175)
+    onsets, durations = utterance.phoneme_onsets, utterance.phoneme_durations
+    words = utterance.phoneme_words
+    assert len(utterance.phonemes) == len(utterance.ipa) == len(onsets) == len(words) > 2 * len(
+        utterance.words)
+    assert set(utterance.phonemes) <= set(ARPABET)
+    assert np.all(np.diff(onsets) > 0) and np.all(durations > 0)
+    assert onsets[0] >= 0 and onsets[-1] + durations[-1] <= utterance.duration + 1e-9
+    assert np.all(np.diff(words) >= 0) and set(words) == set(range(len(utterance.words)))
+    starts = utterance.onsets
+    stops = np.append(starts[1:], utterance.duration)
+    assert np.all(onsets >= starts[words]) and np.all(onsets <= stops[words])
+    ends = _word_ends(utterance.audio, starts)
+    assert np.all(onsets <= ends[words] + AFTER_WORD_END)
+    assert set(utterance.dropped) <= WITHOUT_CLASS
+
+
+def test_phonemes_of_a_known_sentence_and_determinism():
+    text = "The judge thought the letter was a ladder."
+    utterance = synthesize(text, "en-us", 175)
+    assert " ".join(utterance.phonemes) == (
+        "DH AH JH AH JH TH AO T DH AH L EH T ER W AH Z AH L AE D ER")
+    assert utterance.ipa[12] == "ɾ"  # the flap of "letter", spelled with a t
+    assert list(utterance.phoneme_words[:8]) == [0, 0, 1, 1, 1, 2, 2, 2]
+    again = synthesize(text, "en-us", 175)
+    assert again.phonemes == utterance.phonemes and again.ipa == utterance.ipa
+    np.testing.assert_array_equal(again.phoneme_onsets, utterance.phoneme_onsets)
+    np.testing.assert_array_equal(again.phoneme_durations, utterance.phoneme_durations)
+    np.testing.assert_array_equal(again.phoneme_words, utterance.phoneme_words)
+
+
+def test_phonemes_without_a_class_or_samples_are_counted():
+    # the Scottish voice ends "patiently" with a palatal off-glide; eSpeak gives the l of
+    # "wolf" no samples
+    scottish = synthesize("The widow went patiently across the mountain.", "en-gb-scotland+m4")
+    assert scottish.dropped == ("ʲ",)
+    wolf = synthesize("The wolf ran.", "en-us")
+    assert wolf.phonemes == ("DH", "AH", "W", "UH", "F", "R", "AE", "N")
+    assert wolf.unspoken == ("l",)
+
+
+def test_ipa_to_arpabet_rules():
+    assert set(IPA_TO_ARPABET.values()) <= set(ARPABET) and len(ARPABET) == 39
+    assert arpabet("ˈɑːɹ", "barn") == "AA" and arpabet("ˌaʊ", "our") == "AW"
+    assert arpabet("ᵻ", "before") == "IH" and arpabet("ɐ", "a") == "AH"
+    assert arpabet("əl", "bottle") == "L" and arpabet("ɚ", "baker") == "ER"
+    assert arpabet("eː", "baker") == "EY" and arpabet("e", "empty") == "EH"
+    assert arpabet("ɾ", "letter") == "T" and arpabet("ɾ", "ladder") == "D"
+    assert arpabet("ʲ", "patiently") is None and arpabet("ɬ", "llan") is None

@@ -1,10 +1,19 @@
-"""Offline English speech synthesis with eSpeak NG, with exact word onsets.
+"""Offline English speech synthesis with eSpeak NG, with exact word and phoneme onsets.
 
 A small ctypes binding to the ``libespeak-ng`` shipped by the ``espeakng-loader`` wheel. eSpeak
 runs in synchronous mode: a callback receives the audio (16-bit, 22050 Hz) and the synthesis
 events; ``espeakEVENT_WORD`` events carry the sample at which each word starts, so word onsets
 are exact (no forced alignment). The audio is resampled to 16 kHz with
 :func:`scipy.signal.resample_poly`.
+
+Phonemes: eSpeak is initialised with phoneme events in IPA (``espeakINITIALIZE_PHONEME_EVENTS
+| espeakINITIALIZE_PHONEME_IPA``; the audio is bit-identical without them). Each
+``espeakEVENT_PHONEME`` carries the phoneme in IPA, the sample at which it starts and the text
+position of the word it belongs to, which gives its word (eSpeak sometimes starts a word at the
+previous word's final l, n, ng or r: that phoneme then starts at the next word's onset but keeps
+its own word); empty phonemes mark pauses. A phoneme lasts until the next phoneme or pause
+event; eSpeak gives a few phonemes no samples (the l of "wolf"): they are left out. Its class is ARPAbet (:data:`ARPABET`, 39 phonemes, no stress)
+through :data:`IPA_TO_ARPABET`; see that table for the rules.
 
 Reproducibility: eSpeak seeds its noise generator (aspiration, frication) from the clock, and
 keeps internal state (e.g. the phase of its glottal source) from one utterance to the next,
@@ -30,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-__all__ = ["SAMPLE_RATE", "Utterance", "TTSError", "synthesize", "available_voices",
-           "check_voice"]
+__all__ = ["SAMPLE_RATE", "ARPABET", "IPA_TO_ARPABET", "WITHOUT_CLASS", "Utterance", "TTSError",
+           "synthesize", "available_voices", "check_voice", "arpabet"]
 
 #: sample rate of the synthesised audio, Hz
 SAMPLE_RATE = 16_000
@@ -42,6 +51,9 @@ _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
+_EVENT_PHONEME = 7
+_INITIALIZE_PHONEME_EVENTS = 1
+_INITIALIZE_PHONEME_IPA = 2
 _PARAM_RATE = 1
 _EE_OK = 0
 _NOISE_SEED = 0
@@ -52,6 +64,53 @@ _WORD = re.compile(r"[A-Za-z']+")
 # unchanged to within 0.1 % of its duration)
 _WORD_START = re.compile(r" (?=[A-Za-z'])")
 _LOCK = threading.Lock()
+
+#: the 39 ARPAbet phonemes (CMUdict), without stress
+ARPABET = ("AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G",
+           "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH",
+           "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH")
+
+#: eSpeak's IPA phoneme (stress marks ˈ ˌ removed) -> ARPAbet class. The keys are the phonemes
+#: that the English voices of the simulation (en-us, en, en-gb-x-rp, en-gb-scotland) emit on the
+#: grammar's sentences, plus ʒ. Length marks are kept in the keys because the Scottish voice
+#: uses them to tell vowels apart (eː "baker" vs e "empty", oː "goat" vs o "storm", aː "barn"
+#: vs a "black"; a: with an ASCII colon is its BATH vowel, "after"). Rules for the phonemes
+#: without an ARPAbet symbol of their own (TIMIT's 61 -> 39 folding where it has one):
+#:
+#: - reduced vowels: ə, ɐ -> AH (TIMIT ax -> ah); ᵻ -> IH (ix -> ih); ɚ, ɜ(ː) -> ER (axr -> er);
+#: - syllabic l: əl -> L (el -> l);
+#: - the flap ɾ -> T or D as its word is spelled (CMUdict's convention: "letter" L EH T ER),
+#:   see :func:`arpabet`;
+#: - accent variants to the nearest General American class: ɒ -> AA, a -> AE, e -> EH,
+#:   ʌʉ -> AW, əʊ -> OW, ʉ(ː) -> UW (the Scottish vowel of both "book" and "blue"),
+#:   ʍ -> W ("white"), r -> R;
+#: - diphthongs with a centring or r-coloured second part, and vowel + r, spoken as one eSpeak
+#:   phoneme, take the class of their first vowel (eə, ɛɹ -> EH; iə -> IY; ɪɹ -> IH;
+#:   ʊə, ʊɹ -> UH; ʉɹ -> UW; aɪə, aɪɚ -> AY; ɑːɹ -> AA; ɔːɹ -> AO), except əɹ, ʌɹ -> ER (the NURSE
+#:   vowel); no separate R is made up;
+#: - the phonemes of :data:`WITHOUT_CLASS`, and any phoneme missing from this table, are
+#:   dropped and listed in :attr:`Utterance.dropped`.
+IPA_TO_ARPABET: dict[str, str] = {
+    # consonants
+    "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "ɡ": "G", "f": "F", "v": "V", "θ": "TH",
+    "ð": "DH", "s": "S", "z": "Z", "ʃ": "SH", "ʒ": "ZH", "h": "HH", "tʃ": "CH", "dʒ": "JH",
+    "m": "M", "n": "N", "ŋ": "NG", "l": "L", "əl": "L", "ɹ": "R", "r": "R", "w": "W",
+    "ʍ": "W", "j": "Y",
+    # vowels
+    "ɑː": "AA", "ɒ": "AA", "aː": "AA", "æ": "AE", "a": "AE", "a:": "AE", "ʌ": "AH", "ə": "AH",
+    "ɐ": "AH", "ɔ": "AO", "ɔː": "AO", "o": "AO", "ɛ": "EH", "e": "EH", "eə": "EH",
+    "eː": "EY", "eɪ": "EY", "ɚ": "ER", "ɜ": "ER", "ɜː": "ER", "əɹ": "ER", "ʌɹ": "ER",
+    "ɪ": "IH", "ᵻ": "IH", "i": "IY", "iː": "IY", "iə": "IY", "ʊ": "UH", "ʊə": "UH",
+    "uː": "UW", "ʉ": "UW", "ʉː": "UW", "oʊ": "OW", "əʊ": "OW", "oː": "OW", "aɪ": "AY",
+    "aɪə": "AY", "aʊ": "AW", "ʌʉ": "AW", "ɔɪ": "OY",
+    # vowel + r (one eSpeak phoneme)
+    "ɑːɹ": "AA", "ɔːɹ": "AO", "ɛɹ": "EH", "ɪɹ": "IH", "ʊɹ": "UH", "ʉɹ": "UW", "aɪɚ": "AY",
+}
+#: eSpeak phonemes (stress marks removed) known to have no ARPAbet class: ʲ, the palatal
+#: off-glide that the Scottish voice appends to a final -y ("patiently")
+WITHOUT_CLASS = frozenset({"ʲ"})
+_FLAP = "ɾ"
+_STRESS = str.maketrans("", "", "ˈˌ")
 
 
 class TTSError(RuntimeError):
@@ -92,11 +151,27 @@ class Utterance:
     audio : float32 waveform ``[n_samples]`` at :data:`SAMPLE_RATE`, in [-1, 1].
     words : the words of the text, in order (punctuation stripped).
     onsets : float64 ``[n_words]``, s from the start of ``audio`` at which each word starts.
+    phonemes : ARPAbet class of each phoneme (in :data:`ARPABET`), in order.
+    ipa : each phoneme as eSpeak names it (IPA, with stress marks).
+    phoneme_onsets, phoneme_durations : float64 ``[n_phonemes]``, s: start in ``audio``, and
+        time until the next phoneme or pause.
+    phoneme_words : int64 ``[n_phonemes]``, index in ``words`` of the word of each phoneme.
+    dropped : the IPA phonemes (stress marks removed) left out for want of an ARPAbet class
+        (see :data:`IPA_TO_ARPABET`), in order; their time is part of no phoneme.
+    unspoken : the IPA phonemes left out because eSpeak gave them no samples (e.g. the l of
+        "wolf"), in order.
     """
 
     audio: np.ndarray
     words: tuple[str, ...]
     onsets: np.ndarray
+    phonemes: tuple[str, ...]
+    ipa: tuple[str, ...]
+    phoneme_onsets: np.ndarray
+    phoneme_durations: np.ndarray
+    phoneme_words: np.ndarray
+    dropped: tuple[str, ...]
+    unspoken: tuple[str, ...]
 
     @property
     def duration(self) -> float:
@@ -133,12 +208,14 @@ class _Engine:
                                      ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
                                      ctypes.c_void_p, ctypes.c_void_p]
         self.native_rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), 0)
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(),
+            _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA)
         if self.native_rate <= 0:
             raise TTSError(f"espeak_Initialize failed (data path {self.data_path})")
         lib.espeak_ng_SetRandSeed(ctypes.c_long(_NOISE_SEED))
         self._chunks: list[np.ndarray] = []
         self._word_events: list[tuple[int, int]] = []
+        self._phoneme_events: list[tuple[str, int, int]] = []
         # keep a reference: the C library calls it during synthesis
         self._callback = _SynthCallback(self._collect)
         lib.espeak_SetSynthCallback(self._callback)
@@ -148,8 +225,12 @@ class _Engine:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n_samples,)).copy())
         i = 0
         while events[i].type != _EVENT_LIST_TERMINATED:
-            if events[i].type == _EVENT_WORD:
-                self._word_events.append((events[i].text_position, events[i].sample))
+            event = events[i]
+            if event.type == _EVENT_WORD:
+                self._word_events.append((event.text_position, event.sample))
+            elif event.type == _EVENT_PHONEME:
+                name = bytes(event.id.string).split(b"\0")[0].decode()
+                self._phoneme_events.append((name, event.text_position, event.sample))
             i += 1
         return 0  # continue synthesis
 
@@ -157,9 +238,10 @@ class _Engine:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise TTSError(f"eSpeak NG has no voice {voice!r}")
 
-    def run(self, text: str, voice: str, rate: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Synthesise ``text``; return int16 audio at the native rate and (position, sample)
-        of every word event."""
+    def run(self, text: str, voice: str, rate: int
+            ) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[str, int, int]]]:
+        """Synthesise ``text``; return int16 audio at the native rate, (position, sample) of
+        every word event and (IPA, position, sample) of every phoneme event."""
         self.set_voice(voice)
         self.lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
         data = text.encode()
@@ -168,7 +250,7 @@ class _Engine:
         if status != _EE_OK:
             raise TTSError(f"espeak_Synth failed with status {status} on {text!r}")
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return audio, list(self._word_events)
+        return audio, list(self._word_events), list(self._phoneme_events)
 
     def close(self) -> None:
         """Terminate eSpeak and unload the library (its static state goes with it)."""
@@ -210,6 +292,17 @@ def _check_variant(voice: str) -> None:
                        "see braindecode_speech.simulation.tts.available_voices()")
 
 
+def arpabet(ipa: str, word: str) -> str | None:
+    """ARPAbet class of the eSpeak phoneme ``ipa`` spoken in ``word`` (see
+    :data:`IPA_TO_ARPABET`); ``None`` when it has none. The flap ``ɾ`` is ``T`` when ``word``
+    is spelled with a t, else ``D`` when with a d."""
+    bare = ipa.translate(_STRESS)
+    if bare == _FLAP:
+        spelled = word.lower()
+        return "T" if "t" in spelled else "D" if "d" in spelled else None
+    return IPA_TO_ARPABET.get(bare)
+
+
 def synthesize(text: str, voice: str = "en-us", rate: int = 175) -> Utterance:
     """Speak ``text`` with eSpeak NG.
 
@@ -221,13 +314,13 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175) -> Utterance:
 
     Returns
     -------
-    Utterance : 16 kHz audio and the exact onset of every word of ``text``; the same
-        arguments always give the same utterance.
+    Utterance : 16 kHz audio, the exact onset of every word of ``text`` and its phonemes; the
+        same arguments always give the same utterance.
 
     Raises
     ------
     TTSError : unknown voice or variant, or eSpeak's word events do not match the words of
-        ``text`` one to one.
+        ``text`` one to one, or a phoneme event names no word of ``text``.
     """
     if not 80 <= rate <= 450:
         raise TTSError(f"speaking rate {rate} wpm is outside eSpeak's range 80-450")
@@ -235,7 +328,7 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175) -> Utterance:
     spoken = _WORD_START.sub(" \u200b", text)
     tokens = [(m.start() + 1, m.group()) for m in _WORD.finditer(spoken)]  # 1-based positions
     with _fresh_engine() as engine:
-        native, events = engine.run(spoken, voice, rate)
+        native, events, phoneme_events = engine.run(spoken, voice, rate)
         native_rate = engine.native_rate
     positions = [position for position, _ in events]
     if positions != [position for position, _ in tokens]:
@@ -246,5 +339,42 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175) -> Utterance:
     audio = resample_poly(native.astype(np.float64) / 32768.0, SAMPLE_RATE // gcd,
                           native_rate // gcd)
     onsets = np.array([sample for _, sample in events], dtype=np.float64) / native_rate
-    return Utterance(audio=np.clip(audio, -1, 1).astype(np.float32),
-                     words=tuple(word for _, word in tokens), onsets=onsets)
+    words = tuple(word for _, word in tokens)
+    phonemes = _phonemes(phoneme_events, {p: i for i, p in enumerate(positions)}, words,
+                         len(native), native_rate, text)
+    return Utterance(audio=np.clip(audio, -1, 1).astype(np.float32), words=words,
+                     onsets=onsets, **phonemes)
+
+
+def _phonemes(events: list[tuple[str, int, int]], word_at: dict[int, int],
+              words: tuple[str, ...], n_samples: int, native_rate: int, text: str) -> dict:
+    """The phoneme fields of :class:`Utterance` from eSpeak's (IPA, text position, sample)
+    phoneme events; ``word_at`` maps a word's text position to its index in ``words``, the
+    audio has ``n_samples`` at ``native_rate`` Hz."""
+    ends = [sample for _, _, sample in events[1:]] + [n_samples]
+    kept: dict[str, list] = {"phonemes": [], "ipa": [], "phoneme_onsets": [],
+                             "phoneme_durations": [], "phoneme_words": []}
+    dropped, unspoken = [], []
+    for (ipa, position, sample), end in zip(events, ends):
+        if not ipa:
+            continue  # a pause
+        if position not in word_at:
+            raise TTSError(f"eSpeak's phoneme {ipa!r} at sample {sample} of {text!r} belongs "
+                           f"to no word (character {position})")
+        label = arpabet(ipa, words[word_at[position]])
+        if label is None:
+            dropped.append(ipa.translate(_STRESS))
+            continue
+        if end == sample:
+            unspoken.append(ipa)
+            continue
+        for key, value in (("phonemes", label), ("ipa", ipa), ("phoneme_onsets", sample),
+                           ("phoneme_durations", end - sample),
+                           ("phoneme_words", word_at[position])):
+            kept[key].append(value)
+    return {"phonemes": tuple(kept["phonemes"]), "ipa": tuple(kept["ipa"]),
+            "phoneme_onsets": np.array(kept["phoneme_onsets"], dtype=np.float64) / native_rate,
+            "phoneme_durations": np.array(kept["phoneme_durations"],
+                                          dtype=np.float64) / native_rate,
+            "phoneme_words": np.array(kept["phoneme_words"], dtype=np.int64),
+            "dropped": tuple(dropped), "unspoken": tuple(unspoken)}

@@ -3,7 +3,8 @@
 Layout of ``root`` (MEG-MASC-like)::
 
     dataset_description.json  README  participants.tsv/.json  task-<k>_events.json
-    stimuli/audio/<story>_<k>.wav  stimuli/text/<story>.txt  stimuli/words.tsv  sounds.tsv
+    stimuli/audio/<story>_<k>.wav  stimuli/text/<story>.txt  stimuli/words.tsv  phonemes.tsv
+    stimuli/sounds.tsv
     sub-01/ses-0/meg/sub-01_ses-0_task-0_meg.fif  ..._channels.tsv  ..._events.tsv  ...
     sourcedata/simulation/config.yaml  artifacts.tsv  complete.json
 
@@ -53,17 +54,20 @@ __all__ = ["simulate", "is_complete", "summarize", "EVENT_COLUMNS", "GENERATOR_V
 logger = logging.getLogger(__name__)
 
 #: bump when the generator's output changes for a given configuration (invalidates caches)
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 #: events.tsv columns and their descriptions (events.json)
 EVENT_COLUMNS = {
     "onset": "Onset of the event, s from the first sample of the recording.",
     "duration": "Duration, s (sound: the wav file; word: until its last loud 10 ms; "
-                "sentence: from its first word's onset to its last word's end).",
-    "trial_type": "sound (a wav file starts), word, or sentence (a sequence starts: a "
-                  "sentence or a word list, see condition).",
+                "sentence: from its first word's onset to its last word's end; phoneme: until "
+                "the next phoneme or pause).",
+    "trial_type": "sound (a wav file starts), word, phoneme, or sentence (a sequence starts: "
+                  "a sentence or a word list, see condition).",
     "word": "The word as written in the transcript, without punctuation.",
-    "word_index": "0-based position of the word in its sequence.",
+    "phoneme": "The phoneme, one of the 39 ARPAbet phonemes without stress (mapped from "
+               "eSpeak NG's IPA phoneme events, see braindecode_speech.simulation.tts).",
+    "word_index": "0-based position of the word (of a phoneme: of its word) in its sequence.",
     "sequence_id": "Identity of the sequence (hash of its words): identical for the same "
                    "sentence in every story, session and subject.",
     "condition": "sentence, or word_list (shuffled content words of the preceding "
@@ -264,6 +268,7 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
     in samples. Wav files start on a sample, after silences of random lengths."""
     sounds = stimuli.sounds[stimuli.sounds["story"] == story]
     words = stimuli.words[stimuli.words["story"] == story]
+    phonemes = stimuli.phonemes[stimuli.phonemes["story"] == story]
     rows = []
     start = round(_PRE_SILENCE * sfreq) / sfreq
     for sound in sounds.itertuples():
@@ -284,11 +289,17 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
                 word=word.word, word_index=word.word_index, sequence_id=word.sequence_id,
                 condition=word.condition, story=story, sound=sound.sound,
                 voice=sound.voice, sound_offset=word.sound_offset))
+        for phoneme in phonemes[phonemes["sound"] == sound.sound].itertuples():
+            rows.append(dict(
+                onset=start + phoneme.sound_offset, duration=phoneme.duration,
+                trial_type="phoneme", phoneme=phoneme.phoneme, word_index=phoneme.word_index,
+                sequence_id=phoneme.sequence_id, condition=phoneme.condition, story=story,
+                sound=sound.sound, voice=sound.voice, sound_offset=phoneme.sound_offset))
         end = start + sound.duration
         start = round((end + rng.uniform(*_SOUND_GAP)) * sfreq) / sfreq
     n_times = int(np.ceil((end + _POST_SILENCE) * sfreq))
     events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
-    order = events["trial_type"].map({"sound": 0, "sentence": 1, "word": 2})
+    order = events["trial_type"].map({"sound": 0, "sentence": 1, "word": 2, "phoneme": 3})
     events = events.assign(_order=order).sort_values(["onset", "_order"], kind="stable")
     events = events.drop(columns="_order").reset_index(drop=True)
     events["word_index"] = events["word_index"].astype("Int64")
@@ -365,7 +376,8 @@ listen to English stories written by a small grammar and spoken by eSpeak NG (st
 temporal-cortex dipoles respond to the speech envelope, spectral bands, word onsets and a
 hashed lexical vector of each word, seen through a spherical head model, with 1/f and alpha
 background activity, sensor, line noise, drifts, bad channels and artifacts (snr = {snr:g}).
-Events (events.tsv): one row per sound, sentence and word; columns in task-<k>_events.json.
+Events (events.tsv): one row per sound, sentence, word and phoneme (ARPAbet); columns in
+task-<k>_events.json.
 The generating configuration is in sourcedata/simulation/config.yaml.
 """
 
