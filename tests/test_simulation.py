@@ -20,13 +20,13 @@ from scipy.signal import hilbert, resample_poly
 
 from braindecode_speech.config import ConfigError
 from braindecode_speech.data.events import make_events, validate_events
+from braindecode_speech.data.labels import ARPABET
 from braindecode_speech.data.studies.bids import BIDSStudy
 from braindecode_speech.simulation import SimulationConfig, simulate, simulate_brain_signals
 from braindecode_speech.simulation.brain import RecordingSimulator, SubjectModel
 from braindecode_speech.simulation.grammar import CONTENT_WORDS, StoryGrammar, shared_sentences
 from braindecode_speech.simulation.raw import SimulatedRaw
 from braindecode_speech.simulation.sensors import HEAD_CENTER, HEAD_RADIUS, make_info
-from braindecode_speech.simulation.tts import ARPABET
 from braindecode_speech.simulation.writer import MARKER, is_complete, summarize
 
 N_CHANNELS = {"KIT-208": 208, "CTF-275": 275, "biosemi128": 128, "easycap-M10": 61}

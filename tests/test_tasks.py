@@ -315,3 +315,16 @@ def test_train_null_control_of_a_task(tiny_meg_root, tmp_path):
     assert set(result.controls) == {"shuffled", "surrogate", "train_null"}
     assert (tmp_path / "run" / "null" / "best.pt").is_file()
     assert result.controls["train_null"]["n_units"] == result.n_units
+
+
+def test_phoneme_classification_end_to_end_on_the_simulated_study(tiny_meg_root, tmp_path):
+    """The simulated study's eSpeak phonemes are classified; every test window is scored."""
+    config = tiny_config(tiny_meg_root, cache_dir=tmp_path / "cache").with_overrides(
+        {**TASK_OVERRIDES["phoneme_classification"], "evaluation.n_bootstrap": 20})
+    out = run_experiment(config, tmp_path / "run")
+    report = read_report(tmp_path / "run" / "report.json", task="phoneme_classification")
+    result = out["results"]["model"]
+    assert result.n_units == report["windows_per_split"]["test"] > 100
+    assert len([c for c in result.per_class.values() if c["support"]]) >= 20
+    assert not [s for s in report["skipped"] if "phonemes" in s["item"]]  # all classified
+    assert set(result.controls) == {"shuffled", "surrogate"}

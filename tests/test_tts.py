@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+from braindecode_speech.data.labels import ARPABET
 from braindecode_speech.simulation.config import DEFAULT_VOICES
 from braindecode_speech.simulation.stimuli import _word_ends
 from braindecode_speech.simulation.tts import (
-    ARPABET,
     IPA_TO_ARPABET,
     SAMPLE_RATE,
     WITHOUT_CLASS,

@@ -12,7 +12,7 @@ Phonemes: eSpeak is initialised with phoneme events in IPA (``espeakINITIALIZE_P
 position of the word it belongs to, which gives its word (eSpeak sometimes starts a word at the
 previous word's final l, n, ng or r: that phoneme then starts at the next word's onset but keeps
 its own word); empty phonemes mark pauses. A phoneme lasts until the next phoneme or pause
-event; eSpeak gives a few phonemes no samples (the l of "wolf"): they are left out. Its class is ARPAbet (:data:`ARPABET`, 39 phonemes, no stress)
+event; eSpeak gives a few phonemes no samples (the l of "wolf"): they are left out. Its class is ARPAbet (:data:`~braindecode_speech.data.labels.ARPABET`, 39 phonemes, no stress)
 through :data:`IPA_TO_ARPABET`; see that table for the rules.
 
 Reproducibility: eSpeak seeds its noise generator (aspiration, frication) from the clock, and
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-__all__ = ["SAMPLE_RATE", "ARPABET", "IPA_TO_ARPABET", "WITHOUT_CLASS", "Utterance", "TTSError",
+__all__ = ["SAMPLE_RATE", "IPA_TO_ARPABET", "WITHOUT_CLASS", "Utterance", "TTSError",
            "synthesize", "available_voices", "check_voice", "arpabet"]
 
 #: sample rate of the synthesised audio, Hz
@@ -65,10 +65,6 @@ _WORD = re.compile(r"[A-Za-z']+")
 _WORD_START = re.compile(r" (?=[A-Za-z'])")
 _LOCK = threading.Lock()
 
-#: the 39 ARPAbet phonemes (CMUdict), without stress
-ARPABET = ("AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G",
-           "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH",
-           "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH")
 
 #: eSpeak's IPA phoneme (stress marks ˈ ˌ removed) -> ARPAbet class. The keys are the phonemes
 #: that the English voices of the simulation (en-us, en, en-gb-x-rp, en-gb-scotland) emit on the
@@ -151,7 +147,7 @@ class Utterance:
     audio : float32 waveform ``[n_samples]`` at :data:`SAMPLE_RATE`, in [-1, 1].
     words : the words of the text, in order (punctuation stripped).
     onsets : float64 ``[n_words]``, s from the start of ``audio`` at which each word starts.
-    phonemes : ARPAbet class of each phoneme (in :data:`ARPABET`), in order.
+    phonemes : ARPAbet class of each phoneme (in :data:`~braindecode_speech.data.labels.ARPABET`), in order.
     ipa : each phoneme as eSpeak names it (IPA, with stress marks).
     phoneme_onsets, phoneme_durations : float64 ``[n_phonemes]``, s: start in ``audio``, and
         time until the next phoneme or pause.
