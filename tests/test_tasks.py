@@ -273,11 +273,17 @@ def test_tasks_end_to_end_on_the_new_studies_example_layouts(study, task, tmp_pa
     out = run_experiment(config, folder / "run")
     report = json.loads((folder / "run" / "report.json").read_text())
     assert report["task"] == task and 0 <= out["results"]["model"].metrics["f1_macro"] <= 1
+    n_test = report["windows_per_split"]["test"]
+    assert report["n_units"]["model"] == n_test
     if task == "phoneme_classification":
-        n_test = report["windows_per_split"]["test"]
-        assert report["n_units"]["model"] * 2 + report["test_windows_not_scored"] == n_test
+        # every window alone, and pairs of the same phoneme averaged: both from one training
+        assert set(report["metrics"]) == {"model", "averaged"}
+        assert report["n_units"]["averaged"] * 2 + report["test_windows_not_averaged"] == n_test
         assert report["chance"]["model"]["f1_macro"] == pytest.approx(
             1 / sum(1 for c in report["per_class"]["model"].values() if c["support"]))
+        flat = flat_metrics(report)
+        assert {"model.f1_macro", "averaged.f1_macro", "chance.f1_macro",
+                "averaged.chance.f1_macro"} <= set(flat)
 
 
 def test_cli_refuses_a_bad_task_configuration_in_one_line(tiny_meg_root, tmp_path, capsys):

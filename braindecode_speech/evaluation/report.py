@@ -313,9 +313,13 @@ def _flat_task_metrics(report: dict[str, Any], path: str | Path) -> dict[str, fl
     try:
         out: dict[str, float] = {}
         for model, metrics in report["metrics"].items():
+            # the chance levels of the first model (every window) unprefixed, as for retrieval
+            prefix = "" if model == "model" else f"{model}."
             out.update({f"{model}.{m}": float(v) for m, v in metrics.items()})
-            out.update({f"chance.{m}": float(v) for m, v in report["chance"][model].items()})
-            out.update({f"majority.{m}": float(v) for m, v in report["majority"][model].items()})
+            out.update({f"{prefix}chance.{m}": float(v)
+                        for m, v in report["chance"][model].items()})
+            out.update({f"{prefix}majority.{m}": float(v)
+                        for m, v in report["majority"][model].items()})
             for name, control in report["controls"][model].items():
                 out.update({f"{model}.{name}.{m}": float(v)
                             for m, v in control["metrics"].items()})
@@ -390,8 +394,10 @@ def format_task_table(results: dict[str, TaskResult]) -> str:
         rows[name] = {**{m: 100 * result.metrics[m] for m in METRICS},
                       "f1_macro 95% CI": f"{100 * low:.1f}-{100 * high:.1f}"}
     first = next(iter(results.values()))
-    rows["chance"] = {m: 100 * first.chance[m] for m in METRICS}
-    rows["majority"] = {m: 100 * first.majority[m] for m in METRICS}
+    for name, result in results.items():
+        suffix = "" if result is first else f" ({name})"
+        rows[f"chance{suffix}"] = {m: 100 * result.chance[m] for m in METRICS}
+        rows[f"majority{suffix}"] = {m: 100 * result.majority[m] for m in METRICS}
     for name, result in results.items():
         for control, values in result.controls.items():
             low, high = values["ci"]["f1_macro"]
@@ -399,7 +405,8 @@ def format_task_table(results: dict[str, TaskResult]) -> str:
                 **{m: 100 * values["metrics"][m] for m in METRICS},
                 "f1_macro 95% CI": f"{100 * low:.1f}-{100 * high:.1f}"}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    return (f"{first.task} ({first.n_units} test units, {len(first.per_class)} classes)\n"
+    units = ", ".join(f"{name}: {r.n_units}" for name, r in results.items())
+    return (f"{first.task} (test units {units}; {len(first.per_class)} classes)\n"
             + table.to_string(float_format=lambda v: f"{v:.1f}", na_rep="-"))
 
 

@@ -28,7 +28,7 @@ from ..data.batches import BatchLoader
 from ..data.dataset import WindowDataset
 from ..data.events import sentence_words
 from ..data.labels import ARPABET
-from ..evaluation.classification import evaluate_units
+from ..evaluation.classification import TaskResult, evaluate_units
 from ..evaluation.report import format_table, format_task_table, write_report, write_task_report
 from ..evaluation.retrieval import (
     RetrievalEvaluator,
@@ -223,17 +223,43 @@ def evaluate_task(config: ExperimentConfig, data: PreparedData, model: torch.nn.
     """Evaluate a speech detection or phoneme classification model on the test windows
     (:mod:`~braindecode_speech.evaluation.classification`), with the shuffled-label control,
     phase-randomised surrogate brain windows (``evaluation.controls``) and the ``null_model``;
-    writes the report."""
+    writes the report. Results ``model`` score every test window; with ``task.average > 1``,
+    ``averaged`` scores groups of that many windows of the same phoneme averaged before the
+    model (one training, both numbers)."""
     folder = Path(folder)
-    device = next(model.parameters()).device
     task = config.task.name
     test = data.windows[data.windows["split"] == "test"].reset_index(drop=True)
-    dataset = data.datasets["test"]
+    single = [[i] for i in range(len(test))]
     if task == "speech_detection":
-        classes, units = ["silence", "speech"], [[i] for i in range(len(test))]
+        classes, scored = ["silence", "speech"], {"model": single}
     else:
-        classes, units = list(ARPABET), _phoneme_groups(test, config.task.average,
-                                                        config.evaluation.seed)
+        classes, scored = list(ARPABET), {"model": single}
+        if config.task.average > 1:
+            scored["averaged"] = _phoneme_groups(test, config.task.average,
+                                                 config.evaluation.seed)
+    prior = _train_prior(config, data)
+    results = {name: _score_units(config, data, test, units, classes, prior, model, null_model)
+               for name, units in scored.items()}
+    extra = {"split_audit": data.audit, "skipped": data.skipped,
+             "windows_per_split": data.windows["split"].value_counts().to_dict(),
+             "subjects": data.subjects, "config_signature": config.signature(),
+             "average": config.task.average,
+             "test_windows_not_averaged": len(test) - sum(len(g) for g in
+                                                          scored.get("averaged", single))}
+    write_task_report(folder, results, extra)
+    pd.DataFrame(data.skipped, columns=["item", "reason"]).to_csv(folder / "skipped.csv",
+                                                                  index=False)
+    table = format_task_table(results)
+    (folder / "table.txt").write_text(table + "\n")
+    return {"results": results, "table": table}
+
+
+def _score_units(config: ExperimentConfig, data: PreparedData, test: pd.DataFrame,
+                 units: list[list[int]], classes: list[str], prior: np.ndarray,
+                 model: torch.nn.Module, null_model: torch.nn.Module | None) -> TaskResult:
+    """The :class:`TaskResult` of ``model`` on the test ``units`` (groups of rows of ``test``)
+    with the controls: shuffled labels, surrogate brain windows and the null model."""
+    device = next(model.parameters()).device
     others: dict[str, tuple[torch.nn.Module, Callable | None]] = {"model": (model, None)}
     if config.evaluation.controls:
         rng = np.random.default_rng(config.evaluation.seed)
@@ -243,31 +269,18 @@ def evaluate_task(config: ExperimentConfig, data: PreparedData, model: torch.nn.
         others["train_null"] = (null_model, None)
     predictions = {}
     for name, (encoder, transform) in others.items():
-        truth, predictions[name] = _task_predictions(config, dataset, units, encoder, device,
-                                                     transform)
+        truth, predictions[name] = _task_predictions(config, data.datasets["test"], units,
+                                                     encoder, device, transform)
     first = [group[0] for group in units]
-    result = evaluate_units(task, classes, truth, predictions.pop("model"),
-                            test["subject"].to_numpy()[first], _train_prior(config, data),
-                            config.evaluation, predictions)
-    scored = sum(len(g) for g in units)
-    extra = {"split_audit": data.audit, "skipped": data.skipped,
-             "windows_per_split": data.windows["split"].value_counts().to_dict(),
-             "subjects": data.subjects, "config_signature": config.signature(),
-             "average": config.task.average, "test_windows_not_scored": len(test) - scored}
-    write_task_report(folder, {"model": result}, extra)
-    pd.DataFrame(data.skipped, columns=["item", "reason"]).to_csv(folder / "skipped.csv",
-                                                                  index=False)
-    table = format_task_table({"model": result})
-    (folder / "table.txt").write_text(table + "\n")
-    return {"results": {"model": result}, "table": table}
+    return evaluate_units(config.task.name, classes, truth, predictions.pop("model"),
+                          test["subject"].to_numpy()[first], prior, config.evaluation,
+                          predictions)
 
 
 def _phoneme_groups(test: pd.DataFrame, average: int, seed: int) -> list[list[int]]:
     """Test windows (rows of ``test``) in groups of ``average`` of the same recording and
     phoneme, drawn in a seeded random order; a class's windows left over once its groups are
     full are left out."""
-    if average == 1:
-        return [[i] for i in range(len(test))]
     rng = np.random.default_rng(seed)
     groups = []
     for _, rows in test.groupby(["recording", "label"], sort=True).indices.items():
