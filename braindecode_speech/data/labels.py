@@ -142,7 +142,7 @@ def block_labels(task: Task, events: pd.DataFrame, start: float, stop: float, sf
     spoken = events[events["kind"].isin(["word", "phoneme"])]
     columns = [c for c in ("kind", "onset", "duration", "phoneme") if c in spoken]
     inside = spoken[(spoken["onset"] < stop + 1.0) &
-                    (spoken["onset"] + spoken.get("duration", 0).fillna(0) > start - 1.0)]
+                    (spoken["onset"] + spoken["duration"].fillna(0) > start - 1.0)]
     key = stable_hash({"task": task, "sfreq": sfreq, "start": round(start, 9),
                        "stop": round(stop, 9),
                        "events": inside[columns].astype(str).to_numpy().tolist()}, 20)

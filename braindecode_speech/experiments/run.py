@@ -74,13 +74,11 @@ def build_loss(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
     if task == "speech_detection":
         p = _train_prior(config, data)[1]
         return DetectionLoss((1 - p) / p if balanced and 0 < p < 1 else 1.0)
-    counts = _train_prior(config, data) * 1.0
     weight = None
-    if balanced:
-        present = counts > 0
-        weight = torch.zeros(len(counts))
-        weight[present] = torch.from_numpy(1.0 / counts[present]).float()
-        weight *= float(present.sum()) / float((weight * torch.from_numpy(counts).float()).sum())
+    if balanced:  # 1 / frequency (cross-entropy's weighted mean ignores the scale)
+        prior = _train_prior(config, data)
+        weight = torch.from_numpy(np.divide(1.0, prior, out=np.zeros_like(prior),
+                                            where=prior > 0)).float()
     return PhonemeLoss(config.windows.target_index(config.preprocess.sfreq), weight)
 
 
