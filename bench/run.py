@@ -1,6 +1,7 @@
 """Run the benchmarks and print one line each.
 
-    python bench/run.py [--only NAME] [--json FILE] [--threads N] [--n-windows N]
+    python bench/run.py [--only NAME ...] [--skip NAME ...] [--json FILE] [--threads N]
+                        [--n-windows N]
 
 Each benchmark lives in ``bench/<module>.py`` as a function ``(threads) -> dict`` returning
 ``{"name", "seconds" (median), "seconds_min", "peak_rss_mb", "gflops", "config"}``; peak memory
@@ -81,7 +82,10 @@ def format_line(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
+                        help=f"run only these benchmarks ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--skip", nargs="+", choices=sorted(BENCHMARKS), default=[],
+                        metavar="NAME", help="run every benchmark but these")
     parser.add_argument("--json", help="write the result(s) to this JSON file")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--n-windows", type=int,
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                              "default 80,000)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
-    names = [args.only] if args.only else list(BENCHMARKS)
+    names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
     host = machine()
     header = f"{host['cpu']} [{' '.join(host['flags']) or 'no AVX flags'}], torch {host['torch']}"
     print(f"# {header}, {args.threads} threads")
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{format_line(result)}  [{host['cpu']}]", flush=True)
         results.append(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(results[0] if args.only else results, indent=1))
+        Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results,
+                                              indent=1))
     return 0
 
 

@@ -32,3 +32,18 @@ def test_every_result_names_the_cpu_and_its_kernel_flags(tmp_path, monkeypatch, 
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["machine"] == {**host, "threads": 1}
     assert set(host["flags"]) <= set(driver.KERNEL_FLAGS) and host["torch"]
+
+
+def test_only_and_skip_choose_the_benchmarks(tmp_path, monkeypatch, capsys):
+    driver = _driver()
+    for name in ("first", "second", "third"):
+        (tmp_path / f"{name}_bench.py").write_text(
+            "def bench(threads):\n    return {'seconds': 1.0, 'seconds_min': 1.0, "
+            "'peak_rss_mb': 1.0, 'gflops': None, 'config': {}}\n")
+        monkeypatch.setitem(driver.BENCHMARKS, name, (f"{name}_bench", "bench"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert driver.main(["--only", "first", "second", "third", "--skip", "second",
+                        "--json", str(tmp_path / "r.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["first", "third"]
+    assert [r["name"] for r in json.loads((tmp_path / "r.json").read_text())] == ["first", "third"]
