@@ -26,6 +26,7 @@ from braindecode_speech.simulation import SimulationConfig, simulate, simulate_b
 from braindecode_speech.simulation.brain import RecordingSimulator, SubjectModel
 from braindecode_speech.simulation.grammar import CONTENT_WORDS, StoryGrammar, shared_sentences
 from braindecode_speech.simulation.raw import SimulatedRaw
+from braindecode_speech.simulation.responses import SubjectBrain
 from braindecode_speech.simulation.sensors import HEAD_CENTER, HEAD_RADIUS, make_info
 from braindecode_speech.simulation.writer import MARKER, is_complete, summarize
 
@@ -348,7 +349,8 @@ def test_snr_is_the_power_ratio_during_speech(tiny_meg_root):
 
 
 # --- the stand-alone simulator ----------------------------------------------------------------
-def _common_events(root: Path, subject: str, task: str) -> pd.DataFrame:
+def _common_events(root: Path, subject: str, task: str, phonemes: bool = False
+                   ) -> pd.DataFrame:
     table = _events(root, subject, task, "meg")
     rows = []
     for event in table.itertuples():
@@ -359,7 +361,71 @@ def _common_events(root: Path, subject: str, task: str) -> pd.DataFrame:
             rows.append(dict(onset=event.onset, duration=event.duration, kind="word",
                              word=event.word, sequence_id=event.sequence_id,
                              word_index=event.word_index))
+        elif event.trial_type == "phoneme" and phonemes:
+            rows.append(dict(onset=event.onset, duration=event.duration, kind="phoneme",
+                             phoneme=event.phoneme))
     return make_events(rows)
+
+
+def test_the_original_groups_draws_are_kept():
+    """The opt-in phoneme group draws from streams of its own: every other parameter of a
+    subject's brain is that of the generator before it (values pinned from that version), so
+    studies generated without a phoneme response keep their bytes."""
+    brain = SubjectBrain.draw(3)
+    sums = [brain.trfs[g].sum() for g in ("acoustic", "word", "lexical_early", "lexical_late")]
+    np.testing.assert_allclose(sums, [9.675239928, 20.178627079, 76.742885349, -114.773963702],
+                               rtol=1e-8)
+    np.testing.assert_allclose([brain.band_weights.sum(), brain.lexical_maps["lexical_late"].sum(),
+                                brain.positions.sum()], [9.142870045, 2.63730322, 0.332340685],
+                               rtol=1e-8)
+    assert brain.phoneme_maps.shape == (8, len(ARPABET))
+    assert SimulationConfig.preset("demo").signature() == SimulationConfig.preset(
+        "demo", phoneme_power=0.0).signature() != SimulationConfig.preset(
+        "demo", phoneme_power=1.0).signature()
+
+
+def _phoneme_epochs(data: np.ndarray, events: pd.DataFrame, sfreq: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, C * 14]`` sensor data 40-180 ms after each phoneme onset, and the phonemes."""
+    phonemes = events[events["kind"] == "phoneme"]
+    onsets = np.round(phonemes["onset"].to_numpy() * sfreq).astype(int)
+    data = (data - data.mean(1, keepdims=True)) / data.std(1, keepdims=True)
+    return (np.stack([data[:, o + 4:o + 18].ravel() for o in onsets]),
+            phonemes["phoneme"].to_numpy())
+
+
+def test_phoneme_response_is_opt_in_and_phoneme_specific(tiny_meg_root):
+    """Without phoneme_power the phoneme rows change nothing; with it, each phoneme evokes
+    its own spatial pattern: class templates from one story classify the phonemes of the other
+    (nearest template among the six most frequent) far better than without."""
+    sfreq = 100.0
+    model = SubjectModel(make_info("easycap-M10", sfreq), seed=1)
+    events = {task: _common_events(tiny_meg_root, "01", task, phonemes=True)
+              for task in ("0", "1")}
+    n_times = {task: int(e["onset"].max() * sfreq) + 200 for task, e in events.items()}
+    plain = _common_events(tiny_meg_root, "01", "0")
+    np.testing.assert_array_equal(
+        RecordingSimulator(model, events["0"], 3000, snr=1.0)(0, 3000),
+        RecordingSimulator(model, plain, 3000, snr=1.0)(0, 3000))
+    with pytest.raises(ValueError, match="phoneme_power"):
+        RecordingSimulator(model, plain, 3000, phoneme_power=-1.0)
+
+    accuracy = {}
+    for power in (0.0, 1.0):
+        epochs = {task: _phoneme_epochs(RecordingSimulator(
+            model, events[task], n_times[task], snr=1.0, phoneme_power=power)(0, n_times[task]),
+            events[task], sfreq) for task in events}
+        (x_train, y_train), (x_test, y_test) = epochs["0"], epochs["1"]
+        classes = pd.Series(y_train).value_counts().index[:6].to_numpy()
+        train, test = np.isin(y_train, classes), np.isin(y_test, classes)
+        mean = x_train[train].mean(0)
+        templates = np.stack([x_train[train][y_train[train] == c].mean(0) for c in classes])
+        templates -= mean
+        scores = (x_test[test] - mean) @ (templates / np.linalg.norm(templates, axis=1,
+                                                                     keepdims=True)).T
+        accuracy[power] = np.mean(classes[scores.argmax(1)] == y_test[test])
+    # measured: 0.32 without, 0.58 with (chance 1/6)
+    assert accuracy[1.0] > accuracy[0.0] + 0.15 and accuracy[1.0] > 0.45, accuracy
 
 
 def test_simulate_brain_signals_on_any_sensor_set(tiny_meg_root):

@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=["meg", "eeg"], default="meg")
     parser.add_argument("--task", choices=TASKS, default="retrieval",
                         help="what is decoded (default: the paper's retrieval)")
+    parser.add_argument("--snr", type=float, default=None,
+                        help="signal-to-noise power ratio of the simulated study (default: the "
+                             "preset's; use another --out)")
+    parser.add_argument("--phoneme-power", type=float, default=0.0,
+                        help="plant a phoneme-specific response of this power relative to the "
+                             "other stimulus-driven activity (default 0: none; a positive "
+                             "control for phoneme_classification; use another --out)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides of the demo's ExperimentConfig")
 
@@ -32,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.time()
     out = Path(args.out)
-    sim = SimulationConfig.preset(args.preset, seed=args.seed, modality=args.modality)
+    study = {} if args.snr is None else {"snr": args.snr}
+    sim = SimulationConfig.preset(args.preset, seed=args.seed, modality=args.modality,
+                                  phoneme_power=args.phoneme_power, **study)
     root = simulate(sim, out / "study")
     print(f"Simulated study: {root} ({time.time() - start:.0f} s)")
     config = demo_config(root, cache_dir=out / "cache", modality=args.modality, task=args.task)

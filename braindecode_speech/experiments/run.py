@@ -37,7 +37,7 @@ from ..evaluation.retrieval import (
     within_subject_derangement,
 )
 from ..fileio import atomic_npy
-from ..models import RidgeDecoder
+from ..models import RidgeDecoder, WindowClassifier
 from ..models.factory import resolve_target
 from ..training import distributed
 from ..training.losses import DetectionLoss, PhonemeLoss
@@ -55,10 +55,15 @@ def build_model(config: ExperimentConfig, data: PreparedData, trust_model_code: 
                 source: str = "the config") -> torch.nn.Module:
     """The model of ``config.model`` for the subjects, features and sensors of ``data``: the
     BrainEncoder, or the model of ``model.target`` (one that is not registered only with
-    ``trust_model_code``, see :mod:`~braindecode_speech.models.factory`)."""
-    return config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features,
-                              n_channels=data.datasets["train"].n_channels,
-                              trust_model_code=trust_model_code, source=source)
+    ``trust_model_code``, see :mod:`~braindecode_speech.models.factory`); for phoneme
+    classification read out per window by a :class:`~braindecode_speech.models.WindowClassifier`."""
+    model = config.model.build(n_subjects=len(data.subjects), n_outputs=data.n_features,
+                               n_channels=data.datasets["train"].n_channels,
+                               trust_model_code=trust_model_code, source=source)
+    if config.task.name == "phoneme_classification":
+        model = WindowClassifier(model, data.n_features,
+                                 config.windows.n_times(config.preprocess.sfreq))
+    return model
 
 
 def build_loss(config: ExperimentConfig, data: PreparedData) -> torch.nn.Module:
@@ -294,7 +299,7 @@ def _task_predictions(config: ExperimentConfig, dataset: WindowDataset, units: l
         tuple[np.ndarray, np.ndarray]:
     """The truth and the predicted classes of every unit (a group of test windows whose brain
     windows are averaged before the model): speech detection ``[N, T]`` (logit > 0),
-    phoneme classification ``[N]`` (the largest time-averaged logit)."""
+    phoneme classification ``[N]`` (the largest window logit)."""
     model.eval()
     size = max(1, config.evaluation.batch_size // max(len(g) for g in units)) if units else 1
     index = config.windows.target_index(config.preprocess.sfreq)

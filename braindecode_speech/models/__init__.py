@@ -3,6 +3,7 @@
 from .channel_reordering import ChannelReordering
 from .conv import DilatedConv, DilatedConvStack, GLUConv
 from .encoder import TABLE4_ABLATIONS, BrainEncoder, EncoderConfig
+from .readout import WindowClassifier
 from .ridge import RidgeDecoder
 from .spatial_attention import SpatialAttention
 from .subject_layers import SubjectEmbedding, SubjectLayers
@@ -19,4 +20,5 @@ __all__ = [
     "SpatialAttention",
     "SubjectEmbedding",
     "SubjectLayers",
+    "WindowClassifier",
 ]

@@ -166,14 +166,18 @@ class RecordingSimulator:
     bad_channels : channel name -> ``"flat"`` (zero signal) or ``"noisy"`` (strong white noise).
     artifacts : artifact segments (:func:`draw_artifacts`), channel indices into the data
         channels.
+    phoneme_power : power of the opt-in phoneme-specific response relative to the other
+        stimulus-driven groups (0: none; see :mod:`.responses`); needs phoneme rows.
     """
 
     def __init__(self, model: SubjectModel, events: pd.DataFrame, n_times: int,
                  snr: float = DEFAULT_SNR, recording: int = 0,
                  bad_channels: Mapping[str, str] | None = None,
-                 artifacts: Sequence[Artifact] = ()) -> None:
+                 artifacts: Sequence[Artifact] = (), phoneme_power: float = 0.0) -> None:
         if snr < 0 or not np.isfinite(snr):
             raise ValueError(f"snr must be a finite number >= 0, got {snr}")
+        if phoneme_power < 0 or not np.isfinite(phoneme_power):
+            raise ValueError(f"phoneme_power must be a finite number >= 0, got {phoneme_power}")
         if n_times <= 0:
             raise ValueError(f"n_times must be positive, got {n_times}")
         info, sfreq = model.info, float(model.info["sfreq"])
@@ -185,7 +189,7 @@ class RecordingSimulator:
         events = validate_events(events, source="events given to the simulator")
         n_model = int(np.ceil(n_times / sfreq * MODEL_SFREQ)) + 4
         features = stimulus_features(events, n_model)
-        activity = model.brain.source_activity(features)
+        activity = model.brain.source_activity(features, phoneme_power)
         self._activity = make_interp_spline(np.arange(n_model) / MODEL_SFREQ, activity, k=3,
                                             axis=1)
         # scale the evoked signal of each channel type to `snr` while sounds play
@@ -253,7 +257,8 @@ class RecordingSimulator:
 def simulate_brain_signals(info: mne.Info, events: pd.DataFrame, n_times: int, seed: int,
                            snr: float = DEFAULT_SNR, *, recording: int = 0,
                            bad_channels: Mapping[str, str] | None = None,
-                           artifacts: Sequence[Artifact] = ()) -> np.ndarray:
+                           artifacts: Sequence[Artifact] = (),
+                           phoneme_power: float = 0.0) -> np.ndarray:
     """Simulate a subject listening to the sounds of ``events``, seen by the sensors of
     ``info``.
 
@@ -262,11 +267,12 @@ def simulate_brain_signals(info: mne.Info, events: pd.DataFrame, n_times: int, s
     info : channels and sampling rate (>= 100 Hz); MEG and EEG channels need positions (coil
         locations, montage); other channels (stim, misc, references) are left at 0.
     events : events in the common schema: sound rows with an absolute ``filepath`` and
-        ``offset``, word rows with ``word``; onsets in s on the recording's clock.
+        ``offset``, word rows with ``word``, phoneme rows with ``phoneme`` (used when
+        ``phoneme_power`` > 0); onsets in s on the recording's clock.
     n_times : number of samples.
     seed : the subject (brain, response functions, background sources).
     snr : signal-to-noise ratio, see the module docstring.
-    recording, bad_channels, artifacts : see :class:`RecordingSimulator`.
+    recording, bad_channels, artifacts, phoneme_power : see :class:`RecordingSimulator`.
 
     Returns
     -------
@@ -275,7 +281,7 @@ def simulate_brain_signals(info: mne.Info, events: pd.DataFrame, n_times: int, s
         arguments, same array.
     """
     simulator = RecordingSimulator(SubjectModel(info, seed), events, n_times, snr, recording,
-                                   bad_channels, artifacts)
+                                   bad_channels, artifacts, phoneme_power)
     return simulator(0, n_times)
 
 

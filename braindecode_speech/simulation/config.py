@@ -47,6 +47,7 @@ class SimulationConfig(Config):
     """
 
     _exclude_from_signature: ClassVar[tuple[str, ...]] = ("n_jobs",)
+    _omit_from_signature_at_default: ClassVar[tuple[str, ...]] = ("phoneme_power",)
 
     preset: PresetName = Field("demo", description="the preset these values come from (a label)")
     seed: int = Field(0, ge=0, description="seed of everything: stories, voices, subjects, noise")
@@ -74,6 +75,9 @@ class SimulationConfig(Config):
 
     snr: float = Field(DEFAULT_SNR, ge=0, description="signal-to-noise power ratio, "
                        "see braindecode_speech.simulation.brain")
+    phoneme_power: float = Field(0.0, ge=0, description="power of an opt-in phoneme-specific "
+                                 "response relative to the other stimulus-driven activity (0: "
+                                 "none), see braindecode_speech.simulation.responses")
     subject_snr_spread: float = Field(0.35, ge=0, description="std of the log of each "
                                       "subject's SNR factor")
     n_bad_channels: int = Field(2, ge=0, description="bad channels per recording")

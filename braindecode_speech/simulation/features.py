@@ -10,6 +10,9 @@ rows with ``word``), build at :data:`MODEL_SFREQ`:
 - ``lexical`` ``[LEXICAL_DIM, T]``: at each word onset, an impulse scaled by the word's lexical
   vector, a hashed embedding of the lower-cased word (different words, different vectors; the
   same word always gets the same vector);
+- ``phonemes`` ``[N_PHONEMES, T]``: a unit impulse in the row of the phoneme's ARPAbet class
+  (:data:`~braindecode_speech.data.labels.ARPABET`) at each phoneme onset (phoneme rows with a
+  label of another phone set add nothing);
 - ``playing`` ``[T]`` (bool): whether a sound is playing.
 
 Impulses at fractional sample positions are split linearly between the two nearest samples, so
@@ -28,13 +31,16 @@ import pandas as pd
 import soundfile
 from scipy.signal import stft
 
-__all__ = ["MODEL_SFREQ", "N_BANDS", "LEXICAL_DIM", "StimulusFeatures", "stimulus_features",
+from ..data.labels import ARPABET, phoneme_class
+
+__all__ = ["MODEL_SFREQ", "N_BANDS", "LEXICAL_DIM", "N_PHONEMES", "StimulusFeatures", "stimulus_features",
            "audio_features", "lexical_vector"]
 
 #: sampling rate of the stimulus features and of the source activity, Hz
 MODEL_SFREQ = 100.0
 N_BANDS = 8
 LEXICAL_DIM = 16
+N_PHONEMES = len(ARPABET)
 _BAND_EDGES_HZ = np.geomspace(100.0, 7000.0, N_BANDS + 1)
 _COMPRESSION = 0.3  # amplitude ** 0.3, a loudness-like compression
 
@@ -48,6 +54,7 @@ class StimulusFeatures:
     bands: np.ndarray
     word_onsets: np.ndarray
     lexical: np.ndarray
+    phonemes: np.ndarray
     playing: np.ndarray
 
     @property
@@ -104,7 +111,7 @@ def stimulus_features(events: pd.DataFrame, n_times: int) -> StimulusFeatures:
     """Features of the stimuli in ``events`` over a recording of ``n_times`` model samples.
 
     Sound rows play their file from ``offset`` s for ``duration`` s (to the end of the file
-    when ``duration`` is 0 or missing); word rows add impulses at their onsets.
+    when ``duration`` is 0 or missing); word and phoneme rows add impulses at their onsets.
     """
     envelope = np.zeros(n_times)
     edges = np.zeros(n_times)
@@ -129,7 +136,16 @@ def stimulus_features(events: pd.DataFrame, n_times: int) -> StimulusFeatures:
         position = onset * MODEL_SFREQ
         _add_impulse(word_onsets[None], position, np.ones(1))
         _add_impulse(lexical, position, lexical_vector(word))
-    return StimulusFeatures(envelope, edges, bands, word_onsets, lexical, playing)
+    phonemes = np.zeros((N_PHONEMES, n_times))
+    if "phoneme" in events:
+        rows = events[events["kind"] == "phoneme"]
+        for onset, label in zip(rows["onset"], rows["phoneme"]):
+            name = phoneme_class(label)
+            if name is not None:
+                one_hot = np.zeros(N_PHONEMES)
+                one_hot[ARPABET.index(name)] = 1.0
+                _add_impulse(phonemes, onset * MODEL_SFREQ, one_hot)
+    return StimulusFeatures(envelope, edges, bands, word_onsets, lexical, phonemes, playing)
 
 
 def _add_impulse(target: np.ndarray, position: float, weights: np.ndarray) -> None:

@@ -224,7 +224,7 @@ def _write_session(config: SimulationConfig, stimuli: Stimuli, root: Path,
             duration = n_times / config.sfreq
             segments = draw_artifacts(info, duration, config.artifacts_per_minute, rng)
             simulator = RecordingSimulator(model, simulated, n_times, session.snr, recording,
-                                           bads, segments)
+                                           bads, segments, config.phoneme_power)
             raw = SimulatedRaw(simulator, date)
             raw.info["bads"] = sorted(bads)
             bids_path = mne_bids.BIDSPath(
@@ -310,7 +310,8 @@ def _recording_events(stimuli: Stimuli, story: str, sfreq: float,
 
 
 def _simulator_rows(events: pd.DataFrame, root: Path) -> list[dict]:
-    """Sound and word rows of ``events`` in the common schema, with absolute wav paths."""
+    """Sound, word and phoneme rows of ``events`` in the common schema, with absolute wav
+    paths."""
     rows = []
     for event in events.itertuples():
         if event.trial_type == "sound":
@@ -320,6 +321,9 @@ def _simulator_rows(events: pd.DataFrame, root: Path) -> list[dict]:
             rows.append(dict(onset=event.onset, duration=event.duration, kind="word",
                              word=event.word, sequence_id=event.sequence_id,
                              word_index=event.word_index))
+        elif event.trial_type == "phoneme":
+            rows.append(dict(onset=event.onset, duration=event.duration, kind="phoneme",
+                             phoneme=event.phoneme))
     return rows
 
 

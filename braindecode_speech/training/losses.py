@@ -148,10 +148,11 @@ class DetectionLoss(nn.Module):
 
 
 class PhonemeLoss(nn.Module):
-    """Phoneme classification: cross-entropy of the time-averaged logits of
-    ``prediction [B, K, T]`` (:meth:`logits`) with each window's class, read from its target
-    track ``target [B, 1, T]`` at ``index`` (the anchor sample, where the phoneme starts).
-    ``weight [K]``: per-class weights (None: equal)."""
+    """Phoneme classification: cross-entropy of the window logits of ``prediction [B, K, T]``
+    (:meth:`logits`; the phoneme model's :class:`~braindecode_speech.models.WindowClassifier`
+    gives T = 1) with each window's class, read from its target track ``target [B, 1, T]`` at
+    ``index`` (the anchor sample, where the phoneme starts). ``weight [K]``: per-class weights
+    (None: equal)."""
 
     def __init__(self, index: int, weight: Tensor | None = None) -> None:
         super().__init__()
@@ -160,7 +161,7 @@ class PhonemeLoss(nn.Module):
 
     @staticmethod
     def logits(prediction: Tensor) -> Tensor:
-        """``[B, K, T]`` per-time-step logits → ``[B, K]`` window logits (mean over time)."""
+        """``[B, K, T]`` logits → ``[B, K]`` window logits (mean over time)."""
         return prediction.mean(-1)
 
     def labels(self, target: Tensor) -> Tensor:
