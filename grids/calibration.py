@@ -33,6 +33,8 @@ SUBJECTS = ["01", "02", "03", "04", "05"]
 #: the reference run's label, then one run per held-out subject
 EVERYONE = "none"
 MINUTES = (0, 1, 2, 5, 10, None)
+#: the goal on the demo: 5 minutes reach this fraction of the accuracy when part of training
+TARGET = 0.8
 
 GRID = Grid(
     base=ExperimentConfig().with_overrides({**DEMO_OVERRIDES, "study.name": "simulated"}),
@@ -97,7 +99,7 @@ def _plot(table: pd.DataFrame, path: Path) -> None:
     from braindecode_speech.sharing.calibration import plot_calibration_curve
 
     reference = table.groupby("subject")["part_of_training"].first().to_dict()
-    figure = plot_calibration_curve(table, reference=reference,
+    figure = plot_calibration_curve(table, reference=reference, target=TARGET,
                                     chance=float(table["chance.top10"].iloc[0]))
     figure.savefig(path, dpi=120)
 

@@ -169,7 +169,12 @@ def test_calibration_curve_and_its_figure(decoder, held_out, tmp_path):
     assert curve.loc[0, "n_windows"] == 0 and curve.loc[1, "n_windows"] > 0
     assert curve["n_test_windows"].nunique() == 1
     assert curve["segment.top10"].between(0, 1).all()
-    figure = plot_calibration_curve(curve, reference={"02": 0.5}, chance=0.1)
+    figure = plot_calibration_curve(curve, reference={"02": 0.5}, chance=0.1, target=0.8)
+    absolute, relative = figure.axes
+    line = relative.lines[0]   # the calibrated curve as a fraction of "part of training"
+    assert line.get_ydata() == pytest.approx(list(100 * curve["segment.top10"][:2] / 0.5))
+    assert [100.0, 80.0] == [h.get_ydata()[0] for h in relative.lines[-2:]]
+    assert len(plot_calibration_curve(curve).axes) == 1
     figure.savefig(tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..data.cache import RowReader, default_cache_dir
 from ..data.dataset import FeatureScaler, RobustScaler, WindowDataset, fit_robust_scaler
@@ -333,26 +334,52 @@ def calibration_curve(decoder: BrainDecoder, root: str | Path, study: str | None
 
 def plot_calibration_curve(curve: pd.DataFrame, metric: str = "segment.top10",
                            reference: dict[str, float] | None = None,
-                           chance: float | None = None) -> Figure:
-    """Figure of :func:`calibration_curve` tables (one line per subject and method): ``metric``
-    against the minutes of training blocks used (``seconds``); ``reference``: per subject,
-    its accuracy when it is part of training (dashed line); ``chance``: the chance level."""
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    ax = figure.add_subplot()
-    styles = {"calibrated": "o-", "scratch": "s--"}
+                           chance: float | None = None, target: float | None = None) -> Figure:
+    """Figure of :func:`calibration_curve` tables (one line per subject and method, a colour per
+    subject; calibrated solid, from scratch dashed): ``metric`` against the minutes of training
+    blocks used (``seconds``). ``reference``: per subject, its accuracy when it is part of
+    training (dotted), which adds a second panel with the accuracy as a fraction of it (and
+    ``target``, a fraction, as a line); ``chance``: the chance level."""
+    subjects = list(dict.fromkeys(str(s) for s in curve["subject"]))
+    colours = {s: f"C{i % 10}" for i, s in enumerate(subjects)}
+    relative = bool(reference)
+    figure = Figure(figsize=(10 if relative else 6.5, 4), layout="constrained")
+    axes = figure.subplots(1, 2 if relative else 1, squeeze=False)[0]
+    styles = {"calibrated": ("o", "-"), "scratch": ("s", "--")}
     for (subject, method), part in curve.groupby(["subject", "method"], sort=False):
         part = part.sort_values("seconds")
-        line, = ax.plot(part["seconds"] / 60, 100 * part[metric], styles.get(method, "o-"),
-                        label=f"{subject}: {method}")
-        if reference and str(subject) in reference and method == "calibrated":
-            ax.axhline(100 * reference[str(subject)], color=line.get_color(), ls=":", lw=1,
-                       label=f"{subject}: part of training")
+        marker, ls = styles.get(method, ("o", "-"))
+        kwargs = dict(color=colours[str(subject)], marker=marker, ls=ls, ms=4)
+        minutes = part["seconds"] / 60
+        axes[0].plot(minutes, 100 * part[metric], **kwargs)
+        if relative and str(subject) in reference:
+            axes[1].plot(minutes, 100 * part[metric] / reference[str(subject)], **kwargs)
+    for subject, value in (reference or {}).items():
+        if subject in colours:
+            axes[0].axhline(100 * value, color=colours[subject], ls=":", lw=1)
     if chance is not None:
-        ax.axhline(100 * chance, color="black", ls="--", lw=1, label="chance")
-    ax.set_xlabel("minutes of the subject's training blocks (0: mean subject layer)")
-    ax.set_ylabel(f"{metric} accuracy (%)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
+        axes[0].axhline(100 * chance, color="black", ls="--", lw=1)
+    axes[0].set_ylabel(f"{metric} accuracy (%)")
+    handles = [Line2D([], [], color=colours[s], marker="o", label=f"subject {s}")
+               for s in subjects]
+    handles += [Line2D([], [], color="grey", marker="o", ls="-", label="calibrated"),
+                Line2D([], [], color="grey", marker="s", ls="--", label="trained from scratch")]
+    if reference:
+        handles.append(Line2D([], [], color="grey", ls=":", label="part of training"))
+    if chance is not None:
+        handles.append(Line2D([], [], color="black", ls="--", label="chance"))
+    if relative:
+        axes[1].axhline(100, color="grey", ls=":", lw=1)
+        if target is not None:
+            axes[1].axhline(100 * target, color="black", ls="-.", lw=1)
+            handles.append(Line2D([], [], color="black", ls="-.",
+                                  label=f"target ({100 * target:.0f} % of part of training)"))
+        axes[1].set_ylabel("% of the accuracy when part of training")
+    for ax in axes:
+        ax.set_ylim(bottom=0)
+    figure.supxlabel("minutes of the subject's training blocks (0: mean subject layer)",
+                     fontsize="medium")
+    figure.legend(handles=handles, loc="outside right center", fontsize=8)
     return figure
 
 
