@@ -13,7 +13,7 @@ threads.
 The stream's data are random with an MEG-like spectrum (an AR(1) process, power falling as
 1/f² above 3 Hz). Also reported, at the same anchors: ``window_r``, the median Pearson
 correlation of the normalised windows of the causal (minimum-phase) resampler with those of the
-offline zero-phase one (``mne.filter.resample``, as ``preprocess`` does), and
+offline zero-phase one (``resample_polyphase``, as ``preprocess`` does), and
 ``zero_phase_wait_ms``, the input the zero-phase resampler waits for.
 
 Run on its own: ``python bench/stream_latency.py --threads 2``.
@@ -36,13 +36,15 @@ N_CANDIDATES = 1000
 
 
 def _measure(threads: int) -> dict:
-    import mne
+    from fractions import Fraction
+
     import numpy as np
     import pandas as pd
     import torch
     from scipy import signal
 
     from braindecode_speech.data.dataset import RobustScaler
+    from braindecode_speech.data.preprocessing import resample_polyphase
     from braindecode_speech.experiments.config import ExperimentConfig
     from braindecode_speech.experiments.prepare import Scalers
     from braindecode_speech.sharing import BrainDecoder, Candidates, SensorLayout, build_encoder
@@ -88,7 +90,7 @@ def _measure(threads: int) -> dict:
     live, table = stream("minimum", paced=True)
     latency = table["latency_ms"].to_numpy()
     # offline windows at the same anchors: the zero-phase resampler of preprocess
-    offline = mne.filter.resample(data, up=3, down=25, method="polyphase", verbose=False)
+    offline = resample_polyphase(data, Fraction(3, 25))
     zero = StreamResampler(SFREQ, 120.0, n_channels, "zero")
     r = []
     views = {}

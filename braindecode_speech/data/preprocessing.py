@@ -21,16 +21,23 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, model_validator
+from scipy import signal
 
 from ..config import Config, stable_hash
 from ..fileio import atomic_npy
 from .cache import ArrayCache, RowReader, file_digest
 from .study import Recording, StudyError
 
-__all__ = ["PreprocessConfig", "PreprocessedRecording", "preprocess", "sensor_positions_2d",
-           "source_files", "Storage", "FLOAT16_HEADROOM"]
+__all__ = ["ALGORITHM", "PreprocessConfig", "PreprocessedRecording", "preprocess",
+           "resample_polyphase", "sensor_positions_2d", "source_files", "Storage",
+           "FLOAT16_HEADROOM"]
 
 logger = logging.getLogger(__name__)
+
+#: version of the computation, part of every cache key: bumped when the same recording and
+#: config give different samples (2: the resampling ratio is exact, no longer fitted to the
+#: recording's length)
+ALGORITHM = 2
 
 #: dtype of the cached preprocessed samples
 Storage = Literal["float32", "float16"]
@@ -176,6 +183,7 @@ def preprocess(
         "content": [(f.relative_to(path.parent).as_posix(), file_digest(f, cache_dir))
                     for f in source_files(path)],
         "config": config.signature(),
+        "algorithm": ALGORITHM,
     }
     if storage != "float32":  # float32 entries keep the keys they had before float16 came
         identity["storage"] = storage
@@ -213,19 +221,27 @@ def source_files(path: Path) -> list[Path]:
                   if p.is_file() and (p == path or p.name.startswith(f"{path.stem}.")))
 
 
+def resample_polyphase(x: np.ndarray, ratio: Fraction) -> np.ndarray:
+    """``x [..., T]`` resampled by ``ratio`` (output rate / input rate) with the filter of
+    ``mne.filter.resample(..., method="polyphase")`` (a Kaiser-windowed sinc, beta 5, of ±10
+    samples at the lower of the two rates; reflection at the edges) and the exact ratio: output
+    sample ``n`` is at ``n / ratio`` input samples. (mne derives the ratio from the output
+    length it rounds, so its samples drift off the output clock by up to half a sample over a
+    recording, which the causal stream resampler could not reproduce.)"""
+    return signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1,
+                                window=("kaiser", 5.0), padtype="reflect")
+
+
 def _filter_and_resample(x: np.ndarray, sfreq: float, ratio: Fraction,
                          config: PreprocessConfig) -> np.ndarray:
-    """Band-pass (if configured) and polyphase-resample ``x [C, T]`` by ``ratio``, channels
-    split over ``config.n_jobs`` threads (numpy and scipy release the GIL)."""
+    """Band-pass (if configured) and :func:`resample_polyphase` ``x [C, T]`` by ``ratio``,
+    channels split over ``config.n_jobs`` threads (numpy and scipy release the GIL)."""
 
     def run(rows: np.ndarray) -> np.ndarray:
         if config.highpass is not None or config.lowpass is not None:
             rows = mne.filter.filter_data(rows, sfreq, config.highpass, config.lowpass,
                                           verbose=False)
-        if ratio != 1:
-            rows = mne.filter.resample(rows, up=ratio.numerator, down=ratio.denominator,
-                                       method="polyphase", verbose=False)
-        return rows
+        return resample_polyphase(rows, ratio) if ratio != 1 else rows
 
     n_jobs = min(config.n_jobs or torch.get_num_threads(), len(x))
     if n_jobs <= 1:

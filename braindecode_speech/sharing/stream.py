@@ -48,7 +48,7 @@ Phase = Literal["minimum", "zero"]
 class StreamResampler:
     """Polyphase resampling of a stream from ``sfreq_in`` to ``sfreq_out`` Hz, chunk by chunk.
 
-    The filter is the offline one (``mne.filter.resample(..., method="polyphase")``: a
+    The filter is the offline one (that of :mod:`braindecode_speech.data.preprocessing`: a
     Kaiser-windowed (beta 5) sinc of ``±10`` samples at the lower of the two rates). Output
     sample ``n`` is at ``n / sfreq_out`` s on the input's clock. The last input samples (one
     filter length) are kept between calls, so that any split of a signal into chunks gives the
