@@ -3,9 +3,11 @@
     python bench/run.py [--only NAME ...] [--skip NAME ...] [--json FILE] [--threads N]
                         [--n-windows N]
 
-Each benchmark lives in ``bench/<module>.py`` as a function ``(threads) -> dict`` returning
-``{"name", "seconds" (median), "seconds_min", "peak_rss_mb", "gflops", "config"}``; peak memory
-is measured in a fresh subprocess so figures do not depend on what ran before.
+Each benchmark lives in ``bench/<module>.py`` as a function ``(threads, **options) -> dict``
+returning ``{"name", "seconds" (median), "seconds_min", "peak_rss_mb", "gflops", "config"}``;
+peak memory is measured in a fresh subprocess so figures do not depend on what ran before.
+Training steps measured after ``gemm_peak`` in the same run also get ``bound_s`` (their flops
+at the GEMM peak of their dtype) and ``of_bound`` (bound / measured, 1 = at the peak).
 """
 
 from __future__ import annotations
@@ -19,19 +21,42 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: benchmark name -> (module in bench/, function)
+#: benchmark name -> (module in bench/, function[, keyword arguments]); gemm_peak first, so that
+#: the figures after it can be set against the machine's GEMM bound measured in the same run
 BENCHMARKS = {
+    "gemm_peak": ("gemm_peak", "bench"),
     "train_step_b32": ("train_step", "bench_b32"),
+    "train_step_b32_fp32_plain": ("train_step", "bench_b32", {"mode": "plain", "bf16": False}),
+    "train_step_b32_fp32_fast": ("train_step", "bench_b32", {"mode": "fast", "bf16": False}),
     "train_step_b256": ("train_step", "bench_b256"),
+    "train_step_b256_fp32_plain": ("train_step", "bench_b256", {"mode": "plain", "bf16": False}),
+    "train_step_b256_fp32_fast": ("train_step", "bench_b256", {"mode": "fast", "bf16": False}),
+    "train_step_b256_fp32_lean": ("train_step", "bench_b256", {"mode": "lean", "bf16": False}),
+    "train_step_b256_bf16_lean": ("train_step", "bench_b256", {"mode": "lean", "bf16": True}),
     "retrieval_10k": ("retrieval", "bench"),
     "eval_paper_scale": ("eval_paper_scale", "bench"),
     "wav2vec2_60s": ("wav2vec2", "bench"),
     "preprocess_10min": ("preprocess", "bench"),
-    "gemm_peak": ("gemm_peak", "bench"),
     "loader_large": ("loader", "bench"),
     "loader_throughput": ("loader", "bench_throughput"),
     "stream_latency": ("stream_latency", "bench"),
 }
+
+
+def gemm_bound(result: dict, peak: dict) -> dict:
+    """``bound_s`` (the step's flops at the GEMM peak of its dtype, from ``gemm_peak``'s
+    ``result``) and ``of_bound`` (that bound over the measured median, 1 = at the peak) for a
+    result whose config gives ``flops_per_step``; empty otherwise."""
+    flops = result.get("config", {}).get("flops_per_step")
+    if not flops:
+        return {}
+    bf16 = bool(result["config"].get("bf16"))
+    gflops = peak["config"]["bf16_gflops"] if bf16 else peak["gflops"]
+    if not gflops:
+        return {}
+    bound = flops / (gflops * 1e9)
+    return {"bound_s": round(bound, 3), "of_bound": round(bound / result["seconds"], 3),
+            "bound_dtype": "bf16" if bf16 else "fp32"}
 
 
 def cpu_model() -> str:
@@ -98,14 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{host['cpu']} [{' '.join(host['flags']) or 'no AVX flags'}], torch {host['torch']}"
     print(f"# {header}, {args.threads} threads")
     results = []
+    peak = None
     for name in names:
-        module, function = BENCHMARKS[name]
+        module, function, *kwargs = BENCHMARKS[name]
         run = getattr(importlib.import_module(module), function)
-        options = {}
+        options = dict(kwargs[0]) if kwargs else {}
         if args.n_windows is not None and "n_windows" in inspect.signature(run).parameters:
             options["n_windows"] = args.n_windows
         result = run(args.threads, **options)
         result["name"] = name
+        if name == "gemm_peak":
+            peak = result
+        elif peak is not None:
+            result.update(gemm_bound(result, peak))
         result["machine"] = {**host, "threads": args.threads}
         print(f"{format_line(result)}  [{host['cpu']}]", flush=True)
         results.append(result)

@@ -47,3 +47,25 @@ def test_only_and_skip_choose_the_benchmarks(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split()[0] for line in lines] == ["first", "third"]
     assert [r["name"] for r in json.loads((tmp_path / "r.json").read_text())] == ["first", "third"]
+
+
+def test_training_steps_are_set_against_the_gemm_bound_of_the_same_run(tmp_path, monkeypatch,
+                                                                        capsys):
+    driver = _driver()
+    (tmp_path / "peak_bench.py").write_text(
+        "def bench(threads):\n    return {'seconds': 1.0, 'seconds_min': 1.0, 'peak_rss_mb': 1.0,"
+        " 'gflops': 200.0, 'config': {'bf16_gflops': 400.0}}\n")
+    (tmp_path / "step_bench.py").write_text(
+        "def bench(threads, bf16=False):\n    return {'seconds': 40.0, 'seconds_min': 39.0, "
+        "'peak_rss_mb': 1.0, 'gflops': 100.0, 'config': {'bf16': bf16, "
+        "'flops_per_step': 4e12}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(driver, "BENCHMARKS", {
+        "gemm_peak": ("peak_bench", "bench"), "fp32": ("step_bench", "bench"),
+        "bf16": ("step_bench", "bench", {"bf16": True})})
+    assert driver.main(["--json", str(tmp_path / "r.json")]) == 0
+    peak, fp32, bf16 = json.loads((tmp_path / "r.json").read_text())
+    assert "of_bound" not in peak
+    assert (fp32["bound_s"], fp32["of_bound"], fp32["bound_dtype"]) == (20.0, 0.5, "fp32")
+    assert (bf16["bound_s"], bf16["of_bound"], bf16["bound_dtype"]) == (10.0, 0.25, "bf16")
+    assert "of_bound=0.5" in capsys.readouterr().out
