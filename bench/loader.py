@@ -24,8 +24,10 @@ read through once so that the page cache holds them), windows of 360 samples eve
 120 Hz) with the paper's normalisation (baseline, robust scaling, clamp; standard-scaled
 features), drawn in shuffled batches of 256. Each path runs in its own fresh subprocess (its
 own peak RSS): ``per_window`` (``dataset[i]`` + collate through a ``torch.utils.data.DataLoader``,
-the loader before ``get_batch``) and ``get_batch`` (:class:`BatchLoader`: runs read once,
-reused buffers, ``--workers`` background threads). The machine's memory bandwidth is measured in
+the loader before ``get_batch``), ``get_batch`` (:class:`BatchLoader`: runs read once,
+reused buffers, ``--workers`` background threads; ``data.kernel=numpy``) and, where numba is
+installed, ``get_batch_numba`` (the same with the fused kernel; the headline figure then, with
+the numpy kernel's beside it under ``numpy_kernel``). The machine's memory bandwidth is measured in
 the same run (a 1 GiB numpy copy, one thread; a torch copy with ``threads`` threads): a batch
 cannot be produced faster than copying its bytes once (``bound_windows_per_s``).
 
@@ -162,10 +164,13 @@ def _throughput_cache(folder: Path, gb: float, n_recordings: int, n_features: in
     return paths
 
 
-def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int):
-    """The generated study as a :class:`WindowDataset` with the paper's normalisation."""
+def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int,
+                        kernel: str = "auto"):
+    """The generated study as a :class:`WindowDataset` with the paper's normalisation,
+    normalised by ``kernel`` (``data.kernel``)."""
     import numpy as np
 
+    from braindecode_speech.data.batches import DataConfig
     from braindecode_speech.data.cache import RowReader
     from braindecode_speech.data.dataset import FeatureScaler, RobustScaler, Window, WindowDataset
 
@@ -180,7 +185,8 @@ def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int):
     return WindowDataset(
         brains, [rng.random((c["channels"], 2), dtype=np.float32) for _ in brains], features,
         windows, scalers, FeatureScaler(rng.random(n_features), rng.random(n_features) + 0.1),
-        c["channels"], c["n_times"], c["baseline"], 20.0, -c["lag"])
+        c["channels"], c["n_times"], c["baseline"], 20.0, -c["lag"],
+        data_config=DataConfig(kernel=kernel))
 
 
 def _throughput_worker(args: argparse.Namespace) -> dict:
@@ -191,7 +197,8 @@ def _throughput_worker(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     paths = [(Path(b), Path(f)) for b, f in json.loads(args.paths)]
-    dataset = _throughput_dataset(paths, args.features)
+    dataset = _throughput_dataset(paths, args.features,
+                                  "numba" if args.path == "get_batch_numba" else "numpy")
     size = args.batch_size
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(dataset), generator=generator).tolist()
@@ -253,8 +260,13 @@ def bench_throughput(threads: int, gb: float = 3.0, n_batches: int = 30, n_recor
     paths = _throughput_cache(folder, gb, n_recordings, n_features)
     cache_s = time.perf_counter() - start
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    from braindecode_speech.data import kernels
+
     results = {}
-    for path, batches in (("per_window", max(2, n_batches // 6)), ("get_batch", n_batches)):
+    measured = [("per_window", max(2, n_batches // 6)), ("get_batch", n_batches)]
+    if kernels.available():
+        measured.append(("get_batch_numba", n_batches))
+    for path, batches in measured:
         done = subprocess.run(
             [sys.executable, __file__, "--throughput-worker", "--path", path,
              "--threads", str(threads), "--batches", str(batches), "--workers", str(workers),
@@ -269,12 +281,16 @@ def bench_throughput(threads: int, gb: float = 3.0, n_batches: int = 30, n_recor
     c = THROUGHPUT
     window_bytes = (c["channels"] + n_features) * c["n_times"] * 4
     best_bandwidth = max(bandwidth.values())
-    new, old = results["get_batch"], results["per_window"]
+    fused = "get_batch_numba" in results
+    new, old = results["get_batch_numba" if fused else "get_batch"], results["per_window"]
+    keys = ("windows_per_s", "seconds", "peak_rss_gb")
     return {
         "name": "loader_throughput", "seconds": new["seconds"], "seconds_min": new["seconds_min"],
         "peak_rss_mb": new["peak_rss_gb"] * 1024, "gflops": None,
         "windows_per_s": new["windows_per_s"], "peak_rss_gb": new["peak_rss_gb"],
-        "per_window": {k: old[k] for k in ("windows_per_s", "seconds", "peak_rss_gb")},
+        "kernel": "numba" if fused else "numpy",
+        "per_window": {k: old[k] for k in keys},
+        "numpy_kernel": {k: results["get_batch"][k] for k in keys},
         "speedup": round(new["windows_per_s"] / old["windows_per_s"], 2),
         "bandwidth_gb_s": bandwidth,
         "bound_windows_per_s": round(best_bandwidth * 1e9 / window_bytes),

@@ -52,14 +52,16 @@ def study(tmp_path_factory):
             "feature_scaler": feature_scaler, "windows": windows}
 
 
-def _dataset(study, float16=False, baseline=True, scaled=True, clamp=2.5, store=None):
+def _dataset(study, float16=False, baseline=True, scaled=True, clamp=2.5, store=None,
+             kernel="auto"):
     brains = study["brains16" if float16 else "brains"]
     positions = [np.random.default_rng(n).random((n, 2), dtype=np.float32) for n in CHANNELS]
     scalers = study["scalers"] if scaled else [None] * len(CHANNELS)
     feature_scaler = study["feature_scaler"] if scaled else None
     dataset = WindowDataset(brains, positions, study["features"], study["windows"], scalers,
                             feature_scaler, max(CHANNELS), N_TIMES,
-                            BASELINE if baseline else 0, clamp, -LAG if baseline else 0)
+                            BASELINE if baseline else 0, clamp, -LAG if baseline else 0,
+                            data_config=DataConfig(kernel=kernel))
     if store is not None:
         dataset.store = WindowDataset.device_store(brains, study["features"], scalers,
                                                    feature_scaler, max(CHANNELS), store)
@@ -79,11 +81,15 @@ def _assert_identical(batch, reference):
         assert torch.equal(got.cpu(), value), f"{key} differs"
 
 
-@pytest.mark.parametrize("store", [None, "cpu"])
+@pytest.mark.parametrize("store, kernel", [(None, "numpy"), (None, "numba"), ("cpu", "auto")])
 @pytest.mark.parametrize("float16", [False, True])
-@pytest.mark.parametrize("options", [{}, {"baseline": False, "scaled": False, "clamp": None}])
-def test_batches_are_bit_identical_to_the_per_window_path(study, store, float16, options):
-    dataset = _dataset(study, float16=float16, store=store, **options)
+@pytest.mark.parametrize("options", [{}, {"baseline": False, "scaled": False, "clamp": None},
+                                     {"baseline": False}, {"clamp": None}])
+def test_batches_are_bit_identical_to_the_per_window_path(study, store, kernel, float16,
+                                                          options):
+    if kernel == "numba":
+        pytest.importorskip("numba")
+    dataset = _dataset(study, float16=float16, store=store, kernel=kernel, **options)
     rng = np.random.default_rng(1)
     n = len(dataset)
     shuffled = rng.permutation(n)[:40]
@@ -153,11 +159,23 @@ def test_batch_loader_prefetches_the_same_batches(study):
 
 def test_data_config_options_outside_the_signature_do_not_change_it():
     base = DataConfig()
-    assert DataConfig(device="cpu", prefetch=0, workers=3, pin_memory=False).signature() == \
-        base.signature()
+    assert DataConfig(device="cpu", prefetch=0, workers=3, pin_memory=False,
+                      kernel="numpy").signature() == base.signature()
     assert DataConfig(storage="float16").signature() != base.signature()
     with pytest.raises(ValueError, match="not a torch device"):
         DataConfig(device="gpu0")
+
+
+def test_the_numba_kernel_is_chosen_where_installed_and_refused_where_not(monkeypatch):
+    from braindecode_speech.data import kernels
+
+    assert not DataConfig(kernel="numpy").fused()
+    assert DataConfig().fused() == kernels.available()
+    monkeypatch.setattr(kernels, "numba", None)
+    assert not DataConfig().fused()
+    with pytest.raises(ValueError, match=r"numba is not installed: pip install "
+                                         r"'braindecode-speech\[fast\]'"):
+        DataConfig(kernel="numba")
 
 
 @pytest.mark.parametrize("overrides", [{"data.device": "cpu"}, {"data.storage": "float16"}])

@@ -29,6 +29,7 @@ import torch
 from pydantic import Field, field_validator
 
 from ..config import Config
+from . import kernels
 from .cache import RowReader
 
 __all__ = ["DataConfig", "BatchLoader", "DeviceStore", "read_windows", "scratch", "BATCH_KEYS"]
@@ -60,8 +61,24 @@ class DataConfig(Config):
     """threads preparing batches at once (at most ``prefetch``)"""
     pin_memory: bool = True
     """pinned batch buffers when the model runs on CUDA (asynchronous host-to-device copies)"""
+    kernel: Literal["auto", "numba", "numpy"] = "auto"
+    """how memory-mapped windows are normalised: ``numba``, one compiled pass per window
+    (:mod:`~braindecode_speech.data.kernels`, the optional ``fast`` extra), or ``numpy``, one
+    operation at a time; the same bits either way. ``auto``: numba where it is installed"""
 
-    _exclude_from_signature = ("device", "prefetch", "workers", "pin_memory")
+    _exclude_from_signature = ("device", "prefetch", "workers", "pin_memory", "kernel")
+
+    @field_validator("kernel")
+    @classmethod
+    def _kernel_installed(cls, value: str) -> str:
+        if value == "numba" and not kernels.available():
+            raise ValueError("numba is not installed: pip install 'braindecode-speech[fast]' "
+                             "(or data.kernel=auto / numpy)")
+        return value
+
+    def fused(self) -> bool:
+        """Whether windows are normalised by the compiled kernels."""
+        return self.kernel == "numba" or (self.kernel == "auto" and kernels.available())
 
     @field_validator("device")
     @classmethod

@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 
 from ..config import Config
+from . import kernels
 from .batches import DataConfig, DeviceStore, read_windows, scratch
 from .cache import RowReader
 
@@ -30,6 +31,9 @@ __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Wind
            "fit_robust_scaler", "read_brain_window"]
 
 logger = logging.getLogger(__name__)
+
+#: the fused kernel's centre and scale arguments when a recording is not scaled (unused)
+_NO_SCALE = np.zeros(0, dtype=np.float32)
 
 
 class NormConfig(Config):
@@ -279,8 +283,18 @@ class WindowDataset(torch.utils.data.Dataset):
         lo = min(0, self.baseline_offset) if baseline else 0
         hi = max(n_times, self.baseline_offset + baseline) if baseline else n_times
         first = self.baseline_offset - lo
+        fused = self.data_config.fused()
         for k, r, rows in read_windows(self.brains, recording, start + lo, hi - lo):
             n_ch = rows.shape[1]
+            if fused:
+                scaler = self.scalers[r]
+                kernels.brain_window(rows, out[k], scratch(n_times, n_ch), -lo, n_times,
+                                     first, baseline,
+                                     _NO_SCALE if scaler is None else scaler.center,
+                                     _NO_SCALE if scaler is None else scaler.scale,
+                                     scaler is not None, clamp or 0.0, clamp is not None)
+                out[k, n_ch:] = 0
+                continue
             x = scratch(n_times, n_ch)
             if baseline:
                 np.subtract(rows[-lo:n_times - lo], rows[first:first + baseline].mean(axis=0),
@@ -299,9 +313,14 @@ class WindowDataset(torch.utils.data.Dataset):
     def _gather_speech(self, block: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
         """Normalised speech windows into ``out [B, F, T]`` (as :meth:`speech_window`)."""
         scaler = self.feature_scaler
+        fused = self.data_config.fused()
         for k, _, rows in read_windows(self.features, block, start, self.n_times):
             if scaler is None:
                 np.copyto(out[k], rows.T)
+                continue
+            if fused:
+                kernels.speech_window(rows, out[k], scratch(*rows.shape), scaler.mean,
+                                      scaler.std)
                 continue
             y = scratch(*rows.shape)
             np.subtract(rows, scaler.mean, out=y)
