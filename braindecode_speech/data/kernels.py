@@ -4,8 +4,9 @@ The batch path of :meth:`~braindecode_speech.data.dataset.WindowDataset.get_batc
 each window with one numpy operation at a time (baseline mean, baseline subtraction, robust
 centring, division by the IQR, clamp, transposition to ``[C, T]``): six passes over the window,
 each short enough that per-call costs dominate. The kernels here do the same float32
-operations in the same order for each element, in one pass that writes the transposed window,
-so the windows are the same bit for bit (tested against the numpy path). They are compiled
+operations in the same order for each element in one compiled pass over the window (time-major,
+vectorised), then write it transposed, so the windows are the same bit for bit (tested against
+the numpy path). They are compiled
 without ``fastmath`` (IEEE operations, no reassociation) and release the GIL, so the threads of
 :class:`~braindecode_speech.data.batches.BatchLoader` run them at once.
 
@@ -23,6 +24,7 @@ except ImportError:  # the optional ``fast`` extra
     numba = None
 
 __all__ = ["available", "brain_window", "speech_window"]
+
 
 def available() -> bool:
     """Whether numba is installed (``pip install 'braindecode-speech[fast]'``)."""
