@@ -24,10 +24,11 @@ read through once so that the page cache holds them), windows of 360 samples eve
 120 Hz) with the paper's normalisation (baseline, robust scaling, clamp; standard-scaled
 features), drawn in shuffled batches of 256. Each path runs in its own fresh subprocess (its
 own peak RSS): ``per_window`` (``dataset[i]`` + collate through a ``torch.utils.data.DataLoader``,
-the loader before ``get_batch``), ``get_batch`` (:class:`BatchLoader`: runs read once,
-reused buffers, ``--workers`` background threads; ``data.kernel=numpy``) and, where numba is
-installed, ``get_batch_numba`` (the same with the fused kernel; the headline figure then, with
-the numpy kernel's beside it under ``numpy_kernel``). The machine's memory bandwidth is measured in
+the loader before ``get_batch``) and :class:`BatchLoader` (``get_batch``: runs read once, reused
+buffers, ``--workers`` background threads) in three settings: ``data.read=pread`` with the numpy
+kernel and, where numba is installed, with the fused kernel (the default settings then), and
+``data.read=mmap`` with the fused kernel (windows normalised straight from the mapped cache: the
+headline ``windows_per_s``; every setting's figures under ``get_batch``). The machine's memory bandwidth is measured in
 the same run (a 1 GiB numpy copy, one thread; a torch copy with ``threads`` threads): a batch
 cannot be produced faster than copying its bytes once (``bound_windows_per_s``).
 
@@ -165,9 +166,9 @@ def _throughput_cache(folder: Path, gb: float, n_recordings: int, n_features: in
 
 
 def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int,
-                        kernel: str = "auto"):
+                        read: str = "pread", kernel: str = "auto"):
     """The generated study as a :class:`WindowDataset` with the paper's normalisation,
-    normalised by ``kernel`` (``data.kernel``)."""
+    read by ``read`` (``data.read``), normalised by ``kernel`` (``data.kernel``)."""
     import numpy as np
 
     from braindecode_speech.data.batches import DataConfig
@@ -186,7 +187,7 @@ def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int,
         brains, [rng.random((c["channels"], 2), dtype=np.float32) for _ in brains], features,
         windows, scalers, FeatureScaler(rng.random(n_features), rng.random(n_features) + 0.1),
         c["channels"], c["n_times"], c["baseline"], 20.0, -c["lag"],
-        data_config=DataConfig(kernel=kernel))
+        data_config=DataConfig(read=read, kernel=kernel))
 
 
 def _throughput_worker(args: argparse.Namespace) -> dict:
@@ -197,8 +198,7 @@ def _throughput_worker(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     paths = [(Path(b), Path(f)) for b, f in json.loads(args.paths)]
-    dataset = _throughput_dataset(paths, args.features,
-                                  "numba" if args.path == "get_batch_numba" else "numpy")
+    dataset = _throughput_dataset(paths, args.features, args.read, args.kernel)
     size = args.batch_size
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(dataset), generator=generator).tolist()
@@ -263,12 +263,17 @@ def bench_throughput(threads: int, gb: float = 3.0, n_batches: int = 30, n_recor
     from braindecode_speech.data import kernels
 
     results = {}
-    measured = [("per_window", max(2, n_batches // 6)), ("get_batch", n_batches)]
+    fused = "numba" if kernels.available() else "numpy"
+    # (path, batches timed, data.read, data.kernel); get_batch_mmap is the headline
+    measured = [("per_window", max(2, n_batches // 6), "pread", "numpy"),
+                ("get_batch", n_batches, "pread", "numpy"),
+                ("get_batch_mmap", n_batches, "mmap", fused)]
     if kernels.available():
-        measured.append(("get_batch_numba", n_batches))
-    for path, batches in measured:
+        measured.insert(2, ("get_batch_numba", n_batches, "pread", "numba"))
+    for path, batches, read, kernel in measured:
         done = subprocess.run(
             [sys.executable, __file__, "--throughput-worker", "--path", path,
+             "--read", read, "--kernel", kernel,
              "--threads", str(threads), "--batches", str(batches), "--workers", str(workers),
              "--features", str(n_features), "--batch-size", str(batch_size),
              "--paths", json.dumps([[str(b), str(f)] for b, f in paths])],
@@ -276,21 +281,22 @@ def bench_throughput(threads: int, gb: float = 3.0, n_batches: int = 30, n_recor
         if done.returncode:
             raise RuntimeError(f"loader_throughput worker ({path}) failed:\n"
                                f"{done.stderr[-3000:]}")
-        results[path] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[path] = {**json.loads(done.stdout.strip().splitlines()[-1]),
+                         "setting": f"data.read={read} data.kernel={kernel}"}
     bandwidth = memory_bandwidth(threads, bandwidth_bytes)
     c = THROUGHPUT
     window_bytes = (c["channels"] + n_features) * c["n_times"] * 4
     best_bandwidth = max(bandwidth.values())
-    fused = "get_batch_numba" in results
-    new, old = results["get_batch_numba" if fused else "get_batch"], results["per_window"]
+    new, old = results["get_batch_mmap"], results["per_window"]
     keys = ("windows_per_s", "seconds", "peak_rss_gb")
     return {
         "name": "loader_throughput", "seconds": new["seconds"], "seconds_min": new["seconds_min"],
         "peak_rss_mb": new["peak_rss_gb"] * 1024, "gflops": None,
         "windows_per_s": new["windows_per_s"], "peak_rss_gb": new["peak_rss_gb"],
-        "kernel": "numba" if fused else "numpy",
+        "setting": new["setting"],
         "per_window": {k: old[k] for k in keys},
-        "numpy_kernel": {k: results["get_batch"][k] for k in keys},
+        "get_batch": {results[path]["setting"]: {k: results[path][k] for k in keys}
+                      for path, *_ in measured if path != "per_window"},
         "speedup": round(new["windows_per_s"] / old["windows_per_s"], 2),
         "bandwidth_gb_s": bandwidth,
         "bound_windows_per_s": round(best_bandwidth * 1e9 / window_bytes),
@@ -335,6 +341,8 @@ def main() -> None:
     parser.add_argument("--throughput-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--read", default="pread", help=argparse.SUPPRESS)
+    parser.add_argument("--kernel", default="numpy", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="large")
     parser.add_argument("--batches", type=int, default=20,

@@ -53,7 +53,7 @@ def study(tmp_path_factory):
 
 
 def _dataset(study, float16=False, baseline=True, scaled=True, clamp=2.5, store=None,
-             kernel="auto"):
+             kernel="auto", read="pread"):
     brains = study["brains16" if float16 else "brains"]
     positions = [np.random.default_rng(n).random((n, 2), dtype=np.float32) for n in CHANNELS]
     scalers = study["scalers"] if scaled else [None] * len(CHANNELS)
@@ -61,7 +61,7 @@ def _dataset(study, float16=False, baseline=True, scaled=True, clamp=2.5, store=
     dataset = WindowDataset(brains, positions, study["features"], study["windows"], scalers,
                             feature_scaler, max(CHANNELS), N_TIMES,
                             BASELINE if baseline else 0, clamp, -LAG if baseline else 0,
-                            data_config=DataConfig(kernel=kernel))
+                            data_config=DataConfig(read=read, kernel=kernel))
     if store is not None:
         dataset.store = WindowDataset.device_store(brains, study["features"], scalers,
                                                    feature_scaler, max(CHANNELS), store)
@@ -81,15 +81,17 @@ def _assert_identical(batch, reference):
         assert torch.equal(got.cpu(), value), f"{key} differs"
 
 
-@pytest.mark.parametrize("store, kernel", [(None, "numpy"), (None, "numba"), ("cpu", "auto")])
+@pytest.mark.parametrize("store, read, kernel", [
+    (None, "pread", "numpy"), (None, "pread", "numba"), (None, "mmap", "numpy"),
+    (None, "mmap", "numba"), ("cpu", "pread", "auto")])
 @pytest.mark.parametrize("float16", [False, True])
 @pytest.mark.parametrize("options", [{}, {"baseline": False, "scaled": False, "clamp": None},
                                      {"baseline": False}, {"clamp": None}])
-def test_batches_are_bit_identical_to_the_per_window_path(study, store, kernel, float16,
+def test_batches_are_bit_identical_to_the_per_window_path(study, store, read, kernel, float16,
                                                           options):
     if kernel == "numba":
         pytest.importorskip("numba")
-    dataset = _dataset(study, float16=float16, store=store, kernel=kernel, **options)
+    dataset = _dataset(study, float16=float16, store=store, kernel=kernel, read=read, **options)
     rng = np.random.default_rng(1)
     n = len(dataset)
     shuffled = rng.permutation(n)[:40]
@@ -104,6 +106,58 @@ def test_batches_are_bit_identical_to_the_per_window_path(study, store, kernel, 
     if options.get("clamp", 2.5) is not None:
         assert clamped.abs().max() == 2.5  # the clamp bites: its path is exercised
     assert not clamped[:, 7:].any() and (clamped[:, 5:7] == 0).any()
+
+
+@pytest.mark.parametrize("store", [None, "cpu"])
+def test_batches_are_time_major_views(study, store):
+    """brain [B, C, T] and speech [B, F, T] are views of [B, T, C] / [B, T, F] memory, from the
+    memory maps and from a device store; .contiguous() gives the same values channel-major."""
+    dataset = _dataset(study, store=store)
+    batch = dataset.get_batch(np.arange(12))
+    for key in ("brain", "speech"):
+        value = batch[key]
+        assert not value.is_contiguous() and value.transpose(1, 2).is_contiguous(), key
+        assert torch.equal(value.contiguous(), value)
+    if store is None:
+        out = dataset.empty_batch(4)
+        assert out["brain"].shape == (4, max(CHANNELS), N_TIMES)
+        assert out["brain"].stride() == (N_TIMES * max(CHANNELS), 1, max(CHANNELS))
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+def test_channel_major_out_buffers_are_filled_too(study, kernel):
+    """get_batch writes into any [B, C, T] buffers, channel-major ones included (the fused
+    kernel needs time-major slots, so these take the numpy path): the same windows."""
+    if kernel == "numba":
+        pytest.importorskip("numba")
+    dataset = _dataset(study, kernel=kernel)
+    indices = np.random.default_rng(3).choice(len(dataset), 10, replace=False)
+    out = {k: v.contiguous() for k, v in dataset.empty_batch(10).items()}
+    got = dataset.get_batch(indices, out)
+    assert got["brain"].is_contiguous() and got["brain"].data_ptr() == out["brain"].data_ptr()
+    _assert_identical(got, _reference(dataset, indices))
+
+
+def test_mapped_rows_are_the_read_rows_without_a_copy(study):
+    """RowReader.mapped: float32 rows are a read-only view of one mapping of the file kept by
+    the reader (not copied, not remapped per read); float16 rows are decoded as read() does;
+    a pickled reader (DataLoader workers) does not carry the mapping."""
+    import pickle
+
+    reader = study["brains"][0]
+    first, second = reader.mapped(10, 40), reader.mapped(50, 60)
+    np.testing.assert_array_equal(first, reader.read(10, 40))
+    assert not first.flags.writeable and not first.flags.owndata
+    assert np.shares_memory(first, reader.mapped(0, LENGTHS[0]))
+    assert second.__array_interface__["data"][0] - first.__array_interface__["data"][0] == \
+        40 * reader.row_bytes
+    scaled = study["brains16"][1]
+    out = np.empty((20, CHANNELS[1]), dtype=np.float32)
+    assert scaled.mapped(5, 25, out=out) is out
+    np.testing.assert_array_equal(out, scaled.read(5, 25))
+    assert pickle.loads(pickle.dumps(reader))._map is None
+    with pytest.raises(IndexError, match="outside"):
+        reader.mapped(0, LENGTHS[0] + 1)
 
 
 def test_reused_buffers_give_the_same_batches(study):

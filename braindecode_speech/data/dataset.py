@@ -24,7 +24,7 @@ from pydantic import Field
 
 from ..config import Config
 from . import kernels
-from .batches import DataConfig, DeviceStore, read_windows, scratch
+from .batches import DataConfig, DeviceStore, read_windows
 from .cache import RowReader
 
 __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: the fused kernel's centre and scale arguments when a recording is not scaled (unused)
 _NO_SCALE = np.zeros(0, dtype=np.float32)
+#: the batch entries held time-major in memory (``[B, T, C]`` seen as ``[B, C, T]``)
+_TIME_MAJOR = ("brain", "speech")
 
 
 class NormConfig(Config):
@@ -224,18 +226,21 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def empty_batch(self, n: int, pin_memory: bool = False) -> dict[str, torch.Tensor] | None:
         """Buffers for a batch of ``n`` windows to give :meth:`get_batch` (pinned memory when
-        ``pin_memory``); None with a device store, whose batches are made on the device."""
+        ``pin_memory``); None with a device store, whose batches are made on the device.
+        ``brain [n, C, T]`` and ``speech [n, F, T]`` are views of time-major memory
+        (``[n, T, C]``, ``[n, T, F]``), the layout windows are stored in."""
         if self.store is not None:
             return None
         n_features = self.features[0].shape[1] if self.features else 0
-        shapes = {"brain": ((n, self.n_channels, self.n_times), torch.float32),
+        shapes = {"brain": ((n, self.n_times, self.n_channels), torch.float32),
                   "mask": ((n, self.n_channels), torch.bool),
                   "positions": ((n, self.n_channels, 2), torch.float32),
                   "subject": ((n,), torch.long),
-                  "speech": ((n, n_features, self.n_times), torch.float32),
+                  "speech": ((n, self.n_times, n_features), torch.float32),
                   "index": ((n,), torch.long)}
-        return {k: torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
-                for k, (shape, dtype) in shapes.items()}
+        out = {k: torch.empty(shape, dtype=dtype, pin_memory=pin_memory)
+               for k, (shape, dtype) in shapes.items()}
+        return {k: v.transpose(1, 2) if k in _TIME_MAJOR else v for k, v in out.items()}
 
     def get_batch(self, indices: Sequence[int] | np.ndarray,
                   out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -277,55 +282,58 @@ class WindowDataset(torch.utils.data.Dataset):
     def _gather_brain(self, recording: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
         """Normalised brain windows into ``out [B, C, T]``: the operations of
         :meth:`brain_window` in the same order (elementwise, so the same values in any memory
-        layout), done time-major in a cached work buffer on rows read once per run of windows,
-        then transposed into place."""
+        layout), each window written straight from the rows read once per run of windows into
+        its slot seen time-major (``out[k].T``, contiguous for :meth:`empty_batch`'s
+        buffers)."""
         n_times, baseline, clamp = self.n_times, self.baseline_samples, self.clamp
         lo = min(0, self.baseline_offset) if baseline else 0
         hi = max(n_times, self.baseline_offset + baseline) if baseline else n_times
         first = self.baseline_offset - lo
-        fused = self.data_config.fused()
-        for k, r, rows in read_windows(self.brains, recording, start + lo, hi - lo):
+        fused = self.data_config.fused() and _time_major(out)
+        mapped = self.data_config.read == "mmap"
+        for k, r, rows in read_windows(self.brains, recording, start + lo, hi - lo, mapped):
             n_ch = rows.shape[1]
+            slot = out[k].T  # [T, C]
+            scaler = self.scalers[r]
             if fused:
-                scaler = self.scalers[r]
-                kernels.brain_window(rows, out[k], scratch(n_times, n_ch), -lo, n_times,
-                                     first, baseline,
+                kernels.brain_window(rows, slot, -lo, n_times, first, baseline,
                                      _NO_SCALE if scaler is None else scaler.center,
                                      _NO_SCALE if scaler is None else scaler.scale,
                                      scaler is not None, clamp or 0.0, clamp is not None)
-                out[k, n_ch:] = 0
                 continue
-            x = scratch(n_times, n_ch)
+            x = slot[:, :n_ch]
             if baseline:
                 np.subtract(rows[-lo:n_times - lo], rows[first:first + baseline].mean(axis=0),
                             out=x)
             else:
                 np.copyto(x, rows[:n_times])
-            scaler = self.scalers[r]
             if scaler is not None:
                 np.subtract(x, scaler.center, out=x)
                 np.divide(x, scaler.scale, out=x)
             if clamp is not None:
                 np.clip(x, -clamp, clamp, out=x)
-            np.copyto(out[k, :n_ch], x.T)
-            out[k, n_ch:] = 0
+            slot[:, n_ch:] = 0
 
     def _gather_speech(self, block: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
-        """Normalised speech windows into ``out [B, F, T]`` (as :meth:`speech_window`)."""
+        """Normalised speech windows into ``out [B, F, T]`` (as :meth:`speech_window`), each
+        written into its slot seen time-major (``out[k].T``)."""
         scaler = self.feature_scaler
-        fused = self.data_config.fused()
-        for k, _, rows in read_windows(self.features, block, start, self.n_times):
+        fused = self.data_config.fused() and _time_major(out)
+        mapped = self.data_config.read == "mmap"
+        for k, _, rows in read_windows(self.features, block, start, self.n_times, mapped):
+            slot = out[k].T  # [T, F]
             if scaler is None:
-                np.copyto(out[k], rows.T)
-                continue
-            if fused:
-                kernels.speech_window(rows, out[k], scratch(*rows.shape), scaler.mean,
-                                      scaler.std)
-                continue
-            y = scratch(*rows.shape)
-            np.subtract(rows, scaler.mean, out=y)
-            np.divide(y, scaler.std, out=y)
-            np.copyto(out[k], y.T)
+                np.copyto(slot, rows)
+            elif fused:
+                kernels.speech_window(rows, slot, scaler.mean, scaler.std)
+            else:
+                np.subtract(rows, scaler.mean, out=slot)
+                np.divide(slot, scaler.std, out=slot)
+
+
+def _time_major(out: np.ndarray) -> bool:
+    """Whether every window of ``out [B, X, T]`` is time-major (``out[k].T`` C-contiguous)."""
+    return len(out) == 0 or out[0].T.flags.c_contiguous
 
 
 def read_brain_window(brain: RowReader, start: int, n_times: int, baseline_samples: int,

@@ -2,16 +2,16 @@
 
 The batch path of :meth:`~braindecode_speech.data.dataset.WindowDataset.get_batch` normalises
 each window with one numpy operation at a time (baseline mean, baseline subtraction, robust
-centring, division by the IQR, clamp, transposition to ``[C, T]``): six passes over the window,
-each short enough that per-call costs dominate. The kernels here do the same float32
-operations in the same order for each element in one compiled pass over the window (time-major,
-vectorised), then write it transposed, so the windows are the same bit for bit (tested against
-the numpy path). They are compiled
-without ``fastmath`` (IEEE operations, no reassociation) and release the GIL, so the threads of
-:class:`~braindecode_speech.data.batches.BatchLoader` run them at once.
+centring, division by the IQR, clamp): five passes over the window, each short enough that
+per-call costs dominate. The kernels here do the same float32 operations in the same order for
+each element in one compiled pass over the window, straight into its time-major slot of the
+batch (contiguous rows: vectorised), so the windows are the same bit for bit (tested against
+the numpy path). They are compiled without ``fastmath`` (IEEE operations, no reassociation) and
+release the GIL, so the threads of :class:`~braindecode_speech.data.batches.BatchLoader` run
+them at once.
 
-Hand-written because numpy has no fused elementwise-plus-transpose and ``torch.compile`` gives
-no guarantee on the order of a reduction (the baseline mean), which bit-identity needs.
+Hand-written because numpy has no fused elementwise pass and ``torch.compile`` gives no
+guarantee on the order of a reduction (the baseline mean), which bit-identity needs.
 """
 
 from __future__ import annotations
@@ -31,16 +31,15 @@ def available() -> bool:
     return numba is not None
 
 
-def _brain_window(rows: np.ndarray, out: np.ndarray, work: np.ndarray, first: int,
-                  n_times: int, baseline_first: int, baseline: int, center: np.ndarray,
-                  scale: np.ndarray, scaled: bool, clamp: float, clamped: bool) -> None:
-    """``out [C, n_times]`` from ``rows [R, C]`` (float32): rows ``first .. first + n_times``
-    minus the mean of rows ``baseline_first .. + baseline`` (none when ``baseline`` is 0),
-    minus ``center``, divided by ``scale`` (when ``scaled``), clamped to ``±clamp`` (when
-    ``clamped``): :meth:`WindowDataset.brain_window`'s operations in its order. Normalised
-    time-major into ``work [>= n_times, C]`` (contiguous rows: vectorised), then transposed
-    into ``out`` (the transposition is most of the time: ~30 of ~40 us for 208 x 360)."""
-    n_ch = rows.shape[1]
+def _brain_window(rows: np.ndarray, out: np.ndarray, first: int, n_times: int,
+                  baseline_first: int, baseline: int, center: np.ndarray, scale: np.ndarray,
+                  scaled: bool, clamp: float, clamped: bool) -> None:
+    """``out [n_times, C_out]`` (time-major, ``C_out >= C``) from ``rows [R, C]`` (float32):
+    rows ``first .. first + n_times`` minus the mean of rows ``baseline_first .. + baseline``
+    (none when ``baseline`` is 0), minus ``center``, divided by ``scale`` (when ``scaled``),
+    clamped to ``±clamp`` (when ``clamped``): :meth:`WindowDataset.brain_window`'s operations
+    in its order; columns ``C ..`` of ``out`` (padding sensors) set to 0."""
+    n_ch, n_out = rows.shape[1], out.shape[1]
     mean = np.zeros(n_ch, dtype=np.float32)
     if baseline > 0:  # numpy's mean over axis 0: rows summed in order, then divided
         first_row = rows[baseline_first]
@@ -55,7 +54,7 @@ def _brain_window(rows: np.ndarray, out: np.ndarray, work: np.ndarray, first: in
             mean[c] = mean[c] / count
     low, high = np.float32(-clamp), np.float32(clamp)
     for t in range(n_times):
-        src, dst = rows[first + t], work[t]
+        src, dst = rows[first + t], out[t]
         if baseline > 0:
             for c in range(n_ch):
                 dst[c] = src[c] - mean[c]
@@ -69,25 +68,18 @@ def _brain_window(rows: np.ndarray, out: np.ndarray, work: np.ndarray, first: in
             for c in range(n_ch):
                 x = low if dst[c] < low else dst[c]
                 dst[c] = high if x > high else x
-    for c in range(n_ch):
-        target = out[c]
-        for t in range(n_times):
-            target[t] = work[t, c]
+        for c in range(n_ch, n_out):
+            dst[c] = 0
 
 
-def _speech_window(rows: np.ndarray, out: np.ndarray, work: np.ndarray, mean: np.ndarray,
+def _speech_window(rows: np.ndarray, out: np.ndarray, mean: np.ndarray,
                    std: np.ndarray) -> None:
-    """``out [F, T]`` = ``((rows - mean) / std).T`` for ``rows [T, F]`` (float32), through
-    ``work [>= T, F]``."""
+    """``out [T, F]`` = ``(rows - mean) / std`` for ``rows [T, F]`` (float32)."""
     n_times, n_features = rows.shape
     for t in range(n_times):
-        src, dst = rows[t], work[t]
+        src, dst = rows[t], out[t]
         for f in range(n_features):
             dst[f] = (src[f] - mean[f]) / std[f]
-    for f in range(n_features):
-        target = out[f]
-        for t in range(n_times):
-            target[t] = work[t, f]
 
 
 if numba is not None:  # IEEE float semantics: no fastmath, division by zero gives inf
