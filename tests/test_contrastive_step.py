@@ -65,6 +65,7 @@ def assert_same_state(step: ContrastiveStep, reference: ContrastiveStep) -> None
 CONFIGS = {
     "paper": {},
     "conv dropout": {"dropout": 0.3},
+    "relu": {"activation": "relu"},
     "signal merger, no batch norm": {"merger": "signal", "batch_norm": False},
     "no GLU, subject embedding": {"glu": False, "subject_layers": False,
                                   "subject_embedding": True, "subject_embedding_dim": 2},
@@ -208,3 +209,25 @@ def test_plain_mode_accepts_any_model():
     before = step(batch)
     assert step(batch) < before
 
+
+
+@pytest.mark.parametrize("mode", ["plain", "fast", "lean"])
+@pytest.mark.parametrize("config", ["paper", "signal merger, no batch norm"])
+def test_time_major_batches_train_as_channel_major_ones(mode, config):
+    """The loader hands brain and speech as [B, C, T] views of time-major memory: every step
+    trains on them as on contiguous tensors (same loss, gradients and updated state)."""
+
+    def time_major(batch):
+        return {k: v.transpose(1, 2).contiguous().transpose(1, 2)
+                if k in ("brain", "speech") else v for k, v in batch.items()}
+
+    reference = make_step(mode, **CONFIGS[config])
+    step = make_step(mode, **CONFIGS[config])
+    torch.manual_seed(123)
+    expected = [reference(make_batch(seed=i)) for i in range(2)]
+    torch.manual_seed(123)
+    batches = [time_major(make_batch(seed=i)) for i in range(2)]
+    assert not batches[0]["brain"].is_contiguous()
+    got = [step(batch) for batch in batches]
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert_same_state(step, reference)

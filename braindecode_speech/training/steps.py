@@ -261,8 +261,12 @@ class ContrastiveStep:
     # ----------------------------------------------------------------------------- helpers
     def _to_device(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         device = next(self.model.parameters()).device
-        return {key: batch[key].to(device, non_blocking=True)
-                for key in ("brain", "subject", "positions", "mask", "speech")}
+        inputs = {key: batch[key].to(device, non_blocking=True)
+                  for key in ("brain", "subject", "positions", "mask", "speech")}
+        # the loader's speech is a view of time-major memory; it is scored once per
+        # micro-batch, so it is made contiguous once here
+        inputs["speech"] = inputs["speech"].contiguous()
+        return inputs
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         device = next(self.model.parameters()).device
@@ -392,7 +396,13 @@ def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool) -> l
     if isinstance(module, nn.Dropout) and module.training and module.p > 0:
         return _whole_batch_dropout(module.p, parts)
     if isinstance(module, DilatedConv):
-        out = _layer_sync(module.layers, parts, update_stats)
+        layers = list(module.layers)
+        if (len(layers) == 3 and isinstance(layers[1], nn.BatchNorm1d)
+                and isinstance(layers[2], _ACTIVATIONS)):  # conv → batch norm → activation
+            out = [layers[0](part) for part in parts]
+            out = _pooled_batch_norm(layers[1], out, update_stats, layers[2])
+        else:
+            out = _layer_sync(module.layers, parts, update_stats)
         return [x + o for x, o in zip(parts, out)] if module.residual else out
     if isinstance(module, nn.Sequential):
         for child in module:
@@ -401,9 +411,15 @@ def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool) -> l
     raise TypeError(f"cannot run {type(module).__name__} micro-batch by micro-batch")
 
 
-def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bool) -> list[Tensor]:
+#: activations :func:`_pooled_batch_norm` can apply after batch norm (recomputed in backward)
+_ACTIVATIONS = (nn.GELU, nn.ReLU)
+
+
+def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bool,
+                       activation: nn.Module | None = None) -> list[Tensor]:
     """Training-mode batch norm of the union of ``parts`` ``[b, C, T]``: statistics (float32)
-    over all parts; running statistics updated once if ``update_stats``."""
+    over all parts; running statistics updated once if ``update_stats``; followed by
+    ``activation`` (one of :data:`_ACTIVATIONS`) when given."""
     count = sum(part.shape[0] * part.shape[2] for part in parts)
     with torch.no_grad():
         mean = sum(part.sum(dim=(0, 2), dtype=torch.float32) for part in parts) / count
@@ -416,33 +432,42 @@ def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bo
             bn.running_var.mul_(1 - momentum).add_(var * count / (count - 1), alpha=momentum)
     weight = bn.weight if bn.affine else torch.ones_like(mean)
     bias = bn.bias if bn.affine else torch.zeros_like(mean)
-    return list(_PooledBatchNorm.apply(weight, bias, mean, var, bn.eps, *parts))
+    act = ("none" if activation is None else "relu" if isinstance(activation, nn.ReLU)
+           else f"gelu-{activation.approximate}")
+    return list(_PooledBatchNorm.apply(weight, bias, mean, var, bn.eps, act, *parts))
 
 
 class _PooledBatchNorm(torch.autograd.Function):
     """Batch norm of several parts with given whole-batch statistics and the exact
-    whole-batch gradient.
+    whole-batch gradient, optionally followed by an activation (``act``: ``"none"``,
+    ``"relu"``, ``"gelu-none"`` or ``"gelu-tanh"``).
 
     Forward: each part is normalised by the native (eval-mode) kernel with the pooled mean and
-    variance. Backward: the native kernel gives, per part, the partial sums ``Σg`` and
-    ``Σg·x̂``; summed over the parts, they give the whole-batch gradient
+    variance, then activated. Only the inputs are kept for backward: the normalised values the
+    activation's gradient needs are recomputed there (one elementwise pass), so a layer holds
+    one tensor for backward instead of two. Backward: the native kernel gives, per part, the
+    partial sums ``Σg`` and ``Σg·x̂``; summed over the parts, they give the whole-batch gradient
     ``dx = γ/σ · (g − Σg/N − x̂·Σ(g·x̂)/N)``, computed in float32 and rounded once.
     """
 
     @staticmethod
-    def forward(ctx, weight, bias, mean, var, eps, *parts):
-        ctx.eps = eps
-        ctx.save_for_backward(weight, mean, var, *parts)
-        return tuple(
-            torch.batch_norm(part, weight, bias, mean, var, False, 0.0, eps, False)
-            for part in parts
-        )
+    def forward(ctx, weight, bias, mean, var, eps, act, *parts):
+        ctx.eps, ctx.act = eps, act
+        ctx.save_for_backward(weight, bias, mean, var, *parts)
+        return tuple(_activate(torch.batch_norm(part, weight, bias, mean, var, False, 0.0, eps,
+                                                False), act)
+                     for part in parts)
 
     @staticmethod
     def backward(ctx, *grads):
-        weight, mean, var, *parts = ctx.saved_tensors
+        weight, bias, mean, var, *parts = ctx.saved_tensors
         count = sum(part.shape[0] * part.shape[2] for part in parts)
         grads = [grad.contiguous() for grad in grads]
+        if ctx.act != "none":  # through the activation, from the recomputed normalised values
+            grads = [_activation_backward(
+                grad, torch.batch_norm(part, weight, bias, mean, var, False, 0.0, ctx.eps,
+                                       False), ctx.act)
+                for grad, part in zip(grads, parts)]
         sums = [
             torch.ops.aten.native_batch_norm_backward(
                 grad, part, weight, mean, var, None, None, False, ctx.eps, [False, True, True]
@@ -461,7 +486,23 @@ class _PooledBatchNorm(torch.autograd.Function):
             .to(part.dtype)
             for grad, part in zip(grads, parts)
         ]
-        return (grad_weight, grad_bias, None, None, None, *grad_parts)
+        return (grad_weight, grad_bias, None, None, None, None, *grad_parts)
+
+
+def _activate(x: Tensor, act: str) -> Tensor:
+    """``act`` (see :class:`_PooledBatchNorm`) applied to ``x``, in place."""
+    if act == "relu":
+        return x.relu_()
+    if act.startswith("gelu"):
+        return torch.nn.functional.gelu(x, approximate=act.split("-", 1)[1])
+    return x
+
+
+def _activation_backward(grad: Tensor, x: Tensor, act: str) -> Tensor:
+    """The gradient with respect to the input ``x`` of ``act`` given that of its output."""
+    if act == "relu":
+        return torch.ops.aten.threshold_backward(grad, x, 0)
+    return torch.ops.aten.gelu_backward(grad, x, approximate=act.split("-", 1)[1])
 
 
 def _whole_batch_dropout(p: float, parts: list[Tensor]) -> list[Tensor]:
