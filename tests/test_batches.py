@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from braindecode_speech.data import batches as batches_module
-from braindecode_speech.data.batches import BatchLoader, DataConfig, read_windows
+from braindecode_speech.data.batches import BatchLoader, DataConfig, read_runs
 from braindecode_speech.data.cache import RowReader
 from braindecode_speech.data.dataset import FeatureScaler, RobustScaler, Window, WindowDataset
 
@@ -182,8 +182,9 @@ def test_overlapping_windows_are_read_once_per_run(study, monkeypatch):
     monkeypatch.setattr(RowReader, "read", counting)
     brains = study["brains"]
     starts = np.array([200, 10, 12, 11, 12 + N_TIMES, 100, 150])
-    got = {k: rows.copy() for k, _, rows in read_windows(brains, np.zeros(7, int), starts,
-                                                          N_TIMES)}
+    got = {k: rows[offset:offset + N_TIMES].copy()
+           for _, rows, windows, offsets in read_runs(brains, np.zeros(7, int), starts, N_TIMES)
+           for k, offset in zip(windows, offsets)}
     # 10, 11 and 12 overlap, 12 + T touches them (starts where 12's window ends): one run;
     # 100, 150 and 200 are apart
     assert sorted((s, e) for _, s, e in reads) == [
@@ -193,8 +194,26 @@ def test_overlapping_windows_are_read_once_per_run(study, monkeypatch):
         assert np.array_equal(got[k], whole[s:s + N_TIMES])
     reads.clear()
     monkeypatch.setattr(batches_module, "MAX_RUN_BYTES", 2 * N_TIMES * brains[0].row_bytes)
-    list(read_windows(brains, np.zeros(5, int), np.arange(5) * 10, N_TIMES))
+    list(read_runs(brains, np.zeros(5, int), np.arange(5) * 10, N_TIMES))
     assert all(stop - start <= 2 * N_TIMES for _, start, stop in reads) and len(reads) == 2
+
+
+def test_mapped_runs_are_whole_files_for_float32_and_decoded_runs_for_float16(study):
+    """With mapped reads, the windows of a float32 array come as one run over the whole mapped
+    file (offsets = starts); a float16 array is decoded run by run, as read() does."""
+    starts = np.array([120, 3, 60, 3 + N_TIMES + 5])
+    arrays = np.array([0, 0, 2, 0])
+    runs = list(read_runs(study["brains"], arrays, starts, N_TIMES, mapped=True))
+    assert [(a, list(w), list(o)) for a, _, w, o in runs] == [
+        (0, [1, 3, 0], [3, 3 + N_TIMES + 5, 120]), (2, [2], [60])]
+    assert all(len(rows) == LENGTHS[a] and not rows.flags.writeable for a, rows, *_ in runs)
+    for reader_set in ("brains", "brains16"):
+        readers = study[reader_set]
+        for a, rows, windows, offsets in read_runs(readers, arrays, starts, N_TIMES,
+                                                   mapped=True):
+            for k, offset in zip(windows, offsets):
+                np.testing.assert_array_equal(rows[offset:offset + N_TIMES],
+                                              readers[a].read(starts[k], starts[k] + N_TIMES))
 
 
 def test_batch_loader_prefetches_the_same_batches(study):

@@ -40,7 +40,7 @@ from ..config import Config
 from . import kernels
 from .cache import RowReader
 
-__all__ = ["DataConfig", "BatchLoader", "DeviceStore", "read_windows", "BATCH_KEYS"]
+__all__ = ["DataConfig", "BatchLoader", "DeviceStore", "read_runs", "BATCH_KEYS"]
 
 #: the entries of a batch, with their per-window shapes: brain ``[C, T]``, mask ``[C]``,
 #: positions ``[C, 2]``, subject, speech ``[F, T]``, index (position in the dataset); brain and
@@ -123,23 +123,34 @@ class _Staging(threading.local):
 _STAGING = _Staging()
 
 
-def read_windows(readers: Sequence[RowReader], array: np.ndarray, start: np.ndarray,
-                 n_rows: int, mapped: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Rows ``[start[k], start[k] + n_rows)`` of ``readers[array[k]]`` for every window ``k``:
-    yields ``(k, array[k], rows [n_rows, n_columns])`` in file order, each run of overlapping or
-    touching windows of one array read once (at most :data:`MAX_RUN_BYTES` per read). The rows
-    are float32 (decoded) in a per-thread buffer, valid until the next item; with ``mapped``,
-    read-only views of the file's mapping (:meth:`RowReader.mapped`; decoded into the buffer
-    when stored in float16)."""
+def read_runs(readers: Sequence[RowReader], array: np.ndarray, start: np.ndarray,
+              n_rows: int, mapped: bool = False) -> \
+        Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Rows ``[start[k], start[k] + n_rows)`` of ``readers[array[k]]`` for every window ``k``,
+    as runs: yields ``(a, rows [R, n_columns], windows, offsets)``, window ``windows[j]``
+    (of array ``a``) being ``rows[offsets[j]:offsets[j] + n_rows]``, runs in file order.
+
+    Each run of overlapping or touching windows of one array is read once (at most
+    :data:`MAX_RUN_BYTES` per read) as float32 (decoded) into a per-thread buffer, valid until
+    the next run. With ``mapped`` (:meth:`RowReader.mapped`), an array stored in float32 is
+    one run of all its windows, ``rows`` a read-only view of the whole mapped file; one stored
+    in float16 is decoded run by run into the buffer."""
     order = np.lexsort((start, array))
     k = 0
     while k < len(order):
         a = int(array[order[k]])
         reader = readers[a]
+        stop = k + 1
+        if mapped and reader.scale is None:  # every window of this array, from the mapping
+            while stop < len(order) and array[order[stop]] == a:
+                stop += 1
+            windows = order[k:stop]
+            yield a, reader.mapped(0, len(reader)), windows, start[windows]
+            k = stop
+            continue
         first = int(start[order[k]])
         max_rows = max(n_rows, MAX_RUN_BYTES // max(reader.row_bytes, 1))
-        stop = k + 1  # the run: windows order[k:stop], rows [first, last_end)
-        last_end = first + n_rows
+        last_end = first + n_rows  # the run: windows order[k:stop], rows [first, last_end)
         while stop < len(order) and int(array[order[stop]]) == a:
             s = int(start[order[stop]])
             if s > last_end or s + n_rows - first > max_rows:
@@ -148,9 +159,8 @@ def read_windows(readers: Sequence[RowReader], array: np.ndarray, start: np.ndar
             stop += 1
         read = reader.mapped if mapped else reader.read
         rows = read(first, last_end, out=_STAGING.rows(last_end - first, reader.shape[1]))
-        for j in order[k:stop].tolist():
-            offset = int(start[j]) - first
-            yield j, a, rows[offset:offset + n_rows]
+        windows = order[k:stop]
+        yield a, rows, windows, start[windows] - first
         k = stop
 
 

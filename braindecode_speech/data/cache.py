@@ -194,8 +194,9 @@ class RowReader:
       as the returned array, so its pages leave the resident set once the caller drops it. The
       rows after them are announced to the kernel (``POSIX_FADV_WILLNEED``) so that reading them
       from disk overlaps with the work on these.
-    - :meth:`mapped` gives the rows as a view of one read-only mapping of the whole file, kept
-      for the life of the reader (one per process): no system call and no copy per read, the
+    - :meth:`mapped` gives the rows as a view of one read-only, pre-faulted mapping of the whole
+      file, kept for the life of the reader (one per process): no system call, no page fault
+      and no copy per read, the
       fastest way to sample windows from a page-cached study, but every page touched stays in
       the process's resident set (as shared file pages, ``RssFile``, which the kernel can
       reclaim; not private memory), up to the size of the file.
@@ -230,6 +231,7 @@ class RowReader:
         self._pid = -1
         self._local = threading.local()
         self._map: tuple[int, np.ndarray] | None = None  # (pid, the whole file mapped)
+        self._map_lock = threading.Lock()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -273,16 +275,25 @@ class RowReader:
         whole file: a read-only view of it (no copy) when stored in float32; decoded into
         ``out`` (or a new array) when stored in float16 with a scale."""
         self._check(start, stop)
-        if self._map is None or self._map[0] != os.getpid():
-            array = np.memmap(self.path, dtype=self.stored_dtype, mode="r", offset=self.offset,
-                              shape=self.shape)
-            self._map = (os.getpid(), array.view(np.ndarray))
+        with self._map_lock:
+            if self._map is None or self._map[0] != os.getpid():
+                self._map = (os.getpid(), self._map_file())
         rows = self._map[1][start:stop]
         if self.scale is None:
             return rows
         if out is None:
             out = np.empty(rows.shape, dtype=np.float32)
         return np.multiply(rows, self.scale, out=out)
+
+    def _map_file(self) -> np.ndarray:
+        """The whole array, mapped read-only and pre-faulted (``MAP_POPULATE``: its pages are
+        mapped in one system call, ~0.1 s per GB from the page cache, instead of faulting in
+        a few at a time as windows touch them)."""
+        n_bytes = self.offset + self.shape[0] * self.row_bytes
+        mapping = mmap.mmap(self._descriptor(), n_bytes, flags=mmap.MAP_SHARED | _MAP_POPULATE,
+                            prot=mmap.PROT_READ)
+        count = self.shape[0] * (self.row_bytes // self.stored_dtype.itemsize)
+        return np.frombuffer(mapping, self.stored_dtype, count, self.offset).reshape(self.shape)
 
     def view(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` as a read-only ``[stop - start, *row_shape]`` array mapping the
@@ -309,10 +320,11 @@ class RowReader:
         self._fd = None
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers
-        return {**self.__dict__, "_fd": None, "_pid": -1, "_local": None, "_map": None}
+        return {**self.__dict__, "_fd": None, "_pid": -1, "_local": None, "_map": None,
+                "_map_lock": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _local=threading.local())
+        self.__dict__.update(state, _local=threading.local(), _map_lock=threading.Lock())
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None and self._pid == os.getpid():

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from ..config import Config
 from . import kernels
-from .batches import DataConfig, DeviceStore, read_windows
+from .batches import DataConfig, DeviceStore, read_runs
 from .cache import RowReader
 
 __all__ = ["NormConfig", "RobustScaler", "FeatureScaler", "WindowDataset", "Window",
@@ -282,53 +282,61 @@ class WindowDataset(torch.utils.data.Dataset):
     def _gather_brain(self, recording: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
         """Normalised brain windows into ``out [B, C, T]``: the operations of
         :meth:`brain_window` in the same order (elementwise, so the same values in any memory
-        layout), each window written straight from the rows read once per run of windows into
-        its slot seen time-major (``out[k].T``, contiguous for :meth:`empty_batch`'s
-        buffers)."""
+        layout), each window written straight from the rows read once per run of windows
+        (:func:`~braindecode_speech.data.batches.read_runs`) into its slot seen time-major
+        (``out[k].T``, contiguous for :meth:`empty_batch`'s buffers)."""
         n_times, baseline, clamp = self.n_times, self.baseline_samples, self.clamp
         lo = min(0, self.baseline_offset) if baseline else 0
         hi = max(n_times, self.baseline_offset + baseline) if baseline else n_times
         first = self.baseline_offset - lo
         fused = self.data_config.fused() and _time_major(out)
         mapped = self.data_config.read == "mmap"
-        for k, r, rows in read_windows(self.brains, recording, start + lo, hi - lo, mapped):
-            n_ch = rows.shape[1]
-            slot = out[k].T  # [T, C]
+        for r, rows, windows, offsets in read_runs(self.brains, recording, start + lo, hi - lo,
+                                                   mapped):
             scaler = self.scalers[r]
             if fused:
-                kernels.brain_window(rows, slot, -lo, n_times, first, baseline,
-                                     _NO_SCALE if scaler is None else scaler.center,
-                                     _NO_SCALE if scaler is None else scaler.scale,
-                                     scaler is not None, clamp or 0.0, clamp is not None)
+                kernels.brain_windows(rows, offsets, windows, np.swapaxes(out, 1, 2), -lo,
+                                      n_times, first, baseline,
+                                      _NO_SCALE if scaler is None else scaler.center,
+                                      _NO_SCALE if scaler is None else scaler.scale,
+                                      scaler is not None, clamp or 0.0, clamp is not None)
                 continue
-            x = slot[:, :n_ch]
-            if baseline:
-                np.subtract(rows[-lo:n_times - lo], rows[first:first + baseline].mean(axis=0),
-                            out=x)
-            else:
-                np.copyto(x, rows[:n_times])
-            if scaler is not None:
-                np.subtract(x, scaler.center, out=x)
-                np.divide(x, scaler.scale, out=x)
-            if clamp is not None:
-                np.clip(x, -clamp, clamp, out=x)
-            slot[:, n_ch:] = 0
+            n_ch = rows.shape[1]
+            for k, offset in zip(windows.tolist(), offsets.tolist()):
+                window = rows[offset:offset + hi - lo]
+                slot = out[k].T  # [T, C]
+                x = slot[:, :n_ch]
+                if baseline:
+                    np.subtract(window[-lo:n_times - lo],
+                                window[first:first + baseline].mean(axis=0), out=x)
+                else:
+                    np.copyto(x, window[:n_times])
+                if scaler is not None:
+                    np.subtract(x, scaler.center, out=x)
+                    np.divide(x, scaler.scale, out=x)
+                if clamp is not None:
+                    np.clip(x, -clamp, clamp, out=x)
+                slot[:, n_ch:] = 0
 
     def _gather_speech(self, block: np.ndarray, start: np.ndarray, out: np.ndarray) -> None:
         """Normalised speech windows into ``out [B, F, T]`` (as :meth:`speech_window`), each
         written into its slot seen time-major (``out[k].T``)."""
         scaler = self.feature_scaler
-        fused = self.data_config.fused() and _time_major(out)
+        fused = self.data_config.fused() and _time_major(out) and scaler is not None
         mapped = self.data_config.read == "mmap"
-        for k, _, rows in read_windows(self.features, block, start, self.n_times, mapped):
-            slot = out[k].T  # [T, F]
-            if scaler is None:
-                np.copyto(slot, rows)
-            elif fused:
-                kernels.speech_window(rows, slot, scaler.mean, scaler.std)
-            else:
-                np.subtract(rows, scaler.mean, out=slot)
-                np.divide(slot, scaler.std, out=slot)
+        for _, rows, windows, offsets in read_runs(self.features, block, start, self.n_times,
+                                                   mapped):
+            if fused:
+                kernels.speech_windows(rows, offsets, windows, np.swapaxes(out, 1, 2),
+                                       scaler.mean, scaler.std)
+                continue
+            for k, offset in zip(windows.tolist(), offsets.tolist()):
+                window, slot = rows[offset:offset + self.n_times], out[k].T  # [T, F]
+                if scaler is None:
+                    np.copyto(slot, window)
+                else:
+                    np.subtract(window, scaler.mean, out=slot)
+                    np.divide(slot, scaler.std, out=slot)
 
 
 def _time_major(out: np.ndarray) -> bool:

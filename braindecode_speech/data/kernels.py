@@ -5,7 +5,8 @@ each window with one numpy operation at a time (baseline mean, baseline subtract
 centring, division by the IQR, clamp): five passes over the window, each short enough that
 per-call costs dominate. The kernels here do the same float32 operations in the same order for
 each element in one compiled pass over the window, straight into its time-major slot of the
-batch (contiguous rows: vectorised), so the windows are the same bit for bit (tested against
+batch (contiguous rows: vectorised), all the windows of a run in one call (no per-window
+Python work), so the windows are the same bit for bit (tested against
 the numpy path). They are compiled without ``fastmath`` (IEEE operations, no reassociation) and
 release the GIL, so the threads of :class:`~braindecode_speech.data.batches.BatchLoader` run
 them at once.
@@ -23,7 +24,7 @@ try:
 except ImportError:  # the optional ``fast`` extra
     numba = None
 
-__all__ = ["available", "brain_window", "speech_window"]
+__all__ = ["available", "brain_windows", "speech_windows"]
 
 
 def available() -> bool:
@@ -82,8 +83,29 @@ def _speech_window(rows: np.ndarray, out: np.ndarray, mean: np.ndarray,
             dst[f] = (src[f] - mean[f]) / std[f]
 
 
+def _brain_windows(rows: np.ndarray, offsets: np.ndarray, slots: np.ndarray, out: np.ndarray,
+                   first: int, n_times: int, baseline_first: int, baseline: int,
+                   center: np.ndarray, scale: np.ndarray, scaled: bool, clamp: float,
+                   clamped: bool) -> None:
+    """:func:`_brain_window` for every window ``j`` of a run: from ``rows[offsets[j]:]`` into
+    ``out[slots[j]]`` (``out [B, n_times, C_out]``, time-major), in one call."""
+    for j in range(len(slots)):
+        brain_window(rows[offsets[j]:], out[slots[j]], first, n_times, baseline_first,
+                     baseline, center, scale, scaled, clamp, clamped)
+
+
+def _speech_windows(rows: np.ndarray, offsets: np.ndarray, slots: np.ndarray, out: np.ndarray,
+                    mean: np.ndarray, std: np.ndarray) -> None:
+    """:func:`_speech_window` for every window ``j`` of a run: from
+    ``rows[offsets[j]:offsets[j] + T]`` into ``out[slots[j]]`` (``out [B, T, F]``)."""
+    n_times = out.shape[1]
+    for j in range(len(slots)):
+        speech_window(rows[offsets[j]:offsets[j] + n_times], out[slots[j]], mean, std)
+
+
 if numba is not None:  # IEEE float semantics: no fastmath, division by zero gives inf
-    brain_window = numba.njit(nogil=True, cache=True, error_model="numpy")(_brain_window)
-    speech_window = numba.njit(nogil=True, cache=True, error_model="numpy")(_speech_window)
+    _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+    brain_window, speech_window = _jit(_brain_window), _jit(_speech_window)
+    brain_windows, speech_windows = _jit(_brain_windows), _jit(_speech_windows)
 else:
-    brain_window = speech_window = None
+    brain_window = speech_window = brain_windows = speech_windows = None
