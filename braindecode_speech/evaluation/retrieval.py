@@ -352,7 +352,8 @@ class RetrievalEvaluator:
 
         per_window = windows.reset_index(drop=True).copy()
         word_rank = _word_ranks(stream.word_log_scores, true_word)
-        lse = scipy.special.logsumexp(stream.word_log_scores, axis=1)
+        lse = np.concatenate([scipy.special.logsumexp(block, axis=1)  # small temporaries
+                              for block in _row_blocks(stream.word_log_scores)])
         columns: dict[str, Any] = {
             "target": target,
             "target_word": vocabulary[true_word],
@@ -420,7 +421,7 @@ class RetrievalEvaluator:
         """:func:`_stream_scores` of each batch of predictions, concatenated over windows."""
         cfg = self.config
         n_windows = len(target)
-        parts: list[_StreamedScores] = []
+        out: _StreamedScores | None = None
         source: _CandidateReader | None = None
         feature_shape: tuple[int, ...] = ()
         norms: dict[tuple[int, int], torch.Tensor] = {}  # candidate norms, computed once
@@ -438,20 +439,23 @@ class RetrievalEvaluator:
                 done += len(z)
                 if done > n_windows:
                     raise ValueError(f"predictions hold more than the {n_windows} windows")
-                parts.append(_stream_scores(
+                part = _stream_scores(
                     z.to(_TORCH_DTYPES[cfg.dtype]), source, target[rows], word_of_candidate,
                     n_words, cfg.chunk_size, min(cfg.n_best, n_candidates),
                     {name: (code[rows], member) for name, (code, member) in groups.items()},
                     None if decoy is None else decoy[rows], norms,
-                ))
-                del batch, z  # before the next batch is made
+                )
+                if out is None:
+                    out = _StreamedScores.empty_like(part, n_windows)
+                out.assign(rows, part)
+                del batch, z, part  # before the next batch is made
         finally:
             if source is not None:
                 source.close()
         if done != n_windows:
             raise ValueError(f"predictions hold {done} windows, expected {n_windows} "
                              "(one per row of windows)")
-        return _StreamedScores.concatenate(parts)
+        return out
 
     def _controls(self, stream: _StreamedScores, groups: dict[str, tuple[np.ndarray, np.ndarray]],
                   decoy: np.ndarray, n_candidates: int) -> dict[str, Any]:
@@ -483,7 +487,7 @@ class RetrievalEvaluator:
         rng = np.random.default_rng(self.config.seed)
         acc = np.zeros(len(self.config.topk))
         for _ in range(self.config.n_shuffles):
-            rank = _word_ranks(word_log_scores[rng.permutation(len(true_word))], true_word)
+            rank = _word_ranks(word_log_scores, true_word, rng.permutation(len(true_word)))
             acc += [np.mean(rank <= k) for k in self.config.topk]
         acc /= self.config.n_shuffles
         return {f"top{k}": float(a) for k, a in zip(self.config.topk, acc)}
@@ -593,17 +597,25 @@ class _StreamedScores:
     decoy_rank: np.ndarray  # [N] rank of the decoy target among all (meaningless where none)
 
     @classmethod
-    def concatenate(cls, parts: Sequence[_StreamedScores]) -> _StreamedScores:
-        """The scores of consecutive batches of windows as one."""
-        return cls(
-            segment_rank=np.concatenate([p.segment_rank for p in parts]),
-            target_score=np.concatenate([p.target_score for p in parts]),
-            best_index=np.concatenate([p.best_index for p in parts]),
-            word_log_scores=np.concatenate([p.word_log_scores for p in parts]),
-            group_rank={name: np.concatenate([p.group_rank[name] for p in parts])
-                        for name in parts[0].group_rank},
-            decoy_rank=np.concatenate([p.decoy_rank for p in parts]),
-        )
+    def empty_like(cls, part: _StreamedScores, n_windows: int) -> _StreamedScores:
+        """Room for the scores of ``n_windows`` windows shaped as those of ``part``, to be
+        filled batch by batch with :meth:`assign` (no list of parts concatenated at the end,
+        which would hold the ``[N, W]`` word scores twice)."""
+        def like(array: np.ndarray) -> np.ndarray:
+            return np.empty((n_windows, *array.shape[1:]), dtype=array.dtype)
+
+        return cls(like(part.segment_rank), like(part.target_score), like(part.best_index),
+                   like(part.word_log_scores),
+                   {name: like(rank) for name, rank in part.group_rank.items()},
+                   like(part.decoy_rank))
+
+    def assign(self, rows: slice, part: _StreamedScores) -> None:
+        """Write the scores of the windows ``rows`` from ``part``."""
+        for name in ("segment_rank", "target_score", "best_index", "word_log_scores",
+                     "decoy_rank"):
+            getattr(self, name)[rows] = getattr(part, name)
+        for name, rank in part.group_rank.items():
+            self.group_rank[name][rows] = rank
 
 
 def _stream_scores(
@@ -748,10 +760,27 @@ def _accumulate_word_logsumexp(acc: np.ndarray, scores: np.ndarray, word: np.nda
     acc[:, present] = np.logaddexp(acc[:, present], np.log(total) + peak)
 
 
-def _word_ranks(word_log_scores: np.ndarray, true_word: np.ndarray) -> np.ndarray:
-    """Rank (1 = best) of ``true_word[i]`` in row ``i`` of ``word_log_scores [N, W]``."""
-    true = word_log_scores[np.arange(len(true_word)), true_word]
-    return (word_log_scores > true[:, None]).sum(axis=1) + 1
+#: rows of ``[N, W]`` per-window arrays processed at once after scoring (temporaries of a
+#: few tens of MB, where whole-array operations would hold several copies of 80,000 × W)
+ROW_BLOCK = 4096
+
+
+def _row_blocks(array: np.ndarray) -> list[np.ndarray]:
+    """``array`` cut into consecutive blocks of :data:`ROW_BLOCK` rows (views)."""
+    return [array[start:start + ROW_BLOCK] for start in range(0, len(array), ROW_BLOCK)]
+
+
+def _word_ranks(word_log_scores: np.ndarray, true_word: np.ndarray,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """Rank (1 = best) of ``true_word[i]`` in row ``rows[i]`` (default ``i``) of
+    ``word_log_scores [N, W]``, :data:`ROW_BLOCK` windows at a time."""
+    rank = np.empty(len(true_word), dtype=np.int64)
+    for start in range(0, len(true_word), ROW_BLOCK):
+        block = slice(start, start + ROW_BLOCK)
+        scores = word_log_scores[block] if rows is None else word_log_scores[rows[block]]
+        true = scores[np.arange(len(scores)), true_word[block]]
+        rank[block] = (scores > true[:, None]).sum(axis=1) + 1
+    return rank
 
 
 def _frequency_baseline(
