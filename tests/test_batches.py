@@ -233,7 +233,7 @@ def test_batch_loader_prefetches_the_same_batches(study):
 def test_data_config_options_outside_the_signature_do_not_change_it():
     base = DataConfig()
     assert DataConfig(device="cpu", prefetch=0, workers=3, pin_memory=False,
-                      kernel="numpy").signature() == base.signature()
+                      read="mmap", kernel="numpy").signature() == base.signature()
     assert DataConfig(storage="float16").signature() != base.signature()
     with pytest.raises(ValueError, match="not a torch device"):
         DataConfig(device="gpu0")
