@@ -78,7 +78,7 @@ class DataConfig(Config):
     stay mapped, so the resident set grows, in shared file pages the kernel can reclaim, towards
     the size of the cache: mind job schedulers that count them against a memory limit)"""
     kernel: Literal["auto", "numba", "numpy"] = "auto"
-    """how memory-mapped windows are normalised: ``numba``, one compiled pass per window
+    """how memory-mapped windows are normalised: ``numba``, one compiled call per run of windows
     (:mod:`~braindecode_speech.data.kernels`, the optional ``fast`` extra), or ``numpy``, one
     operation at a time; the same bits either way. ``auto``: numba where it is installed"""
 

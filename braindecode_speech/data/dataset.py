@@ -289,13 +289,14 @@ class WindowDataset(torch.utils.data.Dataset):
         lo = min(0, self.baseline_offset) if baseline else 0
         hi = max(n_times, self.baseline_offset + baseline) if baseline else n_times
         first = self.baseline_offset - lo
-        fused = self.data_config.fused() and _time_major(out)
+        slots = np.swapaxes(out, 1, 2)  # [B, T, C]: each window's slot seen time-major
+        fused = self.data_config.fused() and _time_major(slots)
         mapped = self.data_config.read == "mmap"
         for r, rows, windows, offsets in read_runs(self.brains, recording, start + lo, hi - lo,
                                                    mapped):
             scaler = self.scalers[r]
             if fused:
-                kernels.brain_windows(rows, offsets, windows, np.swapaxes(out, 1, 2), -lo,
+                kernels.brain_windows(rows, offsets, windows, slots, -lo,
                                       n_times, first, baseline,
                                       _NO_SCALE if scaler is None else scaler.center,
                                       _NO_SCALE if scaler is None else scaler.scale,
@@ -303,8 +304,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 continue
             n_ch = rows.shape[1]
             for k, offset in zip(windows.tolist(), offsets.tolist()):
-                window = rows[offset:offset + hi - lo]
-                slot = out[k].T  # [T, C]
+                window, slot = rows[offset:offset + hi - lo], slots[k]
                 x = slot[:, :n_ch]
                 if baseline:
                     np.subtract(window[-lo:n_times - lo],
@@ -322,16 +322,16 @@ class WindowDataset(torch.utils.data.Dataset):
         """Normalised speech windows into ``out [B, F, T]`` (as :meth:`speech_window`), each
         written into its slot seen time-major (``out[k].T``)."""
         scaler = self.feature_scaler
-        fused = self.data_config.fused() and _time_major(out) and scaler is not None
+        slots = np.swapaxes(out, 1, 2)  # [B, T, F]
+        fused = self.data_config.fused() and _time_major(slots) and scaler is not None
         mapped = self.data_config.read == "mmap"
         for _, rows, windows, offsets in read_runs(self.features, block, start, self.n_times,
                                                    mapped):
             if fused:
-                kernels.speech_windows(rows, offsets, windows, np.swapaxes(out, 1, 2),
-                                       scaler.mean, scaler.std)
+                kernels.speech_windows(rows, offsets, windows, slots, scaler.mean, scaler.std)
                 continue
             for k, offset in zip(windows.tolist(), offsets.tolist()):
-                window, slot = rows[offset:offset + self.n_times], out[k].T  # [T, F]
+                window, slot = rows[offset:offset + self.n_times], slots[k]
                 if scaler is None:
                     np.copyto(slot, window)
                 else:
@@ -339,9 +339,10 @@ class WindowDataset(torch.utils.data.Dataset):
                     np.divide(slot, scaler.std, out=slot)
 
 
-def _time_major(out: np.ndarray) -> bool:
-    """Whether every window of ``out [B, X, T]`` is time-major (``out[k].T`` C-contiguous)."""
-    return len(out) == 0 or out[0].T.flags.c_contiguous
+def _time_major(slots: np.ndarray) -> bool:
+    """Whether every window slot of ``slots [B, T, X]`` is C-contiguous (the fused kernels'
+    output)."""
+    return len(slots) == 0 or slots[0].flags.c_contiguous
 
 
 def read_brain_window(brain: RowReader, start: int, n_times: int, baseline_samples: int,

@@ -396,17 +396,21 @@ def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool) -> l
     if isinstance(module, nn.Dropout) and module.training and module.p > 0:
         return _whole_batch_dropout(module.p, parts)
     if isinstance(module, DilatedConv):
-        layers = list(module.layers)
-        if (len(layers) == 3 and isinstance(layers[1], nn.BatchNorm1d)
-                and isinstance(layers[2], _ACTIVATIONS)):  # conv → batch norm → activation
-            out = [layers[0](part) for part in parts]
-            out = _pooled_batch_norm(layers[1], out, update_stats, layers[2])
-        else:
-            out = _layer_sync(module.layers, parts, update_stats)
+        out = _layer_sync(module.layers, parts, update_stats)
         return [x + o for x, o in zip(parts, out)] if module.residual else out
     if isinstance(module, nn.Sequential):
-        for child in module:
+        children = list(module)
+        i = 0
+        while i < len(children):
+            child = children[i]
+            following = children[i + 1] if i + 1 < len(children) else None
+            if (isinstance(child, nn.BatchNorm1d) and child.training
+                    and isinstance(following, _ACTIVATIONS)):  # batch norm → activation: fused
+                parts = _pooled_batch_norm(child, parts, update_stats, following)
+                i += 2
+                continue
             parts = _layer_sync(child, parts, update_stats)
+            i += 1
         return parts
     raise TypeError(f"cannot run {type(module).__name__} micro-batch by micro-batch")
 
