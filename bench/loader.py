@@ -168,9 +168,11 @@ def _throughput_cache(folder: Path, gb: float, n_recordings: int, n_features: in
 
 
 def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int,
-                        read: str = "pread", kernel: str = "auto"):
+                        read: str = "pread", kernel: str = "auto", device: str | None = None,
+                        store=None):
     """The generated study as a :class:`WindowDataset` with the paper's normalisation,
-    read by ``read`` (``data.read``), normalised by ``kernel`` (``data.kernel``)."""
+    read by ``read`` (``data.read``), normalised by ``kernel`` (``data.kernel``), or gathered
+    on ``device`` from ``store`` (``data.device``, :meth:`WindowDataset.device_store`)."""
     import numpy as np
 
     from braindecode_speech.data.batches import DataConfig
@@ -189,7 +191,7 @@ def _throughput_dataset(paths: list[tuple[Path, Path]], n_features: int,
         brains, [rng.random((c["channels"], 2), dtype=np.float32) for _ in brains], features,
         windows, scalers, FeatureScaler(rng.random(n_features), rng.random(n_features) + 0.1),
         c["channels"], c["n_times"], c["baseline"], 20.0, -c["lag"],
-        data_config=DataConfig(read=read, kernel=kernel))
+        data_config=DataConfig(read=read, kernel=kernel, device=device), store=store)
 
 
 def _throughput_worker(args: argparse.Namespace) -> dict:

@@ -40,6 +40,10 @@ BENCHMARKS = {
     "loader_large": ("loader", "bench"),
     "loader_throughput": ("loader", "bench_throughput"),
     "stream_latency": ("stream_latency", "bench"),
+    # on a CUDA GPU (skipped, and said so, where there is none); gpu_peak first, for the bound
+    "gpu_peak": ("gpu", "bench_peak"),
+    "train_step_b256_cuda": ("gpu", "bench_train_step"),
+    "loader_cuda": ("gpu", "bench_loader"),
 }
 
 
@@ -57,6 +61,25 @@ def gemm_bound(result: dict, peak: dict) -> dict:
     bound = flops / (gflops * 1e9)
     return {"bound_s": round(bound, 3), "of_bound": round(bound / result["seconds"], 3),
             "bound_dtype": "bf16" if bf16 else "fp32"}
+
+
+def gpu_bound(result: dict, peak: dict) -> dict:
+    """Like :func:`gemm_bound` for a CUDA training step against ``gpu_peak``'s ``peak``: the
+    headline's ``bound_s``/``of_bound`` (bf16) and ``of_bound`` in each of its ``settings``
+    (bf16 settings at the bf16 rate, float32 ones at the TF32 rate, cuDNN's default for
+    float32 convolutions)."""
+    config = result.get("config", {})
+    flops = config.get("flops_per_step")
+    if not flops:
+        return {}
+    rates = {True: peak["config"]["bf16_gflops"] * 1e9, False: peak["config"]["tf32_gflops"] * 1e9}
+    for name, setting in result.get("settings", {}).items():
+        if "seconds" in setting:
+            bound = flops / rates[bool(config["settings"][name]["bf16"])]
+            setting["of_bound"] = round(bound / setting["seconds"], 3)
+    bound = flops / rates[True]
+    return {"bound_s": round(bound, 5), "of_bound": round(bound / result["seconds"], 3),
+            "bound_dtype": "bf16"}
 
 
 def cpu_model() -> str:
@@ -87,8 +110,11 @@ def machine() -> dict:
         pass
     import torch
 
-    return {"cpu": cpu_model(), "flags": [f for f in KERNEL_FLAGS if f in flags],
+    host = {"cpu": cpu_model(), "flags": [f for f in KERNEL_FLAGS if f in flags],
             "torch": torch.__version__}
+    if torch.cuda.is_available():
+        host["gpu"] = torch.cuda.get_device_name()
+    return host
 
 
 def format_line(result: dict) -> str:
@@ -121,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
     host = machine()
     header = f"{host['cpu']} [{' '.join(host['flags']) or 'no AVX flags'}], torch {host['torch']}"
-    print(f"# {header}, {args.threads} threads")
+    print(f"# {header}, {args.threads} threads" + (f", GPU {host['gpu']}" if "gpu" in host
+                                                        else ""))
     results = []
-    peak = None
+    peak = gpu = None
     for name in names:
         module, function, *kwargs = BENCHMARKS[name]
         run = getattr(importlib.import_module(module), function)
@@ -132,13 +159,22 @@ def main(argv: list[str] | None = None) -> int:
             options["n_windows"] = args.n_windows
         result = run(args.threads, **options)
         result["name"] = name
+        result["machine"] = {**host, "threads": args.threads}
+        results.append(result)
+        if "skipped" in result:
+            print(f"{name:<18} skipped: {result['skipped']}", flush=True)
+            continue
         if name == "gemm_peak":
             peak = result
+        elif name == "gpu_peak":
+            gpu = result
+        elif name.endswith("_cuda") and gpu is not None:
+            result.update(gpu_bound(result, gpu))
         elif peak is not None:
             result.update(gemm_bound(result, peak))
-        result["machine"] = {**host, "threads": args.threads}
-        print(f"{format_line(result)}  [{host['cpu']}]", flush=True)
-        results.append(result)
+        on_gpu = name.endswith(("_cuda", "gpu_peak"))
+        device = f"GPU {host.get('gpu', 'unknown')}" if on_gpu else host["cpu"]
+        print(f"{format_line(result)}  [{device}]", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results,
                                               indent=1))

@@ -11,9 +11,10 @@ from braindecode_speech.data.dataset import FeatureScaler, RobustScaler, Window,
 
 N_TIMES = 30
 LAG = 3  # baseline taken LAG samples before the brain window, as the paper's (offset -LAG)
-BASELINE = 8
+BASELINE = 7  # not a power of two: a division by it is not a multiplication by its inverse
 CHANNELS = (7, 5, 7)  # recordings with different channel counts: padding
 LENGTHS = (300, 200, 250)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
 def _save(folder, name, array):
@@ -83,7 +84,8 @@ def _assert_identical(batch, reference):
 
 @pytest.mark.parametrize("store, read, kernel", [
     (None, "pread", "numpy"), (None, "pread", "numba"), (None, "mmap", "numpy"),
-    (None, "mmap", "numba"), ("cpu", "pread", "auto")])
+    (None, "mmap", "numba"), ("cpu", "pread", "auto"),
+    pytest.param("cuda", "pread", "auto", marks=CUDA)])
 @pytest.mark.parametrize("float16", [False, True])
 @pytest.mark.parametrize("options", [{}, {"baseline": False, "scaled": False, "clamp": None},
                                      {"baseline": False}, {"clamp": None}])
@@ -108,7 +110,7 @@ def test_batches_are_bit_identical_to_the_per_window_path(study, store, read, ke
     assert not clamped[:, 7:].any() and (clamped[:, 5:7] == 0).any()
 
 
-@pytest.mark.parametrize("store", [None, "cpu"])
+@pytest.mark.parametrize("store", [None, "cpu", pytest.param("cuda", marks=CUDA)])
 def test_batches_are_time_major_views(study, store):
     """brain [B, C, T] and speech [B, F, T] are views of [B, T, C] / [B, T, F] memory, from the
     memory maps and from a device store; .contiguous() gives the same values channel-major."""

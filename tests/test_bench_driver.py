@@ -69,3 +69,40 @@ def test_training_steps_are_set_against_the_gemm_bound_of_the_same_run(tmp_path,
     assert (fp32["bound_s"], fp32["of_bound"], fp32["bound_dtype"]) == (20.0, 0.5, "fp32")
     assert (bf16["bound_s"], bf16["of_bound"], bf16["bound_dtype"]) == (10.0, 0.25, "bf16")
     assert "of_bound=0.5" in capsys.readouterr().out
+
+
+def test_gpu_benchmarks_say_when_there_is_no_gpu_and_are_set_against_the_gpu_peak(
+        tmp_path, monkeypatch, capsys):
+    driver = _driver()
+    (tmp_path / "gpu_bench.py").write_text(
+        "import os\n"
+        "GPU = os.environ.get('FAKE_GPU') == '1'\n"
+        "def peak(threads):\n"
+        "    if not GPU:\n        return {'skipped': 'no CUDA device'}\n"
+        "    return {'seconds': 0.1, 'seconds_min': 0.1, 'peak_rss_mb': None, 'gflops': 8e5,"
+        " 'config': {'bf16_gflops': 8e5, 'tf32_gflops': 4e5}}\n"
+        "def step(threads):\n"
+        "    if not GPU:\n        return {'skipped': 'no CUDA device'}\n"
+        "    return {'seconds': 0.02, 'seconds_min': 0.02, 'peak_rss_mb': None, 'gflops': None,"
+        " 'settings': {'plain': {'seconds': 0.02}, 'plain_fp32': {'seconds': 0.05},"
+        " 'broken': {'error': 'x'}},"
+        " 'config': {'flops_per_step': 4e12, 'settings': {'plain': {'bf16': True},"
+        " 'plain_fp32': {'bf16': False}, 'broken': {'bf16': True}}}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(driver, "BENCHMARKS", {"gpu_peak": ("gpu_bench", "peak"),
+                                               "train_step_b256_cuda": ("gpu_bench", "step")})
+    assert driver.main(["--json", str(tmp_path / "r.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert lines == ["gpu_peak           skipped: no CUDA device",
+                     "train_step_b256_cuda skipped: no CUDA device"]
+    assert [r["skipped"] for r in json.loads((tmp_path / "r.json").read_text())] == [
+        "no CUDA device"] * 2
+    monkeypatch.setenv("FAKE_GPU", "1")
+    monkeypatch.delitem(__import__("sys").modules, "gpu_bench")
+    assert driver.main(["--json", str(tmp_path / "r.json")]) == 0
+    _, step = json.loads((tmp_path / "r.json").read_text())
+    # 4e12 FLOPs at 800 TFLOP/s (bf16) = 5 ms, at 400 (TF32, the float32 setting) = 10 ms
+    assert (step["bound_s"], step["of_bound"]) == (0.005, 0.25)
+    assert step["settings"]["plain"]["of_bound"] == 0.25
+    assert step["settings"]["plain_fp32"]["of_bound"] == 0.2
+    assert "of_bound" not in step["settings"]["broken"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch._inductor.config
 
 from braindecode_speech.config import ConfigError
 from braindecode_speech.models import EncoderConfig
 from braindecode_speech.training.losses import ClipLoss
 from braindecode_speech.training.steps import ContrastiveStep
+from braindecode_speech.training.trainer import OptimConfig
 
 SMALL = {"n_spatial": 6, "n_fourier": 4, "hidden": 8, "depth": 2, "dropout_radius": 0.4,
          "signal_embedding_dim": 4, "signal_kernel_size": 4}
@@ -231,3 +233,53 @@ def test_time_major_batches_train_as_channel_major_ones(mode, config):
     got = [step(batch) for batch in batches]
     assert got == pytest.approx(expected, rel=1e-5)
     assert_same_state(step, reference)
+
+
+@pytest.mark.slow  # compiling takes ~50 s on 2 cores
+def test_compiled_step_matches_plain(monkeypatch):
+    """``compile=True`` runs the training forward through torch.compile: same losses, state
+    and gradients as the eager step (the compiled kernels round differently, hence the
+    tolerance; random draws made by torch's generator, as eager, instead of the compiler's
+    own); validation (eval mode) stays eager."""
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    plain = make_step("plain")
+    torch.manual_seed(0)
+    model = EncoderConfig(**SMALL).build(n_subjects=3, n_outputs=5).train()
+    loss = ClipLoss(temperature=0.5, learn_temperature=True)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1, momentum=0.9)
+    compiled = ContrastiveStep(model, loss, optimizer, "plain", compile=True)
+    assert compiled.train_model is not model and plain.train_model is plain.model
+    torch.testing.assert_close(run_steps(compiled), run_steps(plain), rtol=1e-4, atol=1e-6)
+    assert_same_state(compiled, plain)
+    model.eval()
+    plain.model.eval()
+    with torch.no_grad():
+        valid = compiled.batch_loss(make_batch(seed=5))
+        torch.testing.assert_close(valid, plain.batch_loss(make_batch(seed=5)))
+
+
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+def test_compile_needs_plain(mode):
+    model = EncoderConfig(**SMALL).build(n_subjects=3, n_outputs=5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="compile needs mode 'plain'"):
+        ContrastiveStep(model, ClipLoss(), optimizer, mode, compile=True)
+    with pytest.raises(ValueError, match="optim.compile needs optim.step=plain"):
+        OptimConfig(step=mode, compile=True)
+    assert OptimConfig(compile=True).signature() == OptimConfig().signature()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+def test_step_matches_plain_on_cuda(mode, monkeypatch):
+    """The pooled batch-norm backward calls the kernel with the saved statistics CUDA
+    requires: on a GPU too, fast and lean give plain's losses, gradients and state (in full
+    float32: cuDNN's default TF32 rounds micro-batches and the whole batch differently)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    plain, other = make_step("plain"), make_step(mode, micro_batch=4)
+    for step in (plain, other):
+        step.model.cuda()
+        step.loss.cuda()
+    torch.testing.assert_close(run_steps(other), run_steps(plain), rtol=2e-4, atol=1e-6)
+    assert_same_state(other, plain)

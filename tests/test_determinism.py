@@ -96,9 +96,11 @@ def test_interrupted_run_resumes_bit_for_bit_with_two_threads(tiny_data, tmp_pat
 
 class _Recorder(nn.MSELoss):
     seen: list[bool] = []
+    benchmark: list[bool] = []
 
     def forward(self, prediction, target):
         self.seen.append(torch.are_deterministic_algorithms_enabled())
+        self.benchmark.append(torch.backends.cudnn.benchmark)
         return super().forward(prediction, target)
 
 
@@ -121,17 +123,26 @@ def _windows(n=8):
 def test_deterministic_switch_holds_during_fit_only(tmp_path):
     config = OptimConfig(batch_size=4, max_epochs=1, batches_per_epoch=1, progress=False,
                          deterministic=True)
-    _Recorder.seen = []
+    _Recorder.seen, _Recorder.benchmark = [], []
+    assert not torch.backends.cudnn.benchmark
     Trainer(_Linear(), _Recorder(), config, tmp_path, "sig").fit(_windows(), _windows())
     assert _Recorder.seen and all(_Recorder.seen)
+    assert not any(_Recorder.benchmark)  # no algorithm search under deterministic
     assert not torch.are_deterministic_algorithms_enabled()
-    _Recorder.seen = []
+    _Recorder.seen, _Recorder.benchmark = [], []
     Trainer(_Linear(), _Recorder(), config.model_copy(update={"deterministic": False}),
             tmp_path / "off", "sig").fit(_windows(), _windows())
     assert not any(_Recorder.seen)
-    # like the device, the switch does not change what is computed: same run folder
+    assert _Recorder.benchmark and all(_Recorder.benchmark)  # cuDNN's search by default
+    assert not torch.backends.cudnn.benchmark  # restored after fit
+    _Recorder.benchmark = []
+    Trainer(_Linear(), _Recorder(), config.model_copy(update={"deterministic": False,
+                                                              "cudnn_benchmark": False}),
+            tmp_path / "fixed", "sig").fit(_windows(), _windows())
+    assert _Recorder.benchmark and not any(_Recorder.benchmark)
+    # like the device, the switches do not change what is computed: same run folder
     assert config.signature() == OptimConfig(batch_size=4, max_epochs=1, batches_per_epoch=1,
-                                             progress=False).signature()
+                                             progress=False, cudnn_benchmark=False).signature()
 
 
 def test_resuming_under_another_thread_count_is_logged(tmp_path, caplog):

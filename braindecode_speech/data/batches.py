@@ -263,7 +263,10 @@ class DeviceStore:
             total = x[:, first]  # in order, as numpy sums the rows of a time-major array
             for j in range(first + 1, first + baseline_samples):
                 total = total + x[:, j]
-            out = out - (total / baseline_samples)[:, None]
+            # divided by a tensor, not a Python number: CUDA multiplies by the reciprocal of
+            # a number (one bit off numpy's division)
+            count = torch.tensor(float(baseline_samples), device=self.device)
+            out = out - (total / count)[:, None]
         if self.center is not None:
             out = (out - self.center[rec][:, None]) / self.scale[rec][:, None]
         if clamp is not None:

@@ -129,6 +129,9 @@ class ContrastiveStep:
     bf16 : run the encoder under bfloat16 autocast.
     negatives : with several processes, the contrastive candidates of each window (see
         :func:`~braindecode_speech.training.distributed.batch_share_loss`).
+    compile : run the training forward (and so its backward) through ``torch.compile``
+        (``plain`` only: the other modes run the model layer by layer); the first steps
+        compile, and a batch of a new size compiles again.
 
     The batch is a mapping with tensors ``brain``, ``subject``, ``positions``, ``mask`` and
     ``speech`` (other keys are ignored); they are moved to the model's device.
@@ -143,9 +146,13 @@ class ContrastiveStep:
         micro_batch: int = 32,
         bf16: bool = False,
         negatives: Negatives = "global",
+        compile: bool = False,
     ):
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}")
+        if compile and mode != "plain":
+            raise ValueError(f"compile needs mode 'plain' (mode {mode!r} runs the model layer "
+                             "by layer)")
         if micro_batch < 1:
             raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
         self.parallel_model = model
@@ -164,6 +171,9 @@ class ContrastiveStep:
         self.micro_batch = micro_batch
         self.bf16 = bf16
         self.negatives = negatives
+        #: the model the training forward goes through (compiled or not)
+        self.train_model: nn.Module = (torch.compile(self.parallel_model) if compile
+                                       else self.parallel_model)
 
     def __call__(self, batch: Mapping[str, Tensor], global_batch: int | None = None) -> float:
         """One step on ``batch``: this process's windows of a global batch of ``global_batch``
@@ -183,10 +193,10 @@ class ContrastiveStep:
     def batch_loss(self, batch: Mapping[str, Tensor], global_batch: int | None = None) -> Tensor:
         """Forward and loss of ``batch`` (this process's share of the loss of a global batch
         of ``global_batch`` windows; the loss of ``batch`` in single-process runs), through
-        the data-parallel wrapper in training mode and through the model itself otherwise
-        (validation)."""
+        the data-parallel wrapper (compiled with ``compile``) in training mode and through
+        the model itself otherwise (validation)."""
         inputs = self._to_device(batch)
-        model = self.parallel_model if self.model.training else self.model
+        model = self.train_model if self.model.training else self.model
         with self._autocast():
             out = model(inputs["brain"], inputs["subject"], inputs["positions"], inputs["mask"])
         return distributed.batch_share_loss(self.loss, out.float(), inputs["speech"],
@@ -472,15 +482,17 @@ class _PooledBatchNorm(torch.autograd.Function):
                 grad, torch.batch_norm(part, weight, bias, mean, var, False, 0.0, ctx.eps,
                                        False), ctx.act)
                 for grad, part in zip(grads, parts)]
+        invstd = torch.rsqrt(var + ctx.eps)
+        # training-mode signature (saved mean and 1/σ, as CUDA requires); only the two sums
+        # are asked for, which do not depend on the mode
         sums = [
             torch.ops.aten.native_batch_norm_backward(
-                grad, part, weight, mean, var, None, None, False, ctx.eps, [False, True, True]
+                grad, part, weight, None, None, mean, invstd, True, ctx.eps, [False, True, True]
             )
             for grad, part in zip(grads, parts)
         ]
         grad_weight = sum(s[1] for s in sums)  # Σ g·x̂
         grad_bias = sum(s[2] for s in sums)  # Σ g
-        invstd = torch.rsqrt(var + ctx.eps)
         scale = weight * invstd
         slope = scale * invstd * grad_weight / count
         offset = scale * grad_bias / count - mean * slope
