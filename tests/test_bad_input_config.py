@@ -61,6 +61,7 @@ def _train(tmp_path: Path, capsys: pytest.CaptureFixture, *args: str) -> tuple[i
     (["model.hidden=0"], ["model.hidden", "greater than 0"]),
     (["ridge.tmax=-0.1"], ["ridge.tmax", "greater than or equal to 0"]),
     (["features.mel.n_mels=-3"], ["features.mel.n_mels", "greater than 0", "-3"]),
+    (["optim.compile=true", "optim.step=lean"], ["optim.compile needs optim.step=plain"]),
 ])
 def test_out_of_bounds_values_are_refused(tmp_path, capsys, overrides, expected):
     code, err = _train(tmp_path, capsys, *overrides)
