@@ -126,11 +126,13 @@ def resolve_device(name: str) -> torch.device:
 
 @contextlib.contextmanager
 def _algorithms(deterministic: bool, cudnn_benchmark: bool) -> Iterator[None]:
-    """Inside the block: ``torch.use_deterministic_algorithms(deterministic)``, and cuDNN's
-    algorithm search (``torch.backends.cudnn.benchmark``) when ``cudnn_benchmark`` and not
-    ``deterministic``; the previous settings are restored after it."""
+    """Inside the block: ``torch.use_deterministic_algorithms(True)`` when ``deterministic``
+    (else the caller's setting), and cuDNN's algorithm search (``torch.backends.cudnn.benchmark``)
+    when ``cudnn_benchmark`` and not ``deterministic``; the previous settings are restored
+    after it."""
     previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
     try:
         yield
