@@ -71,17 +71,19 @@ def step_flops(model, batch_size: int) -> float:
 
 
 def synthetic_batch(batch_size: int, seed: int):
-    """Brain ``[B, 208, 360]``, subjects, positions (one random layout), mask, speech."""
+    """Brain ``[B, 208, 360]``, subjects, positions (one random layout), mask, speech
+    ``[B, 1024, 360]``; brain and speech are ``[B, C, T]`` views of time-major memory, as the
+    loader delivers them (:mod:`braindecode_speech.data.batches`)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     layout = torch.rand(N_CHANNELS, 2, generator=gen)
     return (
-        torch.randn(batch_size, N_CHANNELS, N_TIMES, generator=gen),
+        torch.randn(batch_size, N_TIMES, N_CHANNELS, generator=gen).transpose(1, 2),
         torch.randint(0, N_SUBJECTS, (batch_size,), generator=gen),
         layout.expand(batch_size, -1, -1).contiguous(),
         torch.ones(batch_size, N_CHANNELS, dtype=torch.bool),
-        torch.randn(batch_size, N_FEATURES, N_TIMES, generator=gen),
+        torch.randn(batch_size, N_TIMES, N_FEATURES, generator=gen).transpose(1, 2),
     )
 
 

@@ -8,8 +8,14 @@ import torch._inductor.config
 
 from braindecode_speech.config import ConfigError
 from braindecode_speech.models import EncoderConfig
+from braindecode_speech.models.conv import DilatedConv, GLUConv
 from braindecode_speech.training.losses import ClipLoss
-from braindecode_speech.training.steps import ContrastiveStep
+from braindecode_speech.training.steps import (
+    ContrastiveStep,
+    _apply,
+    _time_major,
+    _TimeMajorGLU,
+)
 from braindecode_speech.training.trainer import OptimConfig
 
 SMALL = {"n_spatial": 6, "n_fourier": 4, "hidden": 8, "depth": 2, "dropout_radius": 0.4,
@@ -233,6 +239,55 @@ def test_time_major_batches_train_as_channel_major_ones(mode, config):
     got = [step(batch) for batch in batches]
     assert got == pytest.approx(expected, rel=1e-5)
     assert_same_state(step, reference)
+
+
+class Scale(torch.nn.Module):
+    """A per-sample layer the time-major path does not know (run on the [b, C, T] view)."""
+
+    def forward(self, x):
+        assert x.dim() == 3
+        return x * torch.arange(1.0, x.shape[-1] + 1)
+
+
+TIME_MAJOR_MODULES = {
+    "dilated conv, residual": lambda: DilatedConv(6, 6, 3, dilation=4, residual=True,
+                                                  batch_norm=False),
+    "dilated conv, dropout (eval)": lambda: DilatedConv(6, 6, 3, dilation=2, residual=False,
+                                                        dropout=0.5).eval(),
+    "GLU conv": lambda: GLUConv(6, 3),
+    "final convs": lambda: torch.nn.Sequential(torch.nn.Conv1d(6, 12, 1), torch.nn.GELU(),
+                                               torch.nn.Conv1d(12, 5, 1)),
+    "strided grouped conv": lambda: torch.nn.Conv1d(6, 4, 5, stride=2, padding=2, groups=2),
+    "unknown layers": lambda: torch.nn.Sequential(
+        torch.nn.Conv1d(6, 6, 3, padding="same"), Scale(), torch.nn.GLU(dim=1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIME_MAJOR_MODULES))
+def test_time_major_layers_equal_the_modules(name):
+    """fast/lean run the blocks and final convolutions on time-major [b, C, 1, T] parts: the
+    values and gradients are those of the modules on [b, C, T], and the result stays
+    time-major (channels-last) for the next layer."""
+    torch.manual_seed(0)
+    module = TIME_MAJOR_MODULES[name]().double()
+    x = torch.randn(3, 6, 17, dtype=torch.float64, requires_grad=True)
+    expected = module(x)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, [x, *module.parameters()], grad)
+    part = _time_major(x)
+    assert part.is_contiguous(memory_format=torch.channels_last)
+    out = _apply(module, part)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(out.squeeze(2), [x, *module.parameters()], grad)
+    torch.testing.assert_close(out.squeeze(2), expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_time_major_glu_gradient():
+    x = _time_major(torch.randn(2, 8, 5, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(_TimeMajorGLU.apply, (x,))
+    torch.testing.assert_close(_TimeMajorGLU.apply(x), torch.nn.functional.glu(x, dim=1))
 
 
 @pytest.mark.slow  # compiling takes ~50 s on 2 cores
