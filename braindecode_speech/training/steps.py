@@ -70,9 +70,10 @@ Any other model is refused when the step is built, with a :class:`ConfigError` n
 Layout: ``fast`` and ``lean`` run the blocks and the final segment on time-major parts
 (``[b, C, 1, T]`` in channels-last memory: one ``T × C`` matrix per sample, the layout of the
 loader's batches), where oneDNN's convolutions need no reordering, and score the predictions
-against the speech flattened in the same order. On the paper's step (batch 256, 2-core AMD
-EPYC) this is 15-18 % faster than the ``[b, C, T]`` layout, float32 and bf16 alike; the
-results differ from ``plain``'s by float rounding only (tested). Layers the time-major path
+against the speech flattened in the same order (a view of the loader's batches). On the
+paper's step (batch 256 as the loader lays it out, 2-core AMD EPYC) the step is 16-18 %
+faster than on ``[b, C, T]`` parts, float32 and bf16 alike (README, Performance); the results
+differ from ``plain``'s by float rounding only (tested). Layers the time-major path
 does not know get the ``[b, C, T]`` view (see :func:`_apply`).
 
 All modes optionally run the encoder under bfloat16 autocast (``bf16=True``; scores and loss
