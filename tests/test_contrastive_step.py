@@ -12,7 +12,7 @@ from braindecode_speech.models.conv import DilatedConv, GLUConv
 from braindecode_speech.training.losses import ClipLoss
 from braindecode_speech.training.steps import (
     ContrastiveStep,
-    _apply,
+    _layer_sync,
     _time_major,
     _TimeMajorGLU,
 )
@@ -276,7 +276,7 @@ def test_time_major_layers_equal_the_modules(name):
     expected_grads = torch.autograd.grad(expected, [x, *module.parameters()], grad)
     part = _time_major(x)
     assert part.is_contiguous(memory_format=torch.channels_last)
-    out = _apply(module, part)
+    (out,) = _layer_sync(module, [part], update_stats=False)
     assert out.is_contiguous(memory_format=torch.channels_last)
     grads = torch.autograd.grad(out.squeeze(2), [x, *module.parameters()], grad)
     torch.testing.assert_close(out.squeeze(2), expected)

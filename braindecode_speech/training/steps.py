@@ -74,7 +74,7 @@ against the speech flattened in the same order (a view of the loader's batches).
 paper's step (batch 256 as the loader lays it out, 2-core AMD EPYC) the step is 16-18 %
 faster than on ``[b, C, T]`` parts, float32 and bf16 alike (README, Performance); the results
 differ from ``plain``'s by float rounding only (tested). Layers the time-major path
-does not know get the ``[b, C, T]`` view (see :func:`_apply`).
+does not know get the ``[b, C, T]`` view (see :func:`_apply_layer`).
 
 All modes optionally run the encoder under bfloat16 autocast (``bf16=True``; scores and loss
 stay in float32), much faster on CPUs with AMX or AVX512-BF16 but with results that differ from
@@ -310,7 +310,7 @@ class ContrastiveStep:
         predictions (the final segment) scored in float32 against every speech segment of the
         batch, ``speech [B, T·F]`` flattened time-major (:func:`_flat_time_major_speech`)."""
         with self._autocast():
-            prediction = _apply(self.stages.final, part)
+            (prediction,) = _layer_sync(self.stages.final, [part], update_stats=False)
         flat = prediction.permute(0, 2, 3, 1).flatten(1)  # [b, T·F]: a view of time-major
         return clip_scores(flat.float(), speech, speech_norms)
 
@@ -416,10 +416,6 @@ def _flat_time_major_speech(speech: Tensor) -> tuple[Tensor, Tensor]:
     return flat, flat.norm(dim=1)
 
 
-def _non_channel_dims(x: Tensor) -> tuple[int, ...]:
-    return (0, *range(2, x.dim()))
-
-
 def _per_channel(values: Tensor, like: Tensor) -> Tensor:
     """``values [C]`` shaped to broadcast over ``like [b, C, ...]``."""
     return values.view(-1, *[1] * (like.dim() - 2))
@@ -452,28 +448,18 @@ class _TimeMajorGLU(torch.autograd.Function):
         return torch.cat([grad_first, grad_second], dim=-1).permute(0, 3, 1, 2)
 
 
-#: per-sample layers :func:`_apply` runs elementwise on time-major parts as they are
+#: per-sample layers :func:`_apply_layer` runs elementwise on time-major parts as they are
 _ELEMENTWISE = (nn.GELU, nn.ReLU, nn.Identity, nn.Dropout)
 
 
-def _apply(module: nn.Module, x: Tensor) -> Tensor:
-    """``module`` (no whole-batch layer in training mode) applied to a time-major part
+def _apply_layer(module: nn.Module, x: Tensor) -> Tensor:
+    """A per-sample layer (no whole-batch layer in training mode) applied to a time-major part
     ``x [b, C, 1, T]`` (:func:`_time_major`); the result is time-major too.
 
-    Equals ``module(x.squeeze(2))`` up to float rounding: the convolutions of the paper's
-    encoder (``nn.Conv1d`` with zero padding, GLU, the blocks and final convolutions built of
-    them) run in the time-major layout; any other module gets the ``[b, C, T]`` view and its
-    output is laid out time-major again.
+    Equals ``module(x.squeeze(2))`` up to float rounding: ``nn.Conv1d`` with zero padding and
+    ``nn.GLU(dim=1)`` run in the time-major layout, elementwise layers as they are; any other
+    module gets the ``[b, C, T]`` view and its output is laid out time-major again.
     """
-    if isinstance(module, nn.Sequential):
-        for child in module:
-            x = _apply(child, x)
-        return x
-    if isinstance(module, DilatedConv):
-        out = _apply(module.layers, x)
-        return x + out if module.residual else out
-    if isinstance(module, GLUConv):
-        return _apply(module.glu, _apply(module.conv, x))
     if isinstance(module, _ELEMENTWISE):
         return module(x)
     if (isinstance(module, nn.Conv1d) and module.padding_mode == "zeros"
@@ -483,19 +469,19 @@ def _apply(module: nn.Module, x: Tensor) -> Tensor:
             (0, module.padding[0]), (1, module.dilation[0]), module.groups,
         )
     if isinstance(module, nn.GLU) and module.dim == 1:
-        return _TimeMajorGLU.apply(_same_layout(x, x))
+        return _TimeMajorGLU.apply(x.contiguous(memory_format=torch.channels_last))
     return _time_major(module(x.squeeze(2)))
 
 
 def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool) -> list[Tensor]:
-    """Apply ``module`` to a batch given as micro-batches ``parts``, layer by layer.
+    """Apply ``module`` to a batch given as time-major micro-batches ``parts``
+    (:func:`_time_major`), layer by layer.
 
-    Equals ``module(torch.cat(parts)).split(...)``: batch norm uses the statistics of all
-    parts and dropout draws one mask for the whole batch. ``update_stats``: update batch-norm
-    running statistics (False when re-running a segment).
+    Equals ``module(torch.cat(parts)).split(...)`` up to float rounding: batch norm uses the
+    statistics of all parts and dropout draws one mask for the whole batch; the other layers
+    run part by part (:func:`_apply_layer`). ``update_stats``: update batch-norm running
+    statistics (False when re-running a segment).
     """
-    if not _needs_whole_batch(module):
-        return [_apply(module, part) for part in parts]
     if isinstance(module, nn.BatchNorm1d) and module.training:
         return _pooled_batch_norm(module, parts, update_stats)
     if isinstance(module, nn.Dropout) and module.training and module.p > 0:
@@ -517,6 +503,11 @@ def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool) -> l
             parts = _layer_sync(child, parts, update_stats)
             i += 1
         return parts
+    if isinstance(module, GLUConv):
+        return _layer_sync(module.glu, _layer_sync(module.conv, parts, update_stats),
+                           update_stats)
+    if not _needs_whole_batch(module):
+        return [_apply_layer(module, part) for part in parts]
     raise TypeError(f"cannot run {type(module).__name__} micro-batch by micro-batch")
 
 
@@ -530,7 +521,7 @@ def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bo
     over all parts; running statistics updated once if ``update_stats``; followed by
     ``activation`` (one of :data:`_ACTIVATIONS`) when given."""
     count = sum(part.numel() // part.shape[1] for part in parts)
-    dims = _non_channel_dims(parts[0])
+    dims = (0, *range(2, parts[0].dim()))
     with torch.no_grad():
         mean = sum(part.sum(dim=dims, dtype=torch.float32) for part in parts) / count
         var = sum((part - _per_channel(mean, part)).square_().sum(dim=dims) for part in parts)
