@@ -8,11 +8,14 @@ import torch._inductor.config
 
 from braindecode_speech.config import ConfigError
 from braindecode_speech.models import EncoderConfig
-from braindecode_speech.models.conv import DilatedConv, GLUConv
+from braindecode_speech.models.conv import DilatedConv, DilatedConvStack, GLUConv
 from braindecode_speech.training.losses import ClipLoss
 from braindecode_speech.training.steps import (
+    _GLU,
     ContrastiveStep,
     _layer_sync,
+    _Recompute,
+    _roomy_like,
     _time_major,
     _TimeMajorGLU,
 )
@@ -288,6 +291,62 @@ def test_time_major_glu_gradient():
     x = _time_major(torch.randn(2, 8, 5, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(_TimeMajorGLU.apply, (x,))
     torch.testing.assert_close(_TimeMajorGLU.apply(x), torch.nn.functional.glu(x, dim=1))
+
+
+def test_in_place_glu_gradient():
+    """The GLU of the fast/lean GLU convolutions works in the memory of its inputs: the
+    output is ``first·σ(second)``, with exact gradients."""
+    first, second = (torch.randn(2, 4, 1, 5, dtype=torch.float64, requires_grad=True)
+                     for _ in range(2))
+
+    def glu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _GLU.apply(a.clone(), b.clone())[0]  # in place: on copies of the leaves
+
+    assert torch.autograd.gradcheck(glu, (first, second))
+    torch.testing.assert_close(glu(first, second), first * torch.sigmoid(second))
+
+
+def test_roomy_like_has_the_layout_of_its_model():
+    for x in (_time_major(torch.randn(3, 5, 7)), torch.randn(3, 5, 7),
+              _time_major(torch.randn(2, 4, 6)).bfloat16()):
+        y = _roomy_like(x)
+        assert (y.shape, y.dtype, y.stride()) == (x.shape, x.dtype, x.stride())
+        assert not y._is_view()
+        assert y.untyped_storage().nbytes() > x.numel() * x.element_size()
+
+
+def test_fast_forward_keeps_no_residual_sum():
+    """In the fast step, the residual sums of a block (inputs of its second and GLU
+    convolutions) are recomputed in backward, to the same bits, from tensors kept anyway: a
+    block keeps 5 tensors of its parts' size per part (its input, the two batch-norm inputs,
+    the GLU gate and output) instead of 7; the gradients are identical."""
+    torch.manual_seed(0)
+    block = DilatedConvStack(6, hidden=6, depth=1).blocks[0].double().train()
+    x = torch.randn(8, 6, 11, dtype=torch.float64)
+    grad = torch.randn(8, 6, 11, dtype=torch.float64)
+
+    def run(recompute: _Recompute | None) -> tuple[int, list[torch.Tensor]]:
+        parts = [_time_major(piece).requires_grad_() for piece in x.split(4)]
+        kept = set()
+
+        def pack(tensor):
+            saved = recompute.pack(tensor) if recompute is not None else tensor
+            if isinstance(saved, torch.Tensor) and saved.shape == parts[0].shape:
+                kept.add(saved.untyped_storage().data_ptr())
+            return saved
+
+        unpack = recompute.unpack if recompute is not None else (lambda saved: saved)
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            out = _layer_sync(block, parts, update_stats=False, recompute=recompute)
+        grads = torch.autograd.grad([o.squeeze(2) for o in out],
+                                    [*parts, *block.parameters()], list(grad.split(4)))
+        return len(kept), [*out, *grads]
+
+    kept, results = run(_Recompute())
+    kept_plain, expected = run(None)
+    assert (kept, kept_plain) == (5 * 2, 7 * 2)
+    for got, want in zip(results, expected):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.slow  # compiling takes ~50 s on 2 cores
