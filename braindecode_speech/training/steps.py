@@ -588,7 +588,7 @@ def _layer_sync(module: nn.Module, parts: list[Tensor], update_stats: bool,
             i += 1
         return parts
     if isinstance(module, GLUConv):
-        if _zero_padded(module.conv) and module.glu.dim == 1:
+        if _zero_padded(module.conv) and module.conv.groups == 1 and module.glu.dim == 1:
             return [_glu_conv(module.conv, part) for part in parts]
         return _layer_sync(module.glu, _layer_sync(module.conv, parts, update_stats, recompute),
                            update_stats, recompute)
