@@ -13,11 +13,11 @@ from braindecode_speech.training.losses import ClipLoss
 from braindecode_speech.training.steps import (
     _GLU,
     ContrastiveStep,
+    _apply_layer,
     _layer_sync,
     _Recompute,
     _roomy_like,
     _time_major,
-    _TimeMajorGLU,
 )
 from braindecode_speech.training.trainer import OptimConfig
 
@@ -288,9 +288,17 @@ def test_time_major_layers_equal_the_modules(name):
 
 
 def test_time_major_glu_gradient():
+    """A standalone ``nn.GLU(dim=1)`` on a time-major part: the native values and exact
+    gradients, time-major output, and the input left as it was (the GLU works in place on
+    copies of its halves)."""
     x = _time_major(torch.randn(2, 8, 5, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(_TimeMajorGLU.apply, (x,))
-    torch.testing.assert_close(_TimeMajorGLU.apply(x), torch.nn.functional.glu(x, dim=1))
+    before = x.detach().clone()
+    glu = torch.nn.GLU(dim=1)
+    assert torch.autograd.gradcheck(lambda t: _apply_layer(glu, t), (x,))
+    out = _apply_layer(glu, x)
+    torch.testing.assert_close(out, torch.nn.functional.glu(x, dim=1))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.detach(), before)
 
 
 def test_in_place_glu_gradient():

@@ -438,34 +438,6 @@ def _same_layout(x: Tensor, like: Tensor) -> Tensor:
     return x.contiguous(memory_format=layout)
 
 
-class _TimeMajorGLU(torch.autograd.Function):
-    """``nn.GLU(dim=1)`` of a time-major ``[b, 2C, 1, T]`` tensor, computed on its
-    ``[b, 1, T, 2C]`` memory (the halves are the two ends of each row), with a backward that
-    stays there (the native one is several times slower on this layout).
-
-    Keeps the output ``a·σ(b)`` and the gate ``σ(b)`` for backward instead of the ``2C``
-    input: the output is kept anyway (it is the next convolution's input), so the layer holds
-    ``C`` channels instead of ``2C``; ``∂/∂a = g·σ(b)`` and ``∂/∂b = g·a·σ(b)·(1 − σ(b))``,
-    the latter computed as ``g·out·(1 − σ(b))`` (equal up to float rounding).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        first, second = x.permute(0, 2, 3, 1).chunk(2, dim=-1)
-        gate = torch.sigmoid(second)
-        out = (first * gate).permute(0, 3, 1, 2)
-        ctx.save_for_backward(out, gate)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        out, gate = ctx.saved_tensors
-        grad = grad.permute(0, 2, 3, 1)
-        grad_first = grad * gate
-        grad_second = grad * out.permute(0, 2, 3, 1) * (1 - gate)
-        return torch.cat([grad_first, grad_second], dim=-1).permute(0, 3, 1, 2)
-
-
 #: per-sample layers :func:`_apply_layer` runs elementwise on time-major parts as they are
 _ELEMENTWISE = (nn.GELU, nn.ReLU, nn.Identity, nn.Dropout)
 
@@ -485,8 +457,9 @@ def _apply_layer(module: nn.Module, x: Tensor, recompute: _Recompute | None = No
         return out
     if _zero_padded(module):
         return _conv(module, x, module.weight, module.bias)
-    if isinstance(module, nn.GLU) and module.dim == 1:
-        return _TimeMajorGLU.apply(x.contiguous(memory_format=torch.channels_last))
+    if isinstance(module, nn.GLU) and module.dim == 1:  # halves copied out, then in place
+        first, second = (half.clone(memory_format=torch.channels_last) for half in x.chunk(2, 1))
+        return _GLU.apply(first, second)[0]
     return _time_major(module(x.squeeze(2)))
 
 
@@ -660,8 +633,7 @@ class _PooledBatchNorm(torch.autograd.Function):
         grads = [_same_layout(grad, part) for grad, part in zip(grads, parts)]
         if ctx.act != "none":  # through the activation, from the recomputed normalised values
             grads = [_activation_backward(
-                grad, torch.batch_norm(part, weight, bias, mean, var, False, 0.0, ctx.eps,
-                                       False), ctx.act)
+                grad, _normalise(part, weight, bias, mean, var, ctx.eps, "none"), ctx.act)
                 for grad, part in zip(grads, parts)]
         invstd = torch.rsqrt(var + ctx.eps)
         # training-mode signature (saved mean and 1/σ, as CUDA requires); only the two sums
