@@ -9,7 +9,8 @@ import torch._inductor.config
 from braindecode_speech.config import ConfigError
 from braindecode_speech.models import EncoderConfig
 from braindecode_speech.models.conv import DilatedConv, DilatedConvStack, GLUConv
-from braindecode_speech.training.losses import ClipLoss
+from braindecode_speech.training import steps
+from braindecode_speech.training.losses import ClipLoss, clip_scores
 from braindecode_speech.training.steps import (
     _GLU,
     ContrastiveStep,
@@ -17,6 +18,7 @@ from braindecode_speech.training.steps import (
     _layer_sync,
     _Recompute,
     _roomy_like,
+    _SlicedScores,
     _time_major,
 )
 from braindecode_speech.training.trainer import OptimConfig
@@ -95,6 +97,45 @@ def test_step_matches_plain(mode, config):
     # same loss, gradients (of the last step), weights, running statistics and random stream
     assert_same_state(other, plain)
     assert torch.equal(torch.get_rng_state(), rng_after_plain)
+
+
+@pytest.mark.parametrize("mode", ["fast", "lean"])
+def test_step_matches_plain_in_chunks_and_slices(mode, monkeypatch):
+    """Batch norm's chunks that do not divide the micro-batches (4 = 3 + 1), score slices
+    that do not divide the predictions (80 = 11 · 7 + 3) and a last score group of one
+    micro-batch (3 micro-batches in groups of 2) give the plain step's results too."""
+    monkeypatch.setattr(steps, "_CHUNK", 3)
+    monkeypatch.setattr(steps, "_SLICE", 7)
+    plain, other = make_step("plain"), make_step(mode, micro_batch=4)
+    assert run_steps(other) == pytest.approx(run_steps(plain), rel=1e-5)
+    assert_same_state(other, plain)
+
+
+def test_sliced_scores_are_clip_scores():
+    """The fast step's score product (predictions converted slice by slice, gradient written
+    slice by slice in their dtype) equals clip_scores of the float32 predictions: exact
+    gradients in float64, and bf16 predictions scored and differentiated in float32."""
+    gen = torch.Generator().manual_seed(0)
+    speech = torch.randn(6, 40, dtype=torch.float64, generator=gen)
+    norms = speech.norm(dim=1)
+    prediction = torch.randn(3, 40, dtype=torch.float64, generator=gen, requires_grad=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steps, "_SLICE", 7)
+        assert torch.autograd.gradcheck(lambda p: _SlicedScores.apply(p, speech, norms),
+                                         (prediction,))
+        torch.testing.assert_close(_SlicedScores.apply(prediction, speech, norms),
+                                   clip_scores(prediction, speech))
+        bf16 = prediction.detach().bfloat16().requires_grad_()
+        speech, norms = speech.float(), norms.float()
+        scores = _SlicedScores.apply(bf16, speech, norms)
+        grad_out = torch.randn(scores.shape, generator=gen)
+        scores.backward(grad_out)
+        reference = bf16.detach().clone().requires_grad_()
+        expected = clip_scores(reference.float(), speech, norms)
+        expected.backward(grad_out)
+    assert scores.dtype == torch.float32 and bf16.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(scores, expected)
+    torch.testing.assert_close(bf16.grad, reference.grad, rtol=8e-3, atol=1e-6)
 
 
 def test_micro_batch_larger_than_batch_is_plain():

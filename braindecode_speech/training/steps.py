@@ -19,11 +19,13 @@ the batch cannot simply be cut into independent pieces. :class:`ContrastiveStep`
     dropout masks are drawn for the whole batch at once, so the loss, the gradients and the
     batch-norm running statistics are those of ``plain`` (a batch of at most one micro-batch
     takes the ``plain`` path). The layers without batch norm (the sensor merger and subject
-    layers; the final convolutions) run one micro-batch at a time, and each micro-batch's
-    predictions are reduced to their ``[b, B]`` CLIP scores straight away, so the
-    ``[B, F, T]`` predictions of the whole batch are never held at once. Working
-    on micro-batches keeps every intermediate tensor small: in cache, and recycled by the
-    memory allocator instead of being mapped afresh (and page-faulted) at every step.
+    layers) run one micro-batch at a time; the final convolutions run on two micro-batches
+    at a time, whose predictions are reduced to their ``[2b, B]`` CLIP scores straight away
+    (:class:`_SlicedScores`), so the ``[B, F, T]`` predictions of the whole batch are never
+    held at once. Working on micro-batches keeps every intermediate tensor small: in cache,
+    and recycled by the memory allocator instead of being mapped afresh (and page-faulted)
+    at every step; batch norm's elementwise passes go through each micro-batch a few samples
+    at a time (:func:`_chunks`), so that their float32 intermediates stay in cache too.
     What backward keeps is trimmed without changing a bit of the result: the residual sums
     (inputs of the second and GLU convolutions of a block) are computed again in backward
     from tensors kept anyway (:class:`_Recompute`: a batch norm with the kept statistics and
@@ -103,7 +105,7 @@ from ..config import ConfigError
 from ..models.conv import DilatedConv, GLUConv
 from . import distributed
 from .distributed import Negatives
-from .losses import ClipLoss, clip_scores
+from .losses import ClipLoss
 
 __all__ = ["ContrastiveStep", "Mode", "STAGED_INTERFACE"]
 
@@ -236,7 +238,10 @@ class ContrastiveStep:
                 for block in stages.blocks:
                     parts = _layer_sync(block, parts, update_stats=True, recompute=recompute)
             speech, norms = _flat_time_major_speech(batch["speech"])
-            scores = torch.cat([self._scores(part, speech, norms, recompute) for part in parts])
+            scores = torch.cat([
+                self._scores(recompute.cat(parts[i:i + _SCORED_TOGETHER]), speech, norms,
+                             recompute)
+                for i in range(0, len(parts), _SCORED_TOGETHER)])
         loss = self.loss.from_scores(scores)
         loss.backward()
         return float(loss.detach())
@@ -323,7 +328,49 @@ class ContrastiveStep:
             (prediction,) = _layer_sync(self.stages.final, [part], update_stats=False,
                                         recompute=recompute)
         flat = prediction.permute(0, 2, 3, 1).flatten(1)  # [b, T·F]: a view of time-major
-        return clip_scores(flat.float(), speech, speech_norms)
+        return _SlicedScores.apply(flat, speech, speech_norms)
+
+
+#: micro-batches that ``fast`` runs through the final segment and scores together: each score
+#: product reads the speech of the whole batch (377 MB on the paper's batch-256 step), so
+#: scoring two micro-batches at a time halves what the products read and pack
+_SCORED_TOGETHER = 2
+
+
+class _SlicedScores(torch.autograd.Function):
+    """:func:`~braindecode_speech.training.losses.clip_scores` of ``prediction.float()``: the
+    float32 scores ``[b, N]`` of predictions ``[b, D]`` (float32 or bf16) against ``speech
+    [N, D]`` (float32, no gradient) with norms ``[N]``, computed over slices of ``D``.
+
+    No float32 copy of the predictions is made (each slice is converted as the product reads
+    it) and the gradient is written slice by slice in the predictions' dtype: nothing of the
+    size of the predictions is allocated in float32 (94 MB per pair of paper-sized
+    micro-batches, which the memory allocator would map afresh and page-fault at every step),
+    and the slices being converted stay in cache. The same products as ``clip_scores``; the
+    forward's sum runs slice by slice (float rounding only).
+    """
+
+    @staticmethod
+    def forward(ctx, prediction: Tensor, speech: Tensor, norms: Tensor) -> Tensor:
+        ctx.save_for_backward(speech, norms)
+        ctx.dtype = prediction.dtype
+        inner = speech.new_zeros(len(prediction), len(speech))
+        for pred, cand in zip(prediction.split(_SLICE, 1), speech.split(_SLICE, 1)):
+            inner.addmm_(pred.to(speech.dtype), cand.T)
+        return inner / norms
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        speech, norms = ctx.saved_tensors
+        grad = grad / norms
+        out = grad.new_empty(len(grad), speech.shape[1], dtype=ctx.dtype)
+        for piece, cand in zip(out.split(_SLICE, 1), speech.split(_SLICE, 1)):
+            piece.copy_(grad @ cand)
+        return out, None, None
+
+
+#: width of the slices of :class:`_SlicedScores` (4 MB of float32 for 64 predictions)
+_SLICE = 16384
 
 
 def _average_loss_gradients(loss: nn.Module) -> None:
@@ -587,7 +634,8 @@ def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bo
     with torch.no_grad():
         dtype = torch.promote_types(parts[0].dtype, torch.float32)  # float32 or float64
         mean = sum(part.sum(dim=dims, dtype=dtype) for part in parts) / count
-        var = sum((part - _per_channel(mean, part)).square_().sum(dim=dims) for part in parts)
+        var = sum((chunk - _per_channel(mean, chunk)).square_().sum(dim=dims)
+                  for part in parts for (chunk,) in _chunks(part))
         var /= count
         if update_stats and bn.track_running_stats:
             bn.num_batches_tracked += 1
@@ -629,33 +677,48 @@ class _PooledBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         weight, bias, mean, var, *parts = ctx.saved_tensors
+        eps, act = ctx.eps, ctx.act
         count = sum(part.numel() // part.shape[1] for part in parts)
+        invstd = torch.rsqrt(var + eps)
+        # pass 1, chunk by chunk: the gradient at the batch norm's output (through the
+        # activation, from the recomputed normalised values, into a new tensor) and its sums
+        # Σg and Σg·x̂ from the native kernel (training-mode signature with the saved mean and
+        # 1/σ, as CUDA requires; the sums do not depend on the mode)
         grads = [_same_layout(grad, part) for grad, part in zip(grads, parts)]
-        if ctx.act != "none":  # through the activation, from the recomputed normalised values
-            grads = [_activation_backward(
-                grad, _normalise(part, weight, bias, mean, var, ctx.eps, "none"), ctx.act)
-                for grad, part in zip(grads, parts)]
-        invstd = torch.rsqrt(var + ctx.eps)
-        # training-mode signature (saved mean and 1/σ, as CUDA requires); only the two sums
-        # are asked for, which do not depend on the mode
-        sums = [
-            torch.ops.aten.native_batch_norm_backward(
-                grad, part, weight, None, None, mean, invstd, True, ctx.eps, [False, True, True]
-            )
-            for grad, part in zip(grads, parts)
-        ]
-        grad_weight = sum(s[1] for s in sums)  # Σ g·x̂
-        grad_bias = sum(s[2] for s in sums)  # Σ g
+        outputs = [torch.empty_like(part) for part in parts]  # the gradients, in pass 2
+        grad_weight = grad_bias = 0
+        for grad, part, output in zip(grads, parts, outputs):
+            for g, x, o in _chunks(grad, part, output):
+                if act != "none":
+                    g = _activation_backward(g, _normalise(x, weight, bias, mean, var, eps,
+                                                           "none"), act, out=o)
+                _, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
+                    g, x, weight, None, None, mean, invstd, True, eps, [False, True, True])
+                grad_weight, grad_bias = grad_weight + sum_gx, grad_bias + sum_g
+        # pass 2: the whole-batch gradient, in float32, rounded once into `outputs` (which
+        # hold the activation's gradient, read before it is overwritten)
         scale = weight * invstd
         slope = scale * invstd * grad_weight / count
         offset = scale * grad_bias / count - mean * slope
-        grad_parts = [
-            torch.addcmul(-_per_channel(offset, part), part, -_per_channel(slope, part))
-            .addcmul_(grad, _per_channel(scale, part))
-            .to(part.dtype)
-            for grad, part in zip(grads, parts)
-        ]
-        return (grad_weight, grad_bias, None, None, None, None, *grad_parts)
+        for grad, part, output in zip(grads, parts, outputs):
+            source = output if act != "none" else grad
+            for g, x, o in _chunks(source, part, output):
+                o.copy_(torch.addcmul(-_per_channel(offset, x), x, -_per_channel(slope, x))
+                        .addcmul_(g, _per_channel(scale, x)))
+        return (grad_weight, grad_bias, None, None, None, None, *outputs)
+
+
+#: samples per chunk in the elementwise passes of batch norm (:func:`_chunks`)
+_CHUNK = 4
+
+
+def _chunks(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
+    """Matching views of :data:`_CHUNK` samples of each of ``tensors`` (of one batch size).
+
+    Batch norm's passes go through a part chunk by chunk (about 1 MB of a paper-sized bf16
+    part): the float32 values in between stay in cache instead of going to memory and back.
+    """
+    return zip(*(tensor.split(_CHUNK) for tensor in tensors))
 
 
 def _roomy_like(x: Tensor) -> Tensor:
@@ -684,10 +747,12 @@ def _normalise(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tenso
     evaluation mode, so the same bits), then ``act``, into ``out`` (a new tensor by default):
     the forward of :class:`_PooledBatchNorm`."""
     out = torch.empty_like(x) if out is None else out
-    torch.ops.aten.native_batch_norm.out(x, weight, bias, mean, var, False, 0.0, eps, out=out,
-                                         save_mean=mean.new_empty(0),
-                                         save_invstd=mean.new_empty(0))
-    return _activate(out, act)
+    for x_chunk, out_chunk in _chunks(x, out):
+        torch.ops.aten.native_batch_norm.out(x_chunk, weight, bias, mean, var, False, 0.0, eps,
+                                             out=out_chunk, save_mean=mean.new_empty(0),
+                                             save_invstd=mean.new_empty(0))
+        _activate(out_chunk, act)
+    return out
 
 
 def _activate(x: Tensor, act: str) -> Tensor:
@@ -699,11 +764,13 @@ def _activate(x: Tensor, act: str) -> Tensor:
     return x
 
 
-def _activation_backward(grad: Tensor, x: Tensor, act: str) -> Tensor:
-    """The gradient with respect to the input ``x`` of ``act`` given that of its output."""
+def _activation_backward(grad: Tensor, x: Tensor, act: str, out: Tensor) -> Tensor:
+    """The gradient with respect to the input ``x`` of ``act`` given that of its output,
+    into ``out``."""
     if act == "relu":
-        return torch.ops.aten.threshold_backward(grad, x, 0)
-    return torch.ops.aten.gelu_backward(grad, x, approximate=act.split("-", 1)[1])
+        return torch.ops.aten.threshold_backward.grad_input(grad, x, 0, grad_input=out)
+    return torch.ops.aten.gelu_backward.grad_input(grad, x, approximate=act.split("-", 1)[1],
+                                                   grad_input=out)
 
 
 class _Recipe:
@@ -750,6 +817,12 @@ class _Recompute:
         forget = lambda _: self._recipes.pop(key, None)  # noqa: E731
         self._recipes[key] = (weakref.ref(tensor, forget),
                               _Recipe(compute, [self.pack(x) for x in inputs], keep))
+
+    def cat(self, tensors: Sequence[Tensor]) -> Tensor:
+        """``torch.cat(tensors)``, registered as recomputable from ``tensors``."""
+        merged = torch.cat(tensors)
+        self.register(merged, lambda *pieces: torch.cat(pieces), *tensors)
+        return merged
 
     def recomputable(self, tensor: Tensor) -> bool:
         """Whether ``tensor`` is registered."""
