@@ -71,12 +71,14 @@ class SubjectLayers(nn.Module):
         check_subjects(subjects, x.shape[0], self.n_subjects)
         order = torch.argsort(subjects, stable=True)
         groups, counts = torch.unique_consecutive(subjects[order], return_counts=True)
-        chunks = x[order].split(counts.tolist())
+        # index_select, not x[order]: its gradient is a parallel index_add, where that of
+        # advanced indexing is a serial accumulating index_put (4x slower on a batch of 32)
+        chunks = x.index_select(0, order).split(counts.tolist())
         outputs = []
         for subject, chunk in zip(groups.tolist(), chunks):
             weight = self.weight.mean(0) if subject == UNKNOWN_SUBJECT else self.weight[subject]
             outputs.append(torch.matmul(weight, chunk))
-        return torch.cat(outputs)[torch.argsort(order)]
+        return torch.cat(outputs).index_select(0, torch.argsort(order))
 
     def extra_repr(self) -> str:
         n_subjects, n_channels, _ = self.weight.shape
