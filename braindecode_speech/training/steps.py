@@ -634,9 +634,9 @@ def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bo
     with torch.no_grad():
         dtype = torch.promote_types(parts[0].dtype, torch.float32)  # float32 or float64
         mean = sum(part.sum(dim=dims, dtype=dtype) for part in parts) / count
-        var = sum((chunk - _per_channel(mean, chunk)).square_().sum(dim=dims)
-                  for part in parts for (chunk,) in _chunks(part))
-        var /= count
+        centre = _per_channel(mean, parts[0])
+        var = torch.stack([(chunk - centre).square_().sum(dim=dims)
+                           for part in parts for (chunk,) in _chunks(part)]).sum(0) / count
         if update_stats and bn.track_running_stats:
             bn.num_batches_tracked += 1
             momentum = 1 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
@@ -686,25 +686,25 @@ class _PooledBatchNorm(torch.autograd.Function):
         # 1/σ, as CUDA requires; the sums do not depend on the mode)
         grads = [_same_layout(grad, part) for grad, part in zip(grads, parts)]
         outputs = [torch.empty_like(part) for part in parts]  # the gradients, in pass 2
-        grad_weight = grad_bias = 0
+        sums = []
         for grad, part, output in zip(grads, parts, outputs):
             for g, x, o in _chunks(grad, part, output):
                 if act != "none":
                     g = _activation_backward(g, _normalise(x, weight, bias, mean, var, eps,
                                                            "none"), act, out=o)
-                _, sum_gx, sum_g = torch.ops.aten.native_batch_norm_backward(
-                    g, x, weight, None, None, mean, invstd, True, eps, [False, True, True])
-                grad_weight, grad_bias = grad_weight + sum_gx, grad_bias + sum_g
+                sums.append(torch.ops.aten.native_batch_norm_backward(
+                    g, x, weight, None, None, mean, invstd, True, eps, [False, True, True])[1:])
+        grad_weight, grad_bias = (torch.stack(found).sum(0) for found in zip(*sums))  # Σg·x̂, Σg
         # pass 2: the whole-batch gradient, in float32, rounded once into `outputs` (which
         # hold the activation's gradient, read before it is overwritten)
         scale = weight * invstd
         slope = scale * invstd * grad_weight / count
         offset = scale * grad_bias / count - mean * slope
+        scale, slope, offset = (_per_channel(v, parts[0]) for v in (scale, -slope, -offset))
         for grad, part, output in zip(grads, parts, outputs):
             source = output if act != "none" else grad
             for g, x, o in _chunks(source, part, output):
-                o.copy_(torch.addcmul(-_per_channel(offset, x), x, -_per_channel(slope, x))
-                        .addcmul_(g, _per_channel(scale, x)))
+                o.copy_(torch.addcmul(offset, x, slope).addcmul_(g, scale))
         return (grad_weight, grad_bias, None, None, None, None, *outputs)
 
 
@@ -747,10 +747,11 @@ def _normalise(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tenso
     evaluation mode, so the same bits), then ``act``, into ``out`` (a new tensor by default):
     the forward of :class:`_PooledBatchNorm`."""
     out = torch.empty_like(x) if out is None else out
+    unused = mean.new_empty(0), mean.new_empty(0)  # what the training-mode kernel saves
     for x_chunk, out_chunk in _chunks(x, out):
         torch.ops.aten.native_batch_norm.out(x_chunk, weight, bias, mean, var, False, 0.0, eps,
-                                             out=out_chunk, save_mean=mean.new_empty(0),
-                                             save_invstd=mean.new_empty(0))
+                                             out=out_chunk, save_mean=unused[0],
+                                             save_invstd=unused[1])
         _activate(out_chunk, act)
     return out
 
