@@ -662,9 +662,10 @@ class _PooledBatchNorm(torch.autograd.Function):
     Forward: each part is normalised by the native (eval-mode) kernel with the pooled mean and
     variance, then activated. Only the inputs are kept for backward: the normalised values the
     activation's gradient needs are recomputed there (one elementwise pass), so a layer holds
-    one tensor for backward instead of two. Backward: the native kernel gives, per part, the
-    partial sums ``Σg`` and ``Σg·x̂``; summed over the parts, they give the whole-batch gradient
-    ``dx = γ/σ · (g − Σg/N − x̂·Σ(g·x̂)/N)``, computed in float32 and rounded once.
+    one tensor for backward instead of two. Backward: the native kernel gives, per chunk of a
+    part (:func:`_chunks`), the partial sums ``Σg`` and ``Σg·x̂``; summed over the whole batch,
+    they give the whole-batch gradient ``dx = γ/σ · (g − Σg/N − x̂·Σ(g·x̂)/N)``, computed in
+    float32 and rounded once.
     """
 
     @staticmethod
