@@ -7,8 +7,10 @@ Contrastive score (paper): with brain predictions ``Z [B, F, T]`` and speech fea
 over channels and time. The loss is the cross-entropy of each row of ``S`` (a softmax over the
 speech candidates of the batch) with the matching segment (the diagonal) as target. The same
 score ranks candidates at evaluation: :func:`clip_scores` is the one implementation, used by
-the loss, the training steps, the multi-process loss (:mod:`.distributed`) and the streamed
-retrieval (:mod:`braindecode_speech.evaluation.retrieval`).
+the loss, the ``plain`` training step, the multi-process loss (:mod:`.distributed`) and the
+streamed retrieval (:mod:`braindecode_speech.evaluation.retrieval`); the ``fast`` and ``lean``
+steps compute the same product over slices of bf16 predictions, with a backward that writes
+their gradient in bf16 (``_SlicedScores`` in :mod:`.steps`, tested against it).
 """
 
 from __future__ import annotations
