@@ -238,9 +238,10 @@ def bench_loader(threads: int, gb: float = 2.0, n_batches: int = 200, n_recordin
     from the memory maps with pinned buffers copied to it."""
     if not cuda_available():
         return {"name": "loader_cuda", **NO_GPU}
-    from loader import THROUGHPUT, _folder, _throughput_cache
+    import scratch
+    from loader import THROUGHPUT, _throughput_cache
 
-    paths = _throughput_cache(_folder() / "throughput", gb, n_recordings, n_features)
+    paths = _throughput_cache(scratch.folder() / "throughput", gb, n_recordings, n_features)
     common = ["--paths", json.dumps([[str(b), str(f)] for b, f in paths]),
               "--features", str(n_features), "--batches", str(n_batches),
               "--workers", str(workers), "--batch-size", str(batch_size)]

@@ -46,14 +46,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-
-def _folder() -> Path:
-    default = Path(tempfile.gettempdir()) / "braindecode_speech_bench"
-    return Path(os.environ.get("BRAINDECODE_SPEECH_BENCH", default))
+sys.path.insert(0, str(Path(__file__).parent))
+import scratch  # noqa: E402
 
 
 def _measure(threads: int, preset: str, n_batches: int, sfreq: float, train_steps: int) -> dict:
@@ -65,7 +62,7 @@ def _measure(threads: int, preset: str, n_batches: int, sfreq: float, train_step
     from braindecode_speech.simulation import SimulationConfig, simulate
 
     torch.set_num_threads(threads)
-    folder = _folder()
+    folder = scratch.folder()
     simulation = SimulationConfig.preset(preset, seed=0, sfreq=sfreq, n_jobs=threads)
     root = simulate(simulation, folder / f"study-{preset}-{sfreq:g}hz")
     config = demo_config(root, cache_dir=folder / "cache").with_overrides(
@@ -264,7 +261,7 @@ def bench_throughput(threads: int, gb: float = 3.0, n_batches: int = 100, n_reco
     sys.path.insert(0, str(Path(__file__).parent))
     from run import cpu_model
 
-    folder = _folder() / "throughput"
+    folder = scratch.folder() / "throughput"
     start = time.perf_counter()
     paths = _throughput_cache(folder, gb, n_recordings, n_features)
     cache_s = time.perf_counter() - start

@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import scratch  # noqa: E402
+
 MINUTES = 10
 SFREQ = 1000.0
 REPEATS = 3
@@ -74,8 +77,8 @@ def _measure(threads: int, folder: Path) -> dict:
 
 def bench(threads: int) -> dict:
     """Median time of preprocessing 10 min of 208-channel MEG (fresh subprocess)."""
-    folder = Path(tempfile.gettempdir()) / "braindecode_speech_bench"
-    folder.mkdir(exist_ok=True)
+    folder = scratch.folder()
+    folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     result = subprocess.run(
         [sys.executable, __file__, "--threads", str(threads), "--worker", str(folder)],

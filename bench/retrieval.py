@@ -45,7 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_CACHE = Path(tempfile.gettempdir()) / "braindecode_speech_bench"
+sys.path.insert(0, str(Path(__file__).parent))
+import scratch  # noqa: E402
+
 NOISE = 0.28  # prediction noise s.d. relative to sqrt(F T), the true candidate's score
 SEED = 0
 
@@ -262,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cold", action="store_true",
                         help="evict the cache file from the page cache before each run")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--cache-dir", type=Path, default=scratch.folder())
     parser.add_argument("--delete-cache", action="store_true",
                         help="delete the candidates cache of this shape and exit")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 
     python bench/run.py [--only NAME ...] [--skip NAME ...] [--json FILE] [--threads N]
                         [--n-windows N]
+    python bench/run.py --clean     # delete the data the benchmarks generated (bench/scratch.py)
 
 Each benchmark lives in ``bench/<module>.py`` as a function ``(threads, **options) -> dict``
 returning ``{"name", "seconds" (median), "seconds_min", "peak_rss_mb", "gflops", "config"}``;
@@ -17,6 +18,7 @@ import importlib
 import inspect
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,8 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-windows", type=int,
                         help="test windows of the benchmarks that take them (eval_paper_scale: "
                              "default 80,000)")
+    parser.add_argument("--clean", action="store_true",
+                        help="delete the benchmarks' generated data (studies, caches) and exit")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
+    import scratch
+
+    if args.clean:
+        folder = scratch.folder()
+        size = scratch.size_bytes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"deleted {folder} ({size / 1e9:.1f} GB)")
+        return 0
     names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
     host = machine()
     header = f"{host['cpu']} [{' '.join(host['flags']) or 'no AVX flags'}], torch {host['torch']}"
@@ -175,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         on_gpu = name.endswith(("_cuda", "gpu_peak"))
         device = f"GPU {host.get('gpu', 'unknown')}" if on_gpu else host["cpu"]
         print(f"{format_line(result)}  [{device}]", flush=True)
+    folder = scratch.folder()
+    if folder.exists():
+        print(f"# generated data kept for the next run: {folder}, "
+              f"{scratch.size_bytes(folder) / 1e9:.1f} GB (delete: python bench/run.py --clean)")
     if args.json:
         Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results,
                                               indent=1))

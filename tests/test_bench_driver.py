@@ -6,7 +6,16 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).parents[1] / "bench"
+
+
+@pytest.fixture(autouse=True)
+def _scratch(tmp_path, monkeypatch):
+    """The benchmarks' data folder of each test: its own, absent until a benchmark writes it."""
+    monkeypatch.setenv("BRAINDECODE_SPEECH_BENCH", str(tmp_path / "scratch"))
+    return tmp_path / "scratch"
 
 
 def _driver():
@@ -106,3 +115,25 @@ def test_gpu_benchmarks_say_when_there_is_no_gpu_and_are_set_against_the_gpu_pea
     assert step["settings"]["plain"]["of_bound"] == 0.25
     assert step["settings"]["plain_fp32"]["of_bound"] == 0.2
     assert "of_bound" not in step["settings"]["broken"]
+
+
+def test_the_data_left_behind_is_reported_and_clean_deletes_it(tmp_path, monkeypatch, capsys,
+                                                                _scratch):
+    driver = _driver()
+    (tmp_path / "writer_bench.py").write_text(
+        "import os\nfrom pathlib import Path\n"
+        "def bench(threads):\n"
+        "    folder = Path(os.environ['BRAINDECODE_SPEECH_BENCH']) / 'study'\n"
+        "    folder.mkdir(parents=True)\n"
+        "    (folder / 'a.npy').write_bytes(bytes(3_000_000))\n"
+        "    return {'seconds': 1.0, 'seconds_min': 1.0, 'peak_rss_mb': 1.0, 'gflops': None,"
+        " 'config': {}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(driver, "BENCHMARKS", {"writer": ("writer_bench", "bench")})
+    assert driver.main([]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (f"# generated data kept for the next run: {_scratch}, 0.0 GB "
+                    "(delete: python bench/run.py --clean)")
+    assert driver.main(["--clean"]) == 0
+    assert capsys.readouterr().out.strip() == f"deleted {_scratch} (0.0 GB)"
+    assert not _scratch.exists()
