@@ -35,6 +35,10 @@ BENCHMARKS = {
     "train_step_b256_fp32_fast": ("train_step", "bench_b256", {"mode": "fast", "bf16": False}),
     "train_step_b256_fp32_lean": ("train_step", "bench_b256", {"mode": "lean", "bf16": False}),
     "train_step_b256_bf16_lean": ("train_step", "bench_b256", {"mode": "lean", "bf16": True}),
+    # the same steps with glibc's default malloc settings (what fit's kept heap saves)
+    "train_step_b256_system_heap": ("train_step", "bench_b256", {"heap": "system"}),
+    "train_step_b256_fp32_fast_system_heap": ("train_step", "bench_b256",
+                                              {"mode": "fast", "bf16": False, "heap": "system"}),
     "retrieval_10k": ("retrieval", "bench"),
     "eval_paper_scale": ("eval_paper_scale", "bench"),
     "wav2vec2_60s": ("wav2vec2", "bench"),

@@ -10,7 +10,9 @@ convolutions, sensor mixing and subject layers, plus the loss's score matrix) di
 median time; compare it with ``bench/gemm_peak.py``.
 
 By default the step runs in ``fast`` mode, under bfloat16 autocast where the CPU supports it
-natively (AVX512-BF16/AMX); ``--compare`` prints the loss and gradient deviations of every
+natively (AVX512-BF16/AMX), with large tensors kept in the heap between steps as ``fit`` does
+on CPU (``--heap kept``; ``--heap system``: glibc's defaults, which map them afresh at every
+step, see :mod:`braindecode_speech.training.heap`); ``--compare`` prints the loss and gradient deviations of every
 mode, float32 and bf16, from the plain float32 step.
 
 Run on its own: ``python bench/train_step.py --batch-size 256 --mode fast --threads 2``.
@@ -88,16 +90,27 @@ def synthetic_batch(batch_size: int, seed: int):
 
 
 def _measure(batch_size: int, threads: int, mode: str, bf16: bool, micro_batch: int,
-             repeats: int) -> dict:
+             repeats: int, heap: str) -> dict:
     """Run in the worker process: warm-up step, then ``repeats`` timed steps."""
+    import torch
+
+    from braindecode_speech.training.heap import kept_heap
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    with kept_heap(heap == "kept") as kept:  # kept: False off glibc, recorded as "system"
+        return _measure_steps(batch_size, mode, bf16, micro_batch, repeats,
+                              "kept" if kept else "system", threads)
+
+
+def _measure_steps(batch_size: int, mode: str, bf16: bool, micro_batch: int, repeats: int,
+                   heap: str, threads: int) -> dict:
     import torch
 
     from braindecode_speech.models import EncoderConfig
     from braindecode_speech.training.losses import ClipLoss
     from braindecode_speech.training.steps import ContrastiveStep
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
     model = EncoderConfig().build(n_subjects=N_SUBJECTS, n_outputs=N_FEATURES).train()
     loss = ClipLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
@@ -121,6 +134,7 @@ def _measure(batch_size: int, threads: int, mode: str, bf16: bool, micro_batch: 
         "gflops": flops / median / 1e9,
         "config": {
             "batch_size": batch_size, "mode": mode, "bf16": bf16, "micro_batch": micro_batch,
+            "heap": heap,
             "threads": threads, "repeats": repeats, "channels": N_CHANNELS,
             "subjects": N_SUBJECTS, "times": N_TIMES, "features": N_FEATURES,
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -178,29 +192,29 @@ def native_bf16() -> bool:
 
 
 def _run(batch_size: int, threads: int, mode: str, bf16: bool | None, micro_batch: int,
-         repeats: int | None = None) -> dict:
+         repeats: int | None = None, heap: str = "kept") -> dict:
     """One measurement in a fresh subprocess (``bf16=None``: where the CPU supports it)."""
     repeats = REPEATS[batch_size] if repeats is None else repeats
     bf16 = native_bf16() if bf16 is None else bf16
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--worker", "--batch-size", str(batch_size),
                "--threads", str(threads), "--mode", mode, "--micro-batch", str(micro_batch),
-               "--repeats", str(repeats), "--bf16", "on" if bf16 else "off"]
+               "--repeats", str(repeats), "--bf16", "on" if bf16 else "off", "--heap", heap]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def bench_b32(threads: int, mode: str = DEFAULT_MODE, bf16: bool | None = None,
-              micro_batch: int = 32) -> dict:
+              micro_batch: int = 32, heap: str = "kept") -> dict:
     """``train_step_b32``: median time and peak RSS of a batch-32 step (``bf16=None``:
     bfloat16 autocast where the CPU supports it natively)."""
-    return _run(32, threads, mode, bf16, micro_batch)
+    return _run(32, threads, mode, bf16, micro_batch, heap=heap)
 
 
 def bench_b256(threads: int, mode: str = DEFAULT_MODE, bf16: bool | None = None,
-               micro_batch: int = 32) -> dict:
+               micro_batch: int = 32, heap: str = "kept") -> dict:
     """``train_step_b256``: median time and peak RSS of a batch-256 step (the paper's)."""
-    return _run(256, threads, mode, bf16, micro_batch)
+    return _run(256, threads, mode, bf16, micro_batch, heap=heap)
 
 
 def main() -> None:
@@ -212,6 +226,9 @@ def main() -> None:
                         help="bfloat16 autocast (auto: where the CPU supports it natively)")
     parser.add_argument("--micro-batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--heap", choices=("kept", "system"), default="kept",
+                        help="large tensors kept in the heap between steps, as fit does on CPU "
+                             "(kept), or glibc's defaults (system)")
     parser.add_argument("--compare", action="store_true",
                         help="compare the loss and gradients of every mode with plain float32")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -221,10 +238,10 @@ def main() -> None:
         result = compare_modes(args.batch_size, args.threads)
     elif args.worker:
         result = _measure(args.batch_size, args.threads, args.mode, bool(bf16),
-                          args.micro_batch, args.repeats)
+                          args.micro_batch, args.repeats, args.heap)
     else:
         result = _run(args.batch_size, args.threads, args.mode, bf16, args.micro_batch,
-                      args.repeats)
+                      args.repeats, args.heap)
     print(json.dumps(result))
 
 

@@ -1,5 +1,7 @@
 """Trainer: learning, early stopping, checkpoints, exact resume after an interruption."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ from torch import nn
 
 from braindecode_speech.data.cache import RowReader
 from braindecode_speech.data.dataset import FeatureScaler, RobustScaler, Window, WindowDataset
+from braindecode_speech.training import trainer as trainer_module
+from braindecode_speech.training.heap import kept_heap
 from braindecode_speech.training.trainer import CheckpointError, OptimConfig, Trainer
 
 
@@ -182,3 +186,26 @@ def test_fast_and_lean_steps_train_like_the_plain_step(tmp_path, dataset, step):
     # Adam moves a parameter by about lr whatever its gradient's size, so float-level gradient
     # differences on parameters with ~0 gradient show up as differences of a few lr at most
     assert (_params(plain.model) - _params(other.model)).abs().max() < 8 * 3e-3
+
+
+def test_fit_keeps_the_heap_on_cpu_unless_told_not_to_and_gets_the_same_weights(
+        tmp_path, dataset, monkeypatch):
+    seen = []
+
+    @contextmanager
+    def recording(enabled=True):
+        seen.append(enabled)
+        with kept_heap(enabled) as kept:
+            yield kept
+
+    monkeypatch.setattr(trainer_module, "kept_heap", recording)
+    weights = {}
+    for kept in (True, False):
+        torch.manual_seed(0)
+        model = TinyEncoder()
+        Trainer(model, Clip(), _config(cpu_kept_heap=kept), tmp_path / str(kept),
+                "sig").fit(dataset(), dataset(seed=1))
+        weights[kept] = _params(model)
+    assert seen == [True, False]
+    assert torch.equal(weights[True], weights[False])
+    assert _config(cpu_kept_heap=False).signature() == _config().signature()
