@@ -10,9 +10,9 @@ convolutions, sensor mixing and subject layers, plus the loss's score matrix) di
 median time; compare it with ``bench/gemm_peak.py``.
 
 By default the step runs in ``fast`` mode, under bfloat16 autocast where the CPU supports it
-natively (AVX512-BF16/AMX), with large tensors kept in the heap between steps as ``fit`` does
-on CPU (``--heap kept``; ``--heap system``: glibc's defaults, which map them afresh at every
-step, see :mod:`braindecode_speech.training.heap`); ``--compare`` prints the loss and gradient deviations of every
+natively (AVX512-BF16/AMX). As ``fit`` does on CPU, ``fast`` steps keep large tensors in the
+heap between steps and the others use glibc's defaults, which map them afresh at every step
+(``--heap kept|system`` chooses; see :mod:`braindecode_speech.training.heap`); ``--compare`` prints the loss and gradient deviations of every
 mode, float32 and bf16, from the plain float32 step.
 
 Run on its own: ``python bench/train_step.py --batch-size 256 --mode fast --threads 2``.
@@ -192,9 +192,11 @@ def native_bf16() -> bool:
 
 
 def _run(batch_size: int, threads: int, mode: str, bf16: bool | None, micro_batch: int,
-         repeats: int | None = None, heap: str = "kept") -> dict:
-    """One measurement in a fresh subprocess (``bf16=None``: where the CPU supports it)."""
+         repeats: int | None = None, heap: str | None = None) -> dict:
+    """One measurement in a fresh subprocess (``bf16=None``: where the CPU supports it;
+    ``heap=None``: what ``fit`` does, kept for ``fast``)."""
     repeats = REPEATS[batch_size] if repeats is None else repeats
+    heap = ("kept" if mode == "fast" else "system") if heap is None else heap
     bf16 = native_bf16() if bf16 is None else bf16
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, __file__, "--worker", "--batch-size", str(batch_size),
@@ -205,14 +207,14 @@ def _run(batch_size: int, threads: int, mode: str, bf16: bool | None, micro_batc
 
 
 def bench_b32(threads: int, mode: str = DEFAULT_MODE, bf16: bool | None = None,
-              micro_batch: int = 32, heap: str = "kept") -> dict:
+              micro_batch: int = 32, heap: str | None = None) -> dict:
     """``train_step_b32``: median time and peak RSS of a batch-32 step (``bf16=None``:
     bfloat16 autocast where the CPU supports it natively)."""
     return _run(32, threads, mode, bf16, micro_batch, heap=heap)
 
 
 def bench_b256(threads: int, mode: str = DEFAULT_MODE, bf16: bool | None = None,
-               micro_batch: int = 32, heap: str = "kept") -> dict:
+               micro_batch: int = 32, heap: str | None = None) -> dict:
     """``train_step_b256``: median time and peak RSS of a batch-256 step (the paper's)."""
     return _run(256, threads, mode, bf16, micro_batch, heap=heap)
 
@@ -226,9 +228,9 @@ def main() -> None:
                         help="bfloat16 autocast (auto: where the CPU supports it natively)")
     parser.add_argument("--micro-batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--heap", choices=("kept", "system"), default="kept",
-                        help="large tensors kept in the heap between steps, as fit does on CPU "
-                             "(kept), or glibc's defaults (system)")
+    parser.add_argument("--heap", choices=("kept", "system"), default=None,
+                        help="large tensors kept in the heap between steps (kept) or glibc's "
+                             "defaults (system); default: as fit does, kept for fast only")
     parser.add_argument("--compare", action="store_true",
                         help="compare the loss and gradients of every mode with plain float32")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
