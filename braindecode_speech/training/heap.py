@@ -10,7 +10,7 @@ reuses the pages of the one before; afterwards it restores glibc's default setti
 the free memory back (``malloc_trim``). The trainer applies it during ``fit`` with the
 ``fast`` step on CPU (``OptimConfig.cpu_kept_heap``), whose allocations are laid out to reuse
 freed blocks (``steps._roomy_like``); ``plain``'s are not (its heap would grow from 7.9 to
-14.1 GB at the paper's batch). ``bench/train_step.py`` measures steps with and without it.
+13.8 GiB at the paper's batch). ``bench/train_step.py`` measures steps with and without it.
 
 Where the C library is not glibc (macOS, musl), nothing changes.
 """

@@ -113,7 +113,7 @@ class OptimConfig(Config):
     there between steps instead of being mapped afresh by glibc at every step
     (:mod:`braindecode_speech.training.heap`): no page faults, 6 % faster float32 steps and 3 %
     faster bf16 ones at the paper's batch, 3 % more memory (README, Performance), the same
-    results. Not for ``plain`` (its heap would grow from 7.9 to 14.1 GB) nor ``lean`` (whose
+    results. Not for ``plain`` (its heap would grow from 7.9 to 13.8 GiB) nor ``lean`` (whose
     point is bounded memory); no effect off glibc or on CUDA"""
 
     _exclude_from_signature = ("device", "progress", "step", "micro_batch", "compile",
