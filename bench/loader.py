@@ -104,13 +104,11 @@ def _measure(threads: int, preset: str, n_batches: int, sfreq: float, train_step
 def _train(data, batches, n_steps: int) -> list[float]:
     """``n_steps`` lean contrastive steps of the paper-sized encoder on the next batches."""
     import torch
+    from train_step import native_bf16
 
     from braindecode_speech.models import EncoderConfig
     from braindecode_speech.training.losses import ClipLoss
     from braindecode_speech.training.steps import ContrastiveStep
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from train_step import native_bf16
 
     model = EncoderConfig().build(n_subjects=len(data.subjects), n_outputs=data.n_features)
     loss = ClipLoss()
@@ -258,7 +256,6 @@ def bench_throughput(threads: int, gb: float = 3.0, n_batches: int = 100, n_reco
     """``loader_throughput``: shuffled batches of 256 windows from the page-cached generated
     cache, per-window path and ``get_batch`` path (each in a fresh subprocess), beside the
     memory-bandwidth bound measured in the same run."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from run import cpu_model
 
     folder = scratch.folder() / "throughput"

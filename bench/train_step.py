@@ -12,8 +12,9 @@ median time; compare it with ``bench/gemm_peak.py``.
 By default the step runs in ``fast`` mode, under bfloat16 autocast where the CPU supports it
 natively (AVX512-BF16/AMX). As ``fit`` does on CPU, ``fast`` steps keep large tensors in the
 heap between steps and the others use glibc's defaults, which map them afresh at every step
-(``--heap kept|system`` chooses; see :mod:`braindecode_speech.training.heap`); ``--compare`` prints the loss and gradient deviations of every
-mode, float32 and bf16, from the plain float32 step.
+(``--heap kept|system`` chooses; see :mod:`braindecode_speech.training.heap`).
+``--compare`` prints the loss and gradient deviations of every mode, float32 and bf16, from
+the plain float32 step.
 
 Run on its own: ``python bench/train_step.py --batch-size 256 --mode fast --threads 2``.
 """
@@ -91,26 +92,16 @@ def synthetic_batch(batch_size: int, seed: int):
 
 def _measure(batch_size: int, threads: int, mode: str, bf16: bool, micro_batch: int,
              repeats: int, heap: str) -> dict:
-    """Run in the worker process: warm-up step, then ``repeats`` timed steps."""
-    import torch
-
-    from braindecode_speech.training.heap import kept_heap
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    with kept_heap(heap == "kept") as kept:  # kept: False off glibc, recorded as "system"
-        return _measure_steps(batch_size, mode, bf16, micro_batch, repeats,
-                              "kept" if kept else "system", threads)
-
-
-def _measure_steps(batch_size: int, mode: str, bf16: bool, micro_batch: int, repeats: int,
-                   heap: str, threads: int) -> dict:
+    """Run in the worker process: warm-up step, then ``repeats`` timed steps (``heap``: the
+    heap they run with, recorded in the result)."""
     import torch
 
     from braindecode_speech.models import EncoderConfig
     from braindecode_speech.training.losses import ClipLoss
     from braindecode_speech.training.steps import ContrastiveStep
 
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
     model = EncoderConfig().build(n_subjects=N_SUBJECTS, n_outputs=N_FEATURES).train()
     loss = ClipLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
@@ -239,8 +230,11 @@ def main() -> None:
     if args.compare:
         result = compare_modes(args.batch_size, args.threads)
     elif args.worker:
-        result = _measure(args.batch_size, args.threads, args.mode, bool(bf16),
-                          args.micro_batch, args.repeats, args.heap)
+        from braindecode_speech.training.heap import kept_heap
+
+        with kept_heap(args.heap == "kept") as kept:  # False off glibc: recorded as "system"
+            result = _measure(args.batch_size, args.threads, args.mode, bool(bf16),
+                              args.micro_batch, args.repeats, "kept" if kept else "system")
     else:
         result = _run(args.batch_size, args.threads, args.mode, bf16, args.micro_batch,
                       args.repeats, args.heap)
