@@ -16,8 +16,10 @@ from braindecode_speech.training.steps import (
     ContrastiveStep,
     _apply_layer,
     _layer_sync,
+    _linear_last,
     _Recompute,
     _roomy_like,
+    _ScoresThroughLinear,
     _SlicedScores,
     _time_major,
 )
@@ -136,6 +138,103 @@ def test_sliced_scores_are_clip_scores():
     assert scores.dtype == torch.float32 and bf16.grad.dtype == torch.bfloat16
     torch.testing.assert_close(scores, expected)
     torch.testing.assert_close(bf16.grad, reference.grad, rtol=8e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "gelu-none", "gelu-tanh"])
+def test_scores_through_the_last_layer_are_clip_scores(act):
+    """Scoring the parts against the speech projected through the last 1×1 convolution
+    equals clip_scores of the predictions ``last(act(h))`` (no bias): exact gradients in
+    float64 over slices that do not divide the time steps, and bf16 parts (product in bf16)
+    scored in float32 with gradients in bf16 close to those of the float32 computation."""
+    gen = torch.Generator().manual_seed(0)
+    hidden, features, steps_ = 3, 4, 5
+    speech = torch.randn(6, features, steps_, dtype=torch.float64, generator=gen)
+    weight = torch.randn(features, hidden, 1, dtype=torch.float64, generator=gen,
+                         requires_grad=True)
+    parts = [_time_major(torch.randn(n, hidden, steps_, dtype=torch.float64, generator=gen))
+             .requires_grad_() for n in (2, 3)]
+    activation = {"none": torch.nn.Identity(), "relu": torch.nn.ReLU(),
+                  "gelu-none": torch.nn.GELU(), "gelu-tanh": torch.nn.GELU("tanh")}[act]
+
+    def through(speech, weight, *parts):
+        by_time = speech.transpose(1, 2)
+        norms = by_time.flatten(1).norm(dim=1)
+        return _ScoresThroughLinear.apply(by_time, weight, norms, parts[0].dtype, act, *parts)
+
+    def reference(speech, weight, *parts):
+        hidden_ = activation(torch.cat([part.squeeze(2) for part in parts]))
+        return clip_scores(torch.nn.functional.conv1d(hidden_, weight), speech)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steps, "_SLICE", 7)  # two time steps (6 columns) per slice: 3 slices
+        torch.testing.assert_close(through(speech, weight, *parts),
+                                   reference(speech, weight, *parts))
+        assert torch.autograd.gradcheck(lambda w, *p: through(speech, w, *p),
+                                         (weight, *parts))
+        speech, weight_ = speech.float(), weight.detach().float().requires_grad_()
+        bf16 = [part.detach().bfloat16().requires_grad_() for part in parts]
+        scores = through(speech, weight_, *bf16)
+        grad_out = torch.randn(scores.shape, generator=gen)
+        scores.backward(grad_out)
+        weight_ref = weight_.detach().clone().requires_grad_()
+        float_parts = [part.detach().float().requires_grad_() for part in bf16]
+        reference(speech, weight_ref, *float_parts).backward(grad_out)
+    assert scores.dtype == torch.float32
+    assert all(part.grad.dtype == torch.bfloat16 for part in bf16)
+    assert weight_.grad.dtype == torch.float32
+    expected = reference(speech, weight_ref.detach(), *float_parts).detach()
+    torch.testing.assert_close(scores, expected, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(weight_.grad, weight_ref.grad, rtol=2e-2, atol=2e-2)
+    for part, ref in zip(bf16, float_parts):
+        torch.testing.assert_close(part.grad.float(), ref.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_linear_last_splits_the_final_segment_before_a_one_by_one_convolution():
+    conv = torch.nn.Conv1d
+    head, act, last = _linear_last(torch.nn.Sequential(conv(4, 8, 1), torch.nn.GELU(),
+                                                       conv(8, 5, 1)))
+    assert act == "gelu-none" and isinstance(last, conv) and last.out_channels == 5
+    assert len(head) == 1 and head[0].out_channels == 8
+    head, act, last = _linear_last(torch.nn.Sequential(conv(4, 8, 1), torch.nn.ReLU(),
+                                                       conv(8, 5, 1, bias=False)))
+    assert act == "relu" and last.bias is None
+    bare = conv(4, 5, 1)
+    head, act, last = _linear_last(bare)
+    assert (len(head), act, last) == (0, "none", bare)
+    head, act, _ = _linear_last(torch.nn.Sequential(conv(4, 8, 3), conv(8, 5, 1)))
+    assert act == "none" and len(head) == 1  # no activation: the head ends with the conv
+    for final in (conv(4, 5, 3, padding=1), conv(4, 6, 1, groups=2), conv(4, 5, 1, stride=2),
+                  torch.nn.Sequential(conv(4, 5, 1), torch.nn.Tanh()), torch.nn.Sequential(),
+                  torch.nn.Linear(4, 5)):
+        assert _linear_last(final) is None, final
+
+
+@pytest.mark.parametrize("final", ["one convolution", "ends with tanh"])
+def test_fast_step_scores_through_the_last_layer_only_when_it_can(final, monkeypatch):
+    """A bare 1×1 convolution (as the paper's conv-GELU-conv, in the other tests) is scored
+    through (the predictions are never computed); a final segment that ends otherwise is run
+    and its predictions scored. Both give the plain step's results."""
+    used = []
+    for name in ("_ScoresThroughLinear", "_SlicedScores"):
+        original = getattr(steps, name)
+        spy = type(name, (original,), {"forward": staticmethod(
+            lambda ctx, *args, _name=name, _forward=original.forward:
+            used.append(_name) or _forward(ctx, *args))})
+        monkeypatch.setattr(steps, name, spy)
+
+    def make(mode):
+        step = make_step(mode, final_convs=final != "one convolution")
+        if final == "ends with tanh":
+            step.model.final = torch.nn.Sequential(step.model.final, torch.nn.Tanh())
+            if mode != "plain":
+                step.stages = steps._stages(step.model, mode)
+        return step
+
+    plain, fast = make("plain"), make("fast")
+    assert run_steps(fast) == pytest.approx(run_steps(plain), rel=1e-5)
+    assert_same_state(fast, plain)
+    expected = "_SlicedScores" if final == "ends with tanh" else "_ScoresThroughLinear"
+    assert used and set(used) == {expected}
 
 
 def test_micro_batch_larger_than_batch_is_plain():

@@ -2,8 +2,8 @@
 
 glibc serves every block above its mmap threshold (which adapts, up to 32 MB at most) with a
 fresh ``mmap`` and unmaps it when it is freed. A paper-sized training step allocates and frees
-such blocks many times (a pair of micro-batches' predictions is 47 MB in bf16, a loader batch
-77 MB): the kernel maps, zero-fills and page-faults them again at every step, 130 k faults per
+such blocks many times (the batch's speech projected through the last layer is 118 MB in
+bf16, a loader batch 77 MB): the kernel maps, zero-fills and page-faults them again at every step, 130 k faults per
 bf16 ``fast`` step and 520 k per float32 one. :func:`kept_heap` makes ``malloc`` serve them from
 the heap and keep freed memory there (``mallopt``: no mmap, a 2 GB trim threshold), so a step
 reuses the pages of the one before; afterwards it restores glibc's default settings and hands

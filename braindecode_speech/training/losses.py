@@ -10,7 +10,9 @@ score ranks candidates at evaluation: :func:`clip_scores` is the one implementat
 the loss, the ``plain`` training step, the multi-process loss (:mod:`.distributed`) and the
 streamed retrieval (:mod:`braindecode_speech.evaluation.retrieval`); the ``fast`` and ``lean``
 steps compute the same product over slices of bf16 predictions, with a backward that writes
-their gradient in bf16 (``_SlicedScores`` in :mod:`.steps`, tested against it).
+their gradient in bf16 (``_SlicedScores`` in :mod:`.steps`), or through the encoder's last 1×1
+convolution without computing the predictions (``_ScoresThroughLinear``), both tested against
+it.
 """
 
 from __future__ import annotations

@@ -19,13 +19,17 @@ the batch cannot simply be cut into independent pieces. :class:`ContrastiveStep`
     dropout masks are drawn for the whole batch at once, so the loss, the gradients and the
     batch-norm running statistics are those of ``plain`` (a batch of at most one micro-batch
     takes the ``plain`` path). The layers without batch norm (the sensor merger and subject
-    layers) run one micro-batch at a time; the final convolutions run on two micro-batches
-    at a time, whose predictions are reduced to their ``[2b, B]`` CLIP scores straight away
-    (:class:`_SlicedScores`), so the ``[B, F, T]`` predictions of the whole batch are never
-    held at once. Working on micro-batches keeps every intermediate tensor small: in cache,
-    and recycled by the memory allocator instead of being mapped afresh (and page-faulted)
-    at every step; batch norm's elementwise passes go through each micro-batch a few samples
-    at a time (:func:`_chunks`), so that their float32 intermediates stay in cache too.
+    layers) run one micro-batch at a time. The predictions ``[B, F, T]`` are never computed
+    when the final segment ends with a 1×1 convolution (the paper's conv-GELU-conv and any
+    ``final_convs=False`` encoder): the scores are taken through that last layer, against
+    the speech projected once through its transposed weight (:class:`_ScoresThroughLinear`;
+    on the paper's step, 127 GFLOP and the ``[B, F, T]`` tensors less). Any other final
+    segment runs on two micro-batches at a time, whose predictions are reduced to their
+    ``[2b, B]`` CLIP scores straight away (:class:`_SlicedScores`). Working on micro-batches
+    keeps every intermediate tensor small: in cache, and recycled by the memory allocator
+    instead of being mapped afresh (and page-faulted) at every step; batch norm's elementwise
+    passes go through each micro-batch a few samples at a time (:func:`_chunks`), so that
+    their float32 intermediates stay in cache too.
     What backward keeps is trimmed without changing a bit of the result: the residual sums
     (inputs of the second and GLU convolutions of a block) are computed again in backward
     from tensors kept anyway (:class:`_Recompute`: a batch norm with the kept statistics and
@@ -127,6 +131,9 @@ class _Stages:
     blocks: Sequence[nn.Module]
     final: Callable[[Tensor], Tensor]
     """``[b, H', T]`` → ``[b, F, T]``, per sample"""
+    linear_last: tuple[nn.Module, str, nn.Conv1d] | None = None
+    """``(head, act, last)`` when ``final`` is ``last ∘ act ∘ head`` with ``last`` a 1×1
+    convolution (:func:`_linear_last`): ``fast`` then scores through ``last``"""
 
 
 class ContrastiveStep:
@@ -237,11 +244,7 @@ class ContrastiveStep:
                 parts = self._embed(batch, dropped)
                 for block in stages.blocks:
                     parts = _layer_sync(block, parts, update_stats=True, recompute=recompute)
-            speech, norms = _flat_time_major_speech(batch["speech"])
-            scores = torch.cat([
-                self._scores(recompute.cat(parts[i:i + _SCORED_TOGETHER]), speech, norms,
-                             recompute)
-                for i in range(0, len(parts), _SCORED_TOGETHER)])
+            scores = self._fast_scores(parts, batch["speech"], recompute)
         loss = self.loss.from_scores(scores)
         loss.backward()
         return float(loss.detach())
@@ -331,9 +334,42 @@ class ContrastiveStep:
         return _SlicedScores.apply(flat, speech, speech_norms)
 
 
-#: micro-batches that ``fast`` runs through the final segment and scores together: each score
-#: product reads the speech of the whole batch (377 MB on the paper's batch-256 step), so
-#: scoring two micro-batches at a time halves what the products read and pack
+    def _fast_scores(self, parts: list[Tensor], speech: Tensor, recompute: _Recompute) -> Tensor:
+        """The ``fast`` step's CLIP scores ``[B, B]`` of the blocks' outputs ``parts``
+        (time-major micro-batches) against ``speech [B, F, T]``.
+
+        When the final segment ends with a 1×1 convolution ``last`` (weight ``W [F, H]``,
+        bias ``β``), the scores are taken through it: ``<W·h_i + β, Y_j> = <h_i, Wᵀ·Y_j> +
+        <β, Σ_t Y_j>``, with the speech projected once for the batch (``[B, H, T]``) instead
+        of every prediction computed (``[B, F, T]``). The product with ``W`` then runs once
+        forward (on the speech) and once backward (its weight gradient) instead of three
+        times, and the score products are over ``H`` channels instead of ``F`` (on the
+        paper's batch-256 step: 640 instead of 1024; 127 GFLOP less in all). Otherwise the final
+        segment runs on two micro-batches at a time (:data:`_SCORED_TOGETHER`), whose
+        predictions are scored straight away.
+        """
+        if self.stages.linear_last is None:
+            flat, norms = _flat_time_major_speech(speech)
+            return torch.cat([
+                self._scores(recompute.cat(parts[i:i + _SCORED_TOGETHER]), flat, norms,
+                             recompute)
+                for i in range(0, len(parts), _SCORED_TOGETHER)])
+        head, act, last = self.stages.linear_last
+        with self._autocast():
+            heads = _layer_sync(head, parts, update_stats=False, recompute=recompute)
+        by_time = speech.transpose(1, 2)  # [B, T, F]: a view of the loader's time-major batch
+        norms = torch.linalg.vector_norm(by_time.flatten(1), dim=1)
+        dtype = torch.bfloat16 if self.bf16 else speech.dtype  # that of the layer's product
+        scores = _ScoresThroughLinear.apply(by_time, last.weight, norms, dtype, act, *heads)
+        if last.bias is None:
+            return scores
+        return scores + by_time.sum(1) @ last.bias.to(speech.dtype) / norms
+
+
+#: micro-batches that ``fast`` runs through the final segment and scores together when it
+#: cannot score through its last layer: each score product reads the speech of the whole batch
+#: (377 MB on the paper's batch-256 step), so scoring two micro-batches at a time halves what
+#: the products read and pack
 _SCORED_TOGETHER = 2
 
 
@@ -369,8 +405,110 @@ class _SlicedScores(torch.autograd.Function):
         return out, None, None
 
 
-#: width of the slices of :class:`_SlicedScores` (4 MB of float32 for 64 predictions)
+#: width of the score slices of :class:`_SlicedScores` (4 MB of float32 for 64 predictions)
+#: and, rounded down to whole time steps, of :class:`_ScoresThroughLinear`
 _SLICE = 16384
+
+
+class _ScoresThroughLinear(torch.autograd.Function):
+    """The float32 scores ``[B, N]`` ``<act(h_i), Wᵀ·Y_j> / ||Y_j||`` of time-major parts
+    ``h`` (``[b, H, 1, T]`` each, float32 or bf16; ``B`` samples in all) against the speech
+    ``Y`` given by time (``[N, T, F]``, float32, no gradient) projected through the weight
+    ``W [F, H, 1]`` of a 1×1 convolution, with the speech's norms ``[N]``: the scores of
+    :meth:`ContrastiveStep._fast_scores` without the bias. ``dtype``: that of the
+    projection's products (bf16 under autocast); ``act``: an activation applied to the
+    parts first (see :class:`_PooledBatchNorm`).
+
+    The projected speech ``P = Wᵀ·Y`` (``[N, T·H]`` time-major, ``dtype``) is computed once.
+    The score products run over slices of whole time steps (about :data:`_SLICE` columns of
+    ``T·H``): the slices of all parts are gathered into one float32 block (each product has
+    all ``B`` rows) and activated there, so the activated parts are never held whole (the
+    activation runs in float32: no bf16 rounding of its output). Backward goes over the same
+    slices once: the parts' gradients (written in ``P``'s memory when dtypes and shapes
+    agree, as each slice of ``P`` is read for the last time) and the weight's gradient, a
+    slice's share at a time from the activated parts and the speech (the gradient of ``P`` is
+    never held whole). Besides the parts (which the activation's backward needs anyway) and
+    the speech, only ``P`` is kept; a second backward (``retain_graph``) projects again.
+    """
+
+    @staticmethod
+    def forward(ctx, speech: Tensor, weight: Tensor, norms: Tensor, dtype: torch.dtype,
+                act: str, *parts: Tensor) -> Tensor:
+        projected = _projected(speech, weight, dtype)
+        inner = norms.new_zeros(sum(map(len, parts)), len(speech))
+        for columns in _time_slices(parts[0]):
+            inner.addmm_(_activate(_gathered(parts, columns, norms.dtype), act),
+                         projected[:, columns].to(norms.dtype).T)
+        # an attribute, not a saved tensor: backward overwrites it (and a second backward,
+        # with retain_graph, computes it again)
+        ctx.dtype, ctx.act, ctx.norms, ctx.projected = dtype, act, norms, projected
+        ctx.save_for_backward(speech, weight, *parts)
+        return inner / norms
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        speech, weight, *parts = ctx.saved_tensors
+        act, channels = ctx.act, weight.shape[1]
+        projected = ctx.__dict__.pop("projected", None)
+        if projected is None:
+            projected = _projected(speech, weight, ctx.dtype)
+        grad = grad / ctx.norms
+        # the parts' gradients, flattened time-major ([B, T·H]), in P's memory if they have
+        # its dtype and shape (in-batch scores: B = N), each slice of P written as it is read
+        # for the last time; and the weight's, Σ over slices of Y[slice]ᵀ · ∂P[slice]
+        dtype, rows = parts[0].dtype, sum(map(len, parts))
+        reuse = (all(part.dtype == dtype for part in parts) and projected.dtype == dtype
+                 and rows == len(projected))
+        flat_grads = projected if reuse else projected.new_empty(rows, projected.shape[1],
+                                                                 dtype=dtype)
+        grad_weight = torch.zeros_like(weight[:, :, 0],
+                                       dtype=torch.promote_types(weight.dtype, torch.float32))
+        for columns in _time_slices(parts[0]):
+            piece = grad @ projected[:, columns].to(grad.dtype)
+            hidden = _gathered(parts, columns, grad.dtype)
+            if act != "none":
+                _activation_backward(piece, hidden, act, out=piece)
+                _activate(hidden, act)
+            flat_grads[:, columns] = piece
+            grad_projected = (grad.T @ hidden).view(-1, channels)
+            time_steps = slice(columns.start // channels, columns.stop // channels)
+            by_time = speech[:, time_steps].reshape(-1, speech.shape[2])
+            grad_weight += by_time.to(ctx.dtype).T @ grad_projected.to(ctx.dtype)
+        del projected
+        grad_parts = [flat.view(len(part), 1, part.shape[3], channels).permute(0, 3, 1, 2)
+                      for flat, part in zip(flat_grads.split([len(p) for p in parts]), parts)]
+        return None, grad_weight.to(weight.dtype).unsqueeze(2), None, None, None, *grad_parts
+
+
+def _projected(speech: Tensor, weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """``speech [N, T, F]`` through the transposed 1×1 convolution weight ``[F, H, 1]``:
+    ``[N, T·H]`` in ``dtype`` (time-major, like :func:`_flat_parts`)."""
+    n, _, features = speech.shape
+    flat = speech.reshape(-1, features).to(dtype)
+    return torch.mm(flat, weight[:, :, 0].to(dtype)).view(n, -1)
+
+
+def _flat_parts(part: Tensor) -> Tensor:
+    """A time-major part ``[b, H, 1, T]`` → ``[b, T·H]`` (a view of channels-last memory)."""
+    return part.permute(0, 2, 3, 1).reshape(len(part), -1)
+
+
+def _time_slices(part: Tensor) -> Iterator[slice]:
+    """Consecutive slices of whole time steps of the flattened ``[b, T·H]`` parts (of
+    :func:`_flat_parts`) like ``part [b, H, 1, T]``: about :data:`_SLICE` columns each, at
+    least one time step."""
+    channels, steps = part.shape[1], part.shape[-1]
+    step = channels * max(1, _SLICE // channels)
+    width = channels * steps
+    return (slice(start, min(start + step, width)) for start in range(0, width, step))
+
+
+def _gathered(parts: Sequence[Tensor], columns: slice, dtype: torch.dtype) -> Tensor:
+    """``columns`` of the flattened parts (:func:`_flat_parts`), stacked: ``[B, w]`` in
+    ``dtype``."""
+    pieces = [_flat_parts(part)[:, columns] for part in parts]
+    out = pieces[0].new_empty(sum(map(len, pieces)), pieces[0].shape[1], dtype=dtype)
+    return torch.cat(pieces, out=out)  # converted as it is copied
 
 
 def _average_loss_gradients(loss: nn.Module) -> None:
@@ -409,7 +547,8 @@ def _stages(model: nn.Module, mode: Mode) -> _Stages:
                        "by layer (blocks are made of nn.Sequential, nn.BatchNorm1d, nn.Dropout, "
                        "DilatedConv and modules without batch norm or dropout)")
         else:
-            return _Stages(model.spatial_dropout, model.embed_sensors, blocks, model.final)
+            return _Stages(model.spatial_dropout, model.embed_sensors, blocks, model.final,
+                           _linear_last(model.final))
     if not batch_norms:  # samples independent: the whole model is one segment
         return _Stages(spatial_dropout=lambda positions, mask: None,
                        embed=lambda x, subjects, positions, mask, dropped:
@@ -420,6 +559,24 @@ def _stages(model: nn.Module, mode: Mode) -> _Stages:
         f"optim.step={mode!r} cannot train {type(model).__name__} (model.target): it has batch "
         f"norm ({listed}), whose statistics pool the whole batch, and {problem}. Use "
         "optim.step=plain, or give the model the staged interface")
+
+
+def _linear_last(final: Callable[[Tensor], Tensor]
+                 ) -> tuple[nn.Module, str, nn.Conv1d] | None:
+    """``(head, act, last)`` with ``final = last ∘ act ∘ head`` when ``final`` is a 1×1
+    ``nn.Conv1d`` without groups or stride, or an ``nn.Sequential`` ending with one; ``act``
+    names the layer before it when that is one of :data:`_ACTIVATIONS` (else ``"none"``, see
+    :class:`_PooledBatchNorm`), and ``head`` holds the layers before (an empty
+    ``nn.Sequential`` for none). None for any other ``final``."""
+    layers = list(final) if isinstance(final, nn.Sequential) else [final]
+    last = layers.pop() if layers else None
+    if not (isinstance(last, nn.Conv1d) and last.kernel_size == (1,) and last.stride == (1,)
+            and last.groups == 1 and last.padding in ((0,), "valid")):
+        return None
+    act = "none"
+    if layers and isinstance(layers[-1], _ACTIVATIONS):
+        act = _activation_name(layers.pop())
+    return nn.Sequential(*layers), act, last
 
 
 def _consolidate(parts: list[Tensor]) -> list[Tensor]:
@@ -644,8 +801,7 @@ def _pooled_batch_norm(bn: nn.BatchNorm1d, parts: list[Tensor], update_stats: bo
             bn.running_var.mul_(1 - momentum).add_(var * count / (count - 1), alpha=momentum)
     weight = bn.weight if bn.affine else torch.ones_like(mean)
     bias = bn.bias if bn.affine else torch.zeros_like(mean)
-    act = ("none" if activation is None else "relu" if isinstance(activation, nn.ReLU)
-           else f"gelu-{activation.approximate}")
+    act = _activation_name(activation)
     outputs = list(_PooledBatchNorm.apply(weight, bias, mean, var, bn.eps, act, *parts))
     if recompute is not None:
         for output, part in zip(outputs, parts):
@@ -755,6 +911,13 @@ def _normalise(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tenso
                                              save_invstd=unused[1])
         _activate(out_chunk, act)
     return out
+
+
+def _activation_name(activation: nn.Module | None) -> str:
+    """The name (see :class:`_PooledBatchNorm`) of one of :data:`_ACTIVATIONS` or None."""
+    if activation is None:
+        return "none"
+    return "relu" if isinstance(activation, nn.ReLU) else f"gelu-{activation.approximate}"
 
 
 def _activate(x: Tensor, act: str) -> Tensor:
