@@ -2,15 +2,16 @@
 
 glibc serves every block above its mmap threshold (which adapts, up to 32 MB at most) with a
 fresh ``mmap`` and unmaps it when it is freed. A paper-sized training step allocates and frees
-such blocks many times (the batch's speech projected through the last layer is 118 MB in
-bf16, a loader batch 77 MB): the kernel maps, zero-fills and page-faults them again at every step, 130 k faults per
-bf16 ``fast`` step and 520 k per float32 one. :func:`kept_heap` makes ``malloc`` serve them from
-the heap and keep freed memory there (``mallopt``: no mmap, a 2 GB trim threshold), so a step
-reuses the pages of the one before; afterwards it restores glibc's default settings and hands
-the free memory back (``malloc_trim``). The trainer applies it during ``fit`` with the
-``fast`` step on CPU (``OptimConfig.cpu_kept_heap``), whose allocations are laid out to reuse
-freed blocks (``steps._roomy_like``); ``plain``'s are not (its heap would grow from 7.9 to
-13.8 GiB at the paper's batch). ``bench/train_step.py`` measures steps with and without it.
+such blocks many times (the batch's speech projected through the last layer is 118 MB in bf16,
+a loader batch 77 MB): the kernel maps, zero-fills and page-faults them again at every step,
+130 k faults per bf16 ``fast`` step and 520 k per float32 one. :func:`kept_heap` makes
+``malloc`` serve them from the heap and keep freed memory there (``mallopt``: no mmap, a 2 GB
+trim threshold), so a step reuses the pages of the one before; afterwards it restores glibc's
+default settings and hands the free memory back (``malloc_trim``). The trainer applies it
+during ``fit`` with the ``fast`` step on CPU (``OptimConfig.cpu_kept_heap``), whose allocations
+are laid out to reuse freed blocks (``steps._roomy_like``); ``plain``'s are not (its heap would
+grow from 7.9 to 13.8 GiB at the paper's batch). ``bench/train_step.py`` measures steps with
+and without it.
 
 Where the C library is not glibc (macOS, musl), nothing changes.
 """

@@ -330,7 +330,7 @@ class ContrastiveStep:
         with self._autocast():
             (prediction,) = _layer_sync(self.stages.final, [part], update_stats=False,
                                         recompute=recompute)
-        flat = prediction.permute(0, 2, 3, 1).flatten(1)  # [b, T·F]: a view of time-major
+        flat = _flat_parts(prediction)  # [b, T·F]: a view of time-major
         return _SlicedScores.apply(flat, speech, speech_norms)
 
 
@@ -358,7 +358,7 @@ class ContrastiveStep:
         with self._autocast():
             heads = _layer_sync(head, parts, update_stats=False, recompute=recompute)
         by_time = speech.transpose(1, 2)  # [B, T, F]: a view of the loader's time-major batch
-        norms = torch.linalg.vector_norm(by_time.flatten(1), dim=1)
+        _, norms = _flat_time_major_speech(speech)
         dtype = torch.bfloat16 if self.bf16 else speech.dtype  # that of the layer's product
         scores = _ScoresThroughLinear.apply(by_time, last.weight, norms, dtype, act, *heads)
         if last.bias is None:
@@ -449,8 +449,8 @@ class _ScoresThroughLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         speech, weight, *parts = ctx.saved_tensors
         act, channels = ctx.act, weight.shape[1]
-        projected = ctx.__dict__.pop("projected", None)
-        if projected is None:
+        projected, ctx.projected = ctx.projected, None  # overwritten below: not kept
+        if projected is None:  # a second backward
             projected = _projected(speech, weight, ctx.dtype)
         grad = grad / ctx.norms
         # the parts' gradients, flattened time-major ([B, T·H]), in P's memory if they have
